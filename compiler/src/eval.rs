@@ -1,0 +1,529 @@
+//! Evaluation: a stack file → plain values with source spans, through nickel-lang-core.
+//!
+//! **Architecture Invariant:** the Nickel `Program` lives only inside [`evaluate`]'s worker
+//! thread and is dropped before the result is returned; nothing downstream holds Nickel values.
+//! Evaluation is pure: Nickel has no clock, network or environment access, and the stdlib is
+//! embedded.
+//!
+//! Nickel has no way to interrupt an evaluation, so the time and memory limits are enforced by a
+//! watchdog: past either, [`evaluate`] returns a diagnostic and abandons the worker thread. A
+//! caller that hits a limit should exit the process soon (the CLI does).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chimera_model::{Diagnostic, SourceMap, Span};
+use nickel_lang_core::error::{Error as NickelError, EvalErrorKind, IntoDiagnostics};
+use nickel_lang_core::eval::cache::CacheImpl;
+use nickel_lang_core::eval::value::{Container, NickelValue, ValueContentRef};
+use nickel_lang_core::files::{FileId, Files};
+use nickel_lang_core::position::{PosTable, TermPos};
+use nickel_lang_core::program::{Program, ProgramBuilder};
+use serde_json::{Map, Value};
+
+use crate::stdlib;
+
+/// Limits for one evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub timeout: Duration,
+    /// Resident memory of the whole process above which evaluation is abandoned.
+    pub memory_limit: Option<u64>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            timeout: Duration::from_secs(60),
+            memory_limit: Some(default_memory_limit()),
+        }
+    }
+}
+
+/// Three quarters of physical memory, or 8 GiB when that cannot be read.
+pub fn default_memory_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024);
+    total.map(|t| t / 4 * 3).unwrap_or(8 << 30)
+}
+
+/// One resource as evaluated: its fields as JSON, and where each top-level field came from.
+#[derive(Debug, Clone)]
+pub struct RawResource {
+    pub fields: Map<String, Value>,
+    /// Span of the resource value itself (the record or the merge that built it).
+    pub span: Option<Span>,
+    pub field_spans: Vec<(String, Span)>,
+}
+
+impl RawResource {
+    pub fn field_span(&self, field: &str) -> Option<Span> {
+        self.field_spans
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// The evaluated stack, free of any Nickel value.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub stack: String,
+    pub stack_span: Option<Span>,
+    pub resources: Vec<RawResource>,
+    /// The stdlib's catalog, as evaluated.
+    pub catalog: Value,
+    /// User files the evaluation read (the entry file and its imports), for cache keys.
+    pub files_read: Vec<PathBuf>,
+}
+
+/// An evaluation's outcome with the sources its diagnostics and spans point into.
+pub struct EvalOutput {
+    pub result: Result<Evaluated, Vec<Diagnostic>>,
+    pub sources: SourceMap,
+}
+
+/// Evaluates the stack file at `path` under the given limits.
+pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
+    let path = path.to_path_buf();
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name("nickel-eval".into())
+        // Deeply nested input recurses in Nickel's parser and in our walk.
+        .stack_size(512 << 20)
+        .spawn(move || {
+            let out = evaluate_here(&path);
+            let _ = tx.send(out);
+        });
+    if let Err(e) = worker {
+        return EvalOutput {
+            result: Err(vec![Diagnostic::error("E0009", "cannot start the evaluator")
+                .detail(format!("spawning the evaluation thread failed: {e}"))]),
+            sources: SourceMap::default(),
+        };
+    }
+    let start = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(out) => return out,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return EvalOutput {
+                    result: Err(vec![Diagnostic::error("E0010", "the evaluator crashed")
+                        .detail("Nickel panicked while evaluating this stack; this is a bug in Chimera or Nickel, please report it with the input")]),
+                    sources: SourceMap::default(),
+                };
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if start.elapsed() >= opts.timeout {
+            return limit_diagnostic(
+                "E0007",
+                "evaluation timed out",
+                format!(
+                    "evaluating the stack took longer than {:.1} s, which usually means infinite recursion or a loop that never ends; check recursive functions and `std.array.generate` sizes, or raise the limit with --eval-timeout",
+                    opts.timeout.as_secs_f64()
+                ),
+            );
+        }
+        if let (Some(limit), Some(rss)) = (opts.memory_limit, resident_bytes())
+            && rss > limit
+        {
+            return limit_diagnostic(
+                "E0008",
+                "evaluation ran out of memory",
+                format!(
+                    "evaluating the stack used more than {} MiB, which usually means unbounded recursion or a huge generated value; check recursive functions, or raise the limit with --eval-memory-mib",
+                    limit >> 20
+                ),
+            );
+        }
+    }
+}
+
+fn limit_diagnostic(code: &'static str, summary: &str, detail: String) -> EvalOutput {
+    EvalOutput {
+        result: Err(vec![Diagnostic::error(code, summary).detail(detail)]),
+        sources: SourceMap::default(),
+    }
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Nickel string literal escaping for a path put in generated source.
+fn nickel_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '%' => out.push_str("\\%"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+const OUTPUT_FIELD: &str = "chimera_output";
+
+fn evaluate_here(path: &Path) -> EvalOutput {
+    let mut sources = SourceMap::default();
+    let abs = match std::path::absolute(path) {
+        Ok(p) => p,
+        Err(e) => {
+            return EvalOutput {
+                result: Err(vec![io_diag(path, &e)]),
+                sources,
+            };
+        }
+    };
+    if let Err(e) = std::fs::metadata(&abs) {
+        return EvalOutput {
+            result: Err(vec![io_diag(path, &e)]),
+            sources,
+        };
+    }
+    let Some(abs_str) = abs.to_str() else {
+        return EvalOutput {
+            result: Err(vec![
+                Diagnostic::error("E0009", "stack path is not valid UTF-8")
+                    .detail(format!("rename `{}` to a UTF-8 path", abs.display())),
+            ]),
+            sources,
+        };
+    };
+    let entry = format!(
+        "{{ {OUTPUT_FIELD} = {{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }} }}",
+        user = nickel_string(abs_str),
+        lib = nickel_string(&stdlib::virtual_path("chimera.ncl")),
+    );
+    let mut builder = ProgramBuilder::new();
+    for (name, text) in stdlib::FILES {
+        builder = builder.add_source_string(*text, stdlib::virtual_path(name));
+    }
+    let built = builder
+        .add_source_string(entry, stdlib::virtual_path("entry.ncl"))
+        .add_import_paths([PathBuf::from(stdlib::VIRTUAL_DIR)])
+        .build::<CacheImpl>();
+    let mut prog: Program<CacheImpl> = match built {
+        Ok(p) => p,
+        Err(e) => {
+            return EvalOutput {
+                result: Err(vec![
+                    Diagnostic::error("E0009", "cannot load the stack").detail(e.to_string()),
+                ]),
+                sources,
+            };
+        }
+    };
+    match prog.parse_field_path(OUTPUT_FIELD.to_string()) {
+        Ok(f) => prog.field = f,
+        Err(e) => {
+            return EvalOutput {
+                result: Err(vec![
+                    Diagnostic::error("E0010", "internal error").detail(format!("{e:?}")),
+                ]),
+                sources,
+            };
+        }
+    }
+    let value = prog.eval_full_for_export();
+    let files = prog.files();
+    let mut conv = SpanConv::new(&files, &mut sources);
+    let result = match value {
+        Ok(v) => walk_output(&v, prog.pos_table(), &mut conv).map(|mut ev| {
+            ev.files_read = user_files(&files);
+            ev
+        }),
+        Err(e) => Err(nickel_diagnostics(e, &files, &mut conv)),
+    };
+    drop(prog);
+    EvalOutput { result, sources }
+}
+
+fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
+    let fix = if e.kind() == std::io::ErrorKind::NotFound {
+        "check the path; a stack is a directory with a `main.ncl` or a `.ncl` file".to_string()
+    } else {
+        format!("check that the file is readable ({e})")
+    };
+    Diagnostic::error("E0009", "cannot read the stack file")
+        .detail(format!("`{}`: {fix}", path.display()))
+}
+
+fn user_files(files: &Files) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files
+        .filenames()
+        .filter_map(|n| n.to_str())
+        .filter(|n| n.starts_with('/') && !n.starts_with(stdlib::VIRTUAL_DIR))
+        .map(PathBuf::from)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Maps Nickel file ids and spans into our [`SourceMap`], adding each file once.
+struct SpanConv<'a> {
+    files: &'a Files,
+    sources: &'a mut SourceMap,
+    ids: HashMap<FileId, u32>,
+    cwd: Option<PathBuf>,
+}
+
+impl<'a> SpanConv<'a> {
+    fn new(files: &'a Files, sources: &'a mut SourceMap) -> Self {
+        SpanConv {
+            files,
+            sources,
+            ids: HashMap::new(),
+            cwd: std::env::current_dir().ok(),
+        }
+    }
+
+    fn file(&mut self, id: FileId) -> u32 {
+        if let Some(&i) = self.ids.get(&id) {
+            return i;
+        }
+        let raw = self.files.name(id).to_string_lossy().into_owned();
+        let name = match &self.cwd {
+            Some(cwd) => Path::new(&raw)
+                .strip_prefix(cwd)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or(raw.clone()),
+            None => raw.clone(),
+        };
+        let text: Arc<str> = self.files.clone_source(id);
+        let i = self.sources.add(stdlib::display_name(&name), text);
+        self.ids.insert(id, i);
+        i
+    }
+
+    fn span(&mut self, pos: TermPos) -> Option<Span> {
+        let raw = match pos {
+            TermPos::Original(s) | TermPos::Inherited(s) => s,
+            TermPos::None => return None,
+        };
+        let file = self.file(raw.src_id);
+        Some(Span {
+            file,
+            start: raw.start.to_usize() as u32,
+            end: raw.end.to_usize() as u32,
+        })
+    }
+
+    fn range(&mut self, id: FileId, range: std::ops::Range<usize>) -> Span {
+        let file = self.file(id);
+        Span {
+            file,
+            start: range.start as u32,
+            end: range.end as u32,
+        }
+    }
+}
+
+fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec<Diagnostic> {
+    let code = match &e {
+        NickelError::ParseErrors(_) => "E0001",
+        NickelError::TypecheckError(_) => "E0002",
+        NickelError::EvalError(data) => match &data.error {
+            EvalErrorKind::BlameError { .. } => "E0003",
+            EvalErrorKind::MissingFieldDef { .. } => "E0003",
+            _ => "E0004",
+        },
+        NickelError::ImportError(_) => "E0005",
+        NickelError::ExportError(_) => "E0006",
+        NickelError::IOError(_) => "E0009",
+        NickelError::ReplError(_) => "E0004",
+    };
+    let mut files = files.clone();
+    let raw = e.into_diagnostics(&mut files);
+    let mut out = Vec::new();
+    for d in raw {
+        let mut diag = if d.severity == codespan_reporting::diagnostic::Severity::Warning {
+            Diagnostic::warning(code, d.message.clone())
+        } else {
+            Diagnostic::error(code, d.message.clone())
+        };
+        let mut primary_set = false;
+        // Prefer a primary label in a user file over one in the stdlib.
+        let mut labels: Vec<_> = d.labels.iter().collect();
+        labels.sort_by_key(|l| {
+            let in_stdlib = files
+                .name(l.file_id)
+                .to_string_lossy()
+                .starts_with(stdlib::VIRTUAL_DIR);
+            (
+                l.style != codespan_reporting::diagnostic::LabelStyle::Primary,
+                in_stdlib,
+            )
+        });
+        for l in labels {
+            let span = conv.range(l.file_id, l.range.clone());
+            let loc = conv.sources.locate(span);
+            if !primary_set {
+                diag = diag.at(loc);
+                if !l.message.is_empty() {
+                    diag.detail = l.message.clone();
+                }
+                primary_set = true;
+            } else {
+                diag = diag.label(loc, l.message.clone());
+            }
+        }
+        for n in d.notes {
+            diag = diag.note(n);
+        }
+        out.push(diag);
+    }
+    if out.is_empty() {
+        out.push(Diagnostic::error(code, "evaluation failed"));
+    }
+    out
+}
+
+fn record_fields<'v>(v: &'v NickelValue) -> Option<Vec<(String, &'v NickelValue)>> {
+    match v.content_ref() {
+        ValueContentRef::Record(Container::Empty) => Some(Vec::new()),
+        ValueContentRef::Record(Container::Alloc(record)) => Some(
+            record
+                .iter_serializable()
+                .filter_map(|b| b.ok())
+                .map(|(id, val)| (id.to_string(), val))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn array_items(v: &NickelValue) -> Option<Vec<&NickelValue>> {
+    match v.content_ref() {
+        ValueContentRef::Array(Container::Empty) => Some(Vec::new()),
+        ValueContentRef::Array(Container::Alloc(data)) => Some(data.array.iter().collect()),
+        _ => None,
+    }
+}
+
+fn to_json(v: &NickelValue) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+fn walk_output(
+    out: &NickelValue,
+    pos: &PosTable,
+    conv: &mut SpanConv,
+) -> Result<Evaluated, Vec<Diagnostic>> {
+    let internal = |what: &str| vec![Diagnostic::error("E0010", "internal error").detail(what.to_string())];
+    let fields = record_fields(out).ok_or_else(|| internal("output is not a record"))?;
+    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let stack = get("stack").ok_or_else(|| internal("output has no stack"))?;
+    let catalog = to_json(get("catalog").ok_or_else(|| internal("output has no catalog"))?)
+        .map_err(|e| internal(&e))?;
+
+    let stack_fields = record_fields(stack).ok_or_else(|| {
+        vec![Diagnostic::error("E0100", "the stack file is not a stack")
+            .detail("a stack file must evaluate to a record `{ stack = \"name\", resources = [...] }`")
+            .at(conv.span(pos.get(stack.pos_idx())).and_then(|s| conv.sources.locate(s)))]
+    })?;
+    let sget = |name: &str| stack_fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    // The Stack contract guarantees both fields; stay defensive anyway.
+    let name_v = sget("stack").ok_or_else(|| internal("stack has no `stack` field"))?;
+    let stack_name = name_v
+        .as_string()
+        .map(|s| s.to_string())
+        .ok_or_else(|| internal("`stack` is not a string"))?;
+    let stack_span = conv.span(pos.get(name_v.pos_idx()));
+    let resources_v = sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
+
+    let mut resources = Vec::new();
+    let mut diags = Vec::new();
+    // Flatten nested arrays iteratively (deep nesting must not overflow the stack).
+    let mut todo: Vec<(&NickelValue, usize)> = vec![(resources_v, 0)];
+    while let Some((v, depth)) = todo.pop() {
+        if let Some(items) = array_items(v) {
+            if depth > 16 {
+                diags.push(
+                    Diagnostic::error("E0114", "resources are nested too deeply")
+                        .detail("`resources` may contain arrays of resources up to 16 levels deep; flatten it with `std.array.flatten`")
+                        .at(conv.span(pos.get(v.pos_idx())).and_then(|s| conv.sources.locate(s))),
+                );
+                continue;
+            }
+            for item in items.into_iter().rev() {
+                todo.push((item, depth + 1));
+            }
+            continue;
+        }
+        let span = conv.span(pos.get(v.pos_idx()));
+        let Some(fields) = record_fields(v) else {
+            diags.push(
+                Diagnostic::error("E0100", "a resource is not a record")
+                    .detail("every element of `resources` must be a resource record built from a schema, e.g. `c.Instance & { name = \"web\", ... }`")
+                    .at(span.and_then(|s| conv.sources.locate(s))),
+            );
+            continue;
+        };
+        let mut map = Map::new();
+        let mut field_spans = Vec::with_capacity(fields.len());
+        for (k, fv) in fields {
+            if let Some(s) = conv.span(pos.get(fv.pos_idx())) {
+                field_spans.push((k.clone(), s));
+            }
+            match to_json(fv) {
+                Ok(j) => {
+                    map.insert(k, j);
+                }
+                Err(e) => diags.push(
+                    Diagnostic::error("E0006", "a field cannot be exported")
+                        .detail(format!("field `{k}`: {e}"))
+                        .at(field_spans
+                            .last()
+                            .and_then(|(_, s)| conv.sources.locate(*s))),
+                ),
+            }
+        }
+        resources.push(RawResource {
+            fields: map,
+            span,
+            field_spans,
+        });
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Evaluated {
+        stack: stack_name,
+        stack_span,
+        resources,
+        catalog,
+        files_read: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nickel_string_escapes_interpolation_and_quotes() {
+        assert_eq!(nickel_string(r#"/a/"b"/%{c}\"#), r#""/a/\"b\"/\%{c}\\""#);
+    }
+}

@@ -1,0 +1,15 @@
+//! Chimera's shared domain types.
+//!
+//! Everything else depends on this crate and it depends on nothing of ours: resource addresses,
+//! kinds and providers, reference placeholders, source spans and diagnostics, and the content
+//! hash. It does no I/O.
+
+pub mod address;
+pub mod diagnostic;
+pub mod hash;
+pub mod reference;
+
+pub use address::{Address, Kind, ProviderName};
+pub use diagnostic::{Code, Diagnostic, Label, Location, Severity, SourceFile, SourceMap, Span};
+pub use hash::ContentHash;
+pub use reference::Ref;
