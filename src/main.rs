@@ -1,1 +1,18 @@
-fn main(){}
+//! The `chimera` command: parse arguments, call the libraries, render, exit.
+//!
+//! **Architecture Invariant:** only this crate knows terminals, colours and exit codes.
+
+mod commands;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    let status = commands::run(cli);
+    // Exit right away: an evaluation abandoned at its time or memory limit may still be running
+    // on a worker thread (see compiler::eval).
+    std::process::exit(status.code())
+}

@@ -286,6 +286,7 @@ struct SpanConv<'a> {
     files: &'a Files,
     sources: &'a mut SourceMap,
     ids: HashMap<FileId, u32>,
+    last: Option<(FileId, u32)>,
     cwd: Option<PathBuf>,
 }
 
@@ -295,11 +296,17 @@ impl<'a> SpanConv<'a> {
             files,
             sources,
             ids: HashMap::new(),
+            last: None,
             cwd: std::env::current_dir().ok(),
         }
     }
 
     fn file(&mut self, id: FileId) -> u32 {
+        if let Some((last, i)) = self.last
+            && last == id
+        {
+            return i;
+        }
         if let Some(&i) = self.ids.get(&id) {
             return i;
         }
@@ -314,6 +321,7 @@ impl<'a> SpanConv<'a> {
         let text: Arc<str> = self.files.clone_source(id);
         let i = self.sources.add(stdlib::display_name(&name), text);
         self.ids.insert(id, i);
+        self.last = Some((id, i));
         i
     }
 
@@ -426,6 +434,52 @@ fn to_json(v: &NickelValue) -> Result<Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
+/// Converts an exported value to JSON, replacing a nested resource record (one with `kind` and
+/// `outputs.id`) by its id reference, so `subnet = my_subnet` means `my_subnet.outputs.id`.
+fn to_json_refs(v: &NickelValue, depth: usize) -> Result<Value, String> {
+    if depth > 64 {
+        return Err("value is nested more than 64 levels deep".into());
+    }
+    match v.content_ref() {
+        ValueContentRef::Record(Container::Alloc(record)) => {
+            let mut fields: Vec<(String, &NickelValue)> = record
+                .iter_serializable()
+                .filter_map(|b| b.ok())
+                .map(|(id, val)| (id.to_string(), val))
+                .collect();
+            if let Some(id) = resource_id(&fields) {
+                return Ok(Value::String(id));
+            }
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut map = Map::new();
+            for (k, fv) in fields {
+                map.insert(k, to_json_refs(fv, depth + 1)?);
+            }
+            Ok(Value::Object(map))
+        }
+        ValueContentRef::Array(Container::Alloc(data)) => data
+            .array
+            .iter()
+            .map(|item| to_json_refs(item, depth + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        ValueContentRef::String(s) => Ok(Value::String(s.to_string())),
+        ValueContentRef::Bool(b) => Ok(Value::Bool(b)),
+        _ => to_json(v),
+    }
+}
+
+fn resource_id(fields: &[(String, &NickelValue)]) -> Option<String> {
+    let has_kind = fields.iter().any(|(k, _)| k == "kind");
+    let outputs = fields.iter().find(|(k, _)| k == "outputs")?.1;
+    if !has_kind {
+        return None;
+    }
+    let out_fields = record_fields(outputs)?;
+    let id = out_fields.iter().find(|(k, _)| k == "id")?.1;
+    id.as_string().map(|s| s.to_string())
+}
+
 fn walk_output(
     out: &NickelValue,
     pos: &PosTable,
@@ -487,7 +541,10 @@ fn walk_output(
             if let Some(s) = conv.span(pos.get(fv.pos_idx())) {
                 field_spans.push((k.clone(), s));
             }
-            match to_json(fv) {
+            if k == "outputs" {
+                continue;
+            }
+            match to_json_refs(fv, 0) {
                 Ok(j) => {
                     map.insert(k, j);
                 }

@@ -1,4 +1,111 @@
 //! Chimera's compiler: Nickel stack files → a typed, content-addressed resource graph.
+//!
+//! `compile` = [`eval::evaluate`] (Nickel, in a worker thread, under limits) → [`lower`]
+//! (validate and type each resource, resolve the catalog and `'cheapest`) → [`graph::build`]
+//! (edges, cycles, hashes). Pure: the same inputs give byte-identical output.
 
+pub mod catalog;
 pub mod eval;
+pub mod graph;
+pub mod lower;
 pub mod stdlib;
+
+use std::path::{Path, PathBuf};
+
+use chimera_model::{Diagnostic, SourceMap};
+
+pub use eval::EvalOptions;
+pub use graph::{Graph, Resource};
+
+/// The result of compiling a stack: a graph, or diagnostics, and the sources they point into.
+pub struct Compiled {
+    pub graph: Option<Graph>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: SourceMap,
+    /// User files evaluation read, for cache keys.
+    pub files_read: Vec<PathBuf>,
+}
+
+impl Compiled {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// A stack is a directory with `main.ncl`, or a `.ncl` file.
+pub fn resolve_stack_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("main.ncl")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Compiles the stack at `path` (a directory with `main.ncl`, or a file).
+pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
+    let file = resolve_stack_path(path);
+    let out = eval::evaluate(&file, opts);
+    let sources = out.sources;
+    let evaluated = match out.result {
+        Ok(e) => e,
+        Err(diagnostics) => {
+            return Compiled {
+                graph: None,
+                diagnostics,
+                sources,
+                files_read: Vec::new(),
+            };
+        }
+    };
+    let mut diagnostics = Vec::new();
+    let graph = lower_evaluated(&evaluated, &sources, &mut diagnostics);
+    Compiled {
+        graph,
+        diagnostics,
+        sources,
+        files_read: evaluated.files_read,
+    }
+}
+
+/// Lowers an evaluation into a graph, appending diagnostics.
+pub fn lower_evaluated(
+    ev: &eval::Evaluated,
+    sources: &SourceMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Graph> {
+    let catalog: catalog::Catalog = match serde_json::from_value(ev.catalog.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            diagnostics.push(
+                Diagnostic::error("E0010", "the catalog is malformed")
+                    .detail(format!("the stdlib catalog does not have the expected shape: {e}")),
+            );
+            return None;
+        }
+    };
+    let headers: Vec<Option<lower::Header>> = ev
+        .resources
+        .iter()
+        .map(|r| lower::header(r, sources, diagnostics))
+        .collect();
+    let providers = lower::resolve_placements(&ev.resources, &headers, &catalog, sources, diagnostics);
+    let mut lowered = Vec::with_capacity(ev.resources.len());
+    for ((raw, header), provider) in ev.resources.iter().zip(&headers).zip(providers) {
+        if let (Some(h), Some(p)) = (header, provider)
+            && let Some(l) = lower::lower_one(raw, h, p, &catalog, sources, diagnostics)
+        {
+            lowered.push(l);
+        }
+    }
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        // Still report relation problems among what lowered, then stop.
+        lower::check_relations(&lowered, sources, diagnostics);
+        return None;
+    }
+    lower::check_relations(&lowered, sources, diagnostics);
+    let graph = graph::build(&ev.stack, lowered, sources, diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    graph
+}

@@ -12,4 +12,4 @@ pub mod reference;
 pub use address::{Address, Kind, ProviderName};
 pub use diagnostic::{Code, Diagnostic, Label, Location, Severity, SourceFile, SourceMap, Span};
 pub use hash::ContentHash;
-pub use reference::Ref;
+pub use reference::{Piece, Ref};

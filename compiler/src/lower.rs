@@ -1,0 +1,1243 @@
+//! Lowering: evaluated resources → typed, validated, provider-resolved resources.
+//!
+//! Every check here reports a diagnostic pointing at the offending value's source span; lowering
+//! never stops at the first problem, so one run shows them all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use chimera_model::{Address, Diagnostic, Kind, Location, ProviderName, Ref, SourceMap, Span};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::catalog::{Catalog, HOURS_PER_MONTH};
+use crate::eval::RawResource;
+
+/// Lifecycle rules of a resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lifecycle {
+    pub prevent_destroy: bool,
+    pub create_before_destroy: bool,
+    pub ignore_changes: Vec<String>,
+}
+
+/// A port range of a firewall rule; `None` means all ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub protocol: String,
+    pub from_port: Option<u16>,
+    pub to_port: Option<u16>,
+    pub cidrs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkSpec {
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubnetSpec {
+    pub network: String,
+    pub cidr: String,
+    pub zone: String,
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FirewallSpec {
+    pub network: String,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_gib: Option<f64>,
+    /// Resolved from the catalog for the provider.
+    pub instance_type: String,
+    pub image: String,
+    /// Provider-native image reference from the catalog.
+    pub image_ref: Value,
+    pub subnet: String,
+    pub firewalls: Vec<String>,
+    pub public_ip: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolumeSpec {
+    pub size_gib: u32,
+    #[serde(rename = "type")]
+    pub volume_type: String,
+    pub disk_type: String,
+    pub zone: String,
+    pub encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// The kind-specific, typed part of a resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    Network(NetworkSpec),
+    Subnet(SubnetSpec),
+    Firewall(FirewallSpec),
+    Instance(InstanceSpec),
+    Volume(VolumeSpec),
+}
+
+/// A lowered resource (before graph construction assigns dependencies and hashes).
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    pub address: Address,
+    pub provider: ProviderName,
+    pub region: String,
+    pub native_region: String,
+    pub tags: BTreeMap<String, String>,
+    pub lifecycle: Lifecycle,
+    pub sensitive: BTreeSet<String>,
+    /// The provider escape hatch for the resolved provider, passed through unchanged.
+    pub native: Map<String, Value>,
+    pub spec: Spec,
+    /// Estimated monthly list price (USD) from the catalog.
+    pub monthly_cost: f64,
+    pub name_span: Option<Span>,
+    pub field_spans: Vec<(String, Span)>,
+}
+
+const COMMON_FIELDS: &[&str] = &[
+    "kind", "name", "provider", "region", "tags", "lifecycle", "sensitive", "local", "aws", "gcp",
+    "azure",
+];
+
+pub fn kind_fields(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Network => &["cidr"],
+        Kind::Subnet => &["network", "cidr", "zone", "public"],
+        Kind::Firewall => &["network", "ingress", "egress"],
+        Kind::Instance => &[
+            "size",
+            "cpu",
+            "memory_gib",
+            "image",
+            "subnet",
+            "firewalls",
+            "public_ip",
+            "user_data",
+        ],
+        Kind::Volume => &["size_gib", "type", "zone", "encrypted", "instance"],
+    }
+}
+
+/// Outputs a kind offers to references.
+pub fn kind_outputs(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Instance => &["id", "private_ip", "public_ip"],
+        _ => &["id"],
+    }
+}
+
+/// Attributes that are always sensitive.
+pub fn always_sensitive(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Instance => &["user_data"],
+        _ => &[],
+    }
+}
+
+/// Longest string accepted in any attribute.
+pub const MAX_STRING: usize = 64 * 1024;
+
+struct Ctx<'a> {
+    raw: &'a RawResource,
+    sources: &'a SourceMap,
+    address: String,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn loc(&self, field: &str) -> Option<Location> {
+        self.raw
+            .field_span(field)
+            .or_else(|| self.raw.field_span("name"))
+            .or(self.raw.span)
+            .and_then(|s| self.sources.locate(s))
+    }
+
+    fn err(&mut self, code: &'static str, field: &str, summary: &str, detail: String) {
+        let d = Diagnostic::error(code, summary)
+            .detail(detail)
+            .address(&self.address)
+            .at(self.loc(field));
+        self.diags.push(d);
+    }
+
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.raw.fields.get(field).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, field: &str, required: bool) -> Option<String> {
+        match self.get(field) {
+            None if required => {
+                self.err(
+                    "E0103",
+                    field,
+                    "missing required field",
+                    format!("`{field}` is required on {}; add `{field} = ...`", self.address),
+                );
+                None
+            }
+            None => None,
+            Some(Value::String(s)) => {
+                if s.len() > MAX_STRING {
+                    self.err(
+                        "E0113",
+                        field,
+                        "value too large",
+                        format!(
+                            "`{field}` is {} bytes; attributes are limited to {} KiB. Store large content elsewhere and reference it",
+                            s.len(),
+                            MAX_STRING / 1024
+                        ),
+                    );
+                    return None;
+                }
+                Some(s.clone())
+            }
+            Some(other) => {
+                let got = type_name(other);
+                self.err(
+                    "E0103",
+                    field,
+                    "wrong type",
+                    format!("`{field}` must be a string, got {got}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, field: &str, default: bool) -> bool {
+        match self.get(field) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                let got = type_name(other);
+                self.err(
+                    "E0103",
+                    field,
+                    "wrong type",
+                    format!("`{field}` must be true or false, got {got}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn integer(&mut self, field: &str, lo: i64, hi: i64, required: bool) -> Option<i64> {
+        match self.get(field) {
+            None if required => {
+                self.err(
+                    "E0103",
+                    field,
+                    "missing required field",
+                    format!("`{field}` is required on {}; add `{field} = ...`", self.address),
+                );
+                None
+            }
+            None => None,
+            Some(v) => check_integer(v, lo, hi).map_err(|m| {
+                self.err("E0103", field, "value out of range", format!("`{field}` {m}"));
+            }).ok(),
+        }
+    }
+
+    fn one_of(&mut self, field: &str, options: &[&str], default: &str) -> String {
+        match self.get(field) {
+            None => default.to_string(),
+            Some(Value::String(s)) if options.contains(&s.as_str()) => s.clone(),
+            Some(v) => {
+                let shown = show(v);
+                let list = options.iter().map(|o| format!("'{o}")).collect::<Vec<_>>().join(", ");
+                self.err(
+                    "E0103",
+                    field,
+                    "unknown value",
+                    format!("`{field}` is {shown}; expected one of {list}"),
+                );
+                default.to_string()
+            }
+        }
+    }
+
+    /// A reference to a resource of `kind` (a placeholder string).
+    fn reference(&mut self, field: &str, kind: Kind, required: bool) -> Option<String> {
+        let v = self.get(field).cloned();
+        match v {
+            None if required => {
+                self.err(
+                    "E0103",
+                    field,
+                    "missing required field",
+                    format!(
+                        "`{field}` is required on {}; pass the {kind} resource or its `outputs.id`",
+                        self.address
+                    ),
+                );
+                None
+            }
+            None => None,
+            Some(v) => self.reference_value(field, &v, kind),
+        }
+    }
+
+    fn reference_value(&mut self, field: &str, v: &Value, kind: Kind) -> Option<String> {
+        match v.as_str().and_then(Ref::parse_exact) {
+            Some(Ok(r)) if r.kind == kind => Some(v.as_str()?.to_string()),
+            Some(Ok(r)) => {
+                self.err(
+                    "E0115",
+                    field,
+                    "reference to the wrong kind",
+                    format!("`{field}` must reference a {kind}, but references {}", r.address()),
+                );
+                None
+            }
+            Some(Err(e)) => {
+                self.err("E0115", field, "malformed reference", e);
+                None
+            }
+            None => {
+                let shown = show(v);
+                self.err(
+                    "E0103",
+                    field,
+                    "expected a reference",
+                    format!(
+                        "`{field}` must reference a {kind} (pass the resource, or `my_{kind}.outputs.id`), got {shown}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn cidr(&mut self, field: &str, required: bool) -> Option<String> {
+        let s = self.string(field, required)?;
+        if Ref::parse_exact(&s).is_some() {
+            return Some(s);
+        }
+        match parse_cidr(&s) {
+            Ok((addr, prefix)) => {
+                let net = network_of(addr, prefix);
+                if net != addr {
+                    self.err(
+                        "E0107",
+                        field,
+                        "CIDR block has host bits set",
+                        format!("`{s}` is not a network address; did you mean \"{net}/{prefix}\"?"),
+                    );
+                    return None;
+                }
+                Some(s)
+            }
+            Err(m) => {
+                self.err("E0107", field, "invalid CIDR block", m);
+                None
+            }
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a record",
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.len() <= 64 => format!("\"{s}\""),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => type_name(other).to_string(),
+    }
+}
+
+fn check_integer(v: &Value, lo: i64, hi: i64) -> Result<i64, String> {
+    let Some(f) = v.as_f64() else {
+        return Err(format!("must be a whole number between {lo} and {hi}, got {}", show(v)));
+    };
+    if f.fract() != 0.0 {
+        return Err(format!("must be a whole number between {lo} and {hi}, got {f}"));
+    }
+    if f < lo as f64 || f > hi as f64 {
+        return Err(format!("must be between {lo} and {hi}, got {}", show(v)));
+    }
+    Ok(f as i64)
+}
+
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let hint = "expected an IPv4 block such as \"10.0.0.0/16\" (four octets 0-255, prefix 0-32)";
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` has no `/prefix`; {hint}"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not a valid IPv4 address; {hint}"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("`{s}` has an invalid prefix; {hint}"))?;
+    Ok((addr, prefix))
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+}
+
+fn network_of(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(addr) & mask(prefix))
+}
+
+/// `inner` lies inside `outer`.
+pub fn cidr_within(inner: (Ipv4Addr, u8), outer: (Ipv4Addr, u8)) -> bool {
+    inner.1 >= outer.1 && (u32::from(inner.0) & mask(outer.1)) == (u32::from(outer.0) & mask(outer.1))
+}
+
+fn cidrs_overlap(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    cidr_within(a, b) || cidr_within(b, a)
+}
+
+/// Names as each provider accepts them.
+fn name_rule(p: ProviderName, name: &str) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    match p {
+        ProviderName::Gcp => {
+            let ok = name.len() <= 63
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.ends_with('-');
+            if ok { Ok(()) } else {
+                Err("gcp names must be 1-63 lowercase letters, digits and `-`, start with a letter and not end with `-` (RFC 1035)".into())
+            }
+        }
+        ProviderName::Azure => {
+            let ok = name.len() <= 64
+                && name.starts_with(alnum)
+                && !name.ends_with('.')
+                && !name.ends_with('-');
+            if ok { Ok(()) } else {
+                Err("azure names must be 1-64 characters, start with a letter or digit and not end with `.` or `-`".into())
+            }
+        }
+        ProviderName::Aws | ProviderName::Local => Ok(()),
+    }
+}
+
+fn generic_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name \"{}\": use 1-128 letters, digits, `-`, `_` and `.`, starting with a letter or digit",
+            name.chars().take(64).collect::<String>()
+        ))
+    }
+}
+
+fn valid_tag_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 128
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c))
+}
+
+/// The provider a resource asked for, before `'cheapest` is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Fixed(ProviderName),
+    Cheapest,
+}
+
+/// First pass: kind, name and placement of every resource, and unknown fields.
+pub struct Header {
+    pub kind: Kind,
+    pub name: String,
+    pub placement: Placement,
+}
+
+pub fn header(raw: &RawResource, sources: &SourceMap, diags: &mut Vec<Diagnostic>) -> Option<Header> {
+    let loc = |field: &str| {
+        raw.field_span(field)
+            .or(raw.span)
+            .and_then(|s| sources.locate(s))
+    };
+    let kind = match raw.fields.get("kind") {
+        Some(Value::String(k)) => match k.parse::<Kind>() {
+            Ok(k) => k,
+            Err(_) => {
+                diags.push(
+                    Diagnostic::error("E0101", "unknown resource kind")
+                        .detail(format!(
+                            "kind \"{k}\" is not one of network, subnet, firewall, instance, volume; build resources from the stdlib schemas, e.g. `c.Instance & {{ ... }}`"
+                        ))
+                        .at(loc("kind")),
+                );
+                return None;
+            }
+        },
+        _ => {
+            diags.push(
+                Diagnostic::error("E0101", "resource without a kind")
+                    .detail("this record has no `kind`; build resources from the stdlib schemas, e.g. `c.Network & { name = \"main\", cidr = \"10.0.0.0/16\" }`")
+                    .at(loc("kind")),
+            );
+            return None;
+        }
+    };
+    let name = match raw.fields.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        Some(other) => {
+            diags.push(
+                Diagnostic::error("E0103", "wrong type")
+                    .detail(format!("`name` must be a string, got {}", type_name(other)))
+                    .at(loc("name")),
+            );
+            return None;
+        }
+        None => {
+            diags.push(
+                Diagnostic::error("E0103", "missing required field")
+                    .detail(format!("a {kind} needs a `name`; add `name = \"...\"`"))
+                    .at(loc("kind")),
+            );
+            return None;
+        }
+    };
+    let address = Address::new(kind, name.clone());
+    if let Err(m) = generic_name(&name) {
+        diags.push(
+            Diagnostic::error("E0112", "invalid name")
+                .detail(m)
+                .address(&address)
+                .at(loc("name")),
+        );
+    }
+    // Unknown fields, with a suggestion.
+    let known: Vec<&str> = COMMON_FIELDS.iter().chain(kind_fields(kind)).copied().collect();
+    for field in raw.fields.keys() {
+        if !known.contains(&field.as_str()) {
+            let suggestion = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(field, k), *k))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, k)| format!("did you mean `{k}`? "))
+                .unwrap_or_default();
+            diags.push(
+                Diagnostic::error("E0102", "unknown field")
+                    .detail(format!(
+                        "a {kind} has no field `{field}`; {suggestion}fields are: {}",
+                        known.join(", ")
+                    ))
+                    .address(&address)
+                    .at(loc(field)),
+            );
+        }
+    }
+    let placement = match raw.fields.get("provider") {
+        None => Placement::Fixed(ProviderName::Local),
+        Some(Value::String(p)) if p == "cheapest" => Placement::Cheapest,
+        Some(Value::String(p)) => match p.parse::<ProviderName>() {
+            Ok(p) => Placement::Fixed(p),
+            Err(_) => {
+                diags.push(
+                    Diagnostic::error("E0103", "unknown provider")
+                        .detail(format!(
+                            "provider \"{p}\" is not one of 'local, 'aws, 'gcp, 'azure, 'cheapest"
+                        ))
+                        .address(&address)
+                        .at(loc("provider")),
+                );
+                return None;
+            }
+        },
+        Some(other) => {
+            diags.push(
+                Diagnostic::error("E0103", "wrong type")
+                    .detail(format!(
+                        "`provider` must be one of 'local, 'aws, 'gcp, 'azure, 'cheapest, got {}",
+                        type_name(other)
+                    ))
+                    .address(&address)
+                    .at(loc("provider")),
+            );
+            return None;
+        }
+    };
+    Some(Header {
+        kind,
+        name,
+        placement,
+    })
+}
+
+/// Second pass: validate and type one resource on a resolved provider.
+pub fn lower_one(
+    raw: &RawResource,
+    header: &Header,
+    provider: ProviderName,
+    catalog: &Catalog,
+    sources: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Lowered> {
+    let address = Address::new(header.kind, header.name.clone());
+    let before = diags.len();
+    let mut cx = Ctx {
+        raw,
+        sources,
+        address: address.to_string(),
+        diags,
+    };
+    if let Err(m) = name_rule(provider, &header.name) {
+        cx.err("E0112", "name", "invalid name for the provider", m);
+    }
+    let region = cx.string("region", false).unwrap_or_else(|| "us-east".into());
+    let native_region = match catalog.native_region(&region, provider) {
+        Some(r) => r.to_string(),
+        None => {
+            if catalog.regions.contains_key(&region) {
+                let offered = catalog.providers_for_region(&region).join(", ");
+                cx.err(
+                    "E0109",
+                    "region",
+                    "region not offered by the provider",
+                    format!(
+                        "{provider} does not offer region \"{region}\" in the catalog of {}; providers there: {offered}. Choose another region or provider",
+                        catalog.date
+                    ),
+                );
+            } else {
+                let known = catalog.regions.keys().cloned().collect::<Vec<_>>().join(", ");
+                cx.err(
+                    "E0109",
+                    "region",
+                    "unknown region",
+                    format!("region \"{region}\" is not in the catalog; known regions: {known}"),
+                );
+            }
+            String::new()
+        }
+    };
+
+    // Tags.
+    let mut tags = BTreeMap::new();
+    match cx.get("tags").cloned() {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                if !valid_tag_key(&k) || k.starts_with("chimera-") {
+                    cx.err(
+                        "E0103",
+                        "tags",
+                        "invalid tag key",
+                        format!("tag key \"{k}\" must be 1-128 letters, digits, spaces and _ . : / = + - @, and not start with `chimera-` (reserved)"),
+                    );
+                    continue;
+                }
+                match v {
+                    Value::String(s) if s.len() <= 256 => {
+                        tags.insert(k, s);
+                    }
+                    Value::String(_) => cx.err(
+                        "E0113",
+                        "tags",
+                        "value too large",
+                        format!("tag \"{k}\" is longer than 256 characters"),
+                    ),
+                    other => cx.err(
+                        "E0103",
+                        "tags",
+                        "wrong type",
+                        format!("tag \"{k}\" must be a string, got {}", type_name(&other)),
+                    ),
+                }
+            }
+        }
+        Some(other) => cx.err(
+            "E0103",
+            "tags",
+            "wrong type",
+            format!("`tags` must be a record of strings, got {}", type_name(&other)),
+        ),
+    }
+
+    // Lifecycle.
+    let mut lifecycle = Lifecycle::default();
+    match cx.get("lifecycle").cloned() {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("prevent_destroy", Value::Bool(b)) => lifecycle.prevent_destroy = b,
+                    ("create_before_destroy", Value::Bool(b)) => lifecycle.create_before_destroy = b,
+                    ("ignore_changes", Value::Array(items)) => {
+                        let known: Vec<&str> = kind_fields(header.kind).iter().chain(["tags"].iter()).copied().collect();
+                        for item in items {
+                            match item.as_str() {
+                                Some(a) if known.contains(&a) => lifecycle.ignore_changes.push(a.to_string()),
+                                _ => cx.err(
+                                    "E0103",
+                                    "lifecycle",
+                                    "unknown attribute in ignore_changes",
+                                    format!("`lifecycle.ignore_changes` entries must be attributes of a {}: {}", header.kind, known.join(", ")),
+                                ),
+                            }
+                        }
+                    }
+                    (k, v) => cx.err(
+                        "E0103",
+                        "lifecycle",
+                        "invalid lifecycle",
+                        format!("`lifecycle.{k}` = {}: lifecycle takes prevent_destroy (bool), create_before_destroy (bool) and ignore_changes (array of attribute names)", show(&v)),
+                    ),
+                }
+            }
+        }
+        Some(other) => cx.err(
+            "E0103",
+            "lifecycle",
+            "wrong type",
+            format!("`lifecycle` must be a record, got {}", type_name(&other)),
+        ),
+    }
+
+    // Sensitive attributes.
+    let mut sensitive: BTreeSet<String> = always_sensitive(header.kind).iter().map(|s| s.to_string()).collect();
+    match cx.get("sensitive").cloned() {
+        None => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item.as_str() {
+                    Some(a) if kind_fields(header.kind).contains(&a) || a == "tags" => {
+                        sensitive.insert(a.to_string());
+                    }
+                    _ => cx.err(
+                        "E0103",
+                        "sensitive",
+                        "unknown sensitive attribute",
+                        format!("`sensitive` entries must be attributes of a {}: {}", header.kind, kind_fields(header.kind).join(", ")),
+                    ),
+                }
+            }
+        }
+        Some(other) => cx.err(
+            "E0103",
+            "sensitive",
+            "wrong type",
+            format!("`sensitive` must be an array of attribute names, got {}", type_name(&other)),
+        ),
+    }
+
+    // Provider escape hatch.
+    let native = match cx.get(provider.as_str()).cloned() {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            cx.err(
+                "E0103",
+                provider.as_str(),
+                "wrong type",
+                format!("`{provider}` (the provider escape hatch) must be a record, got {}", type_name(&other)),
+            );
+            Map::new()
+        }
+    };
+
+    let mut monthly_cost = 0.0;
+    let spec = match header.kind {
+        Kind::Network => Spec::Network(NetworkSpec {
+            cidr: cx.cidr("cidr", true).unwrap_or_default(),
+        }),
+        Kind::Subnet => Spec::Subnet(SubnetSpec {
+            network: cx.reference("network", Kind::Network, true).unwrap_or_default(),
+            cidr: cx.cidr("cidr", true).unwrap_or_default(),
+            zone: cx.one_of("zone", &["a", "b", "c"], "a"),
+            public: cx.boolean("public", false),
+        }),
+        Kind::Firewall => {
+            let network = cx.reference("network", Kind::Network, true).unwrap_or_default();
+            let ingress = rules(&mut cx, "ingress", Vec::new());
+            let egress = rules(
+                &mut cx,
+                "egress",
+                vec![Rule {
+                    protocol: "all".into(),
+                    from_port: None,
+                    to_port: None,
+                    cidrs: vec!["0.0.0.0/0".into()],
+                    description: None,
+                }],
+            );
+            Spec::Firewall(FirewallSpec { network, ingress, egress })
+        }
+        Kind::Instance => {
+            let size = cx.get("size").cloned();
+            let cpu = cx.integer("cpu", 1, 448, false).map(|c| c as u32);
+            let memory_gib = match cx.get("memory_gib").cloned() {
+                None => None,
+                Some(v) => match v.as_f64() {
+                    Some(m) if m > 0.0 && m <= 24576.0 => Some(m),
+                    _ => {
+                        cx.err("E0103", "memory_gib", "value out of range", format!("`memory_gib` must be a number greater than 0 and at most 24576, got {}", show(&v)));
+                        None
+                    }
+                },
+            };
+            let instance_type = match (&size, cpu, memory_gib) {
+                (Some(Value::String(s)), None, None) => {
+                    if !catalog.sizes.contains_key(s) {
+                        let known = catalog.sizes.keys().map(|k| format!("'{k}")).collect::<Vec<_>>().join(", ");
+                        cx.err("E0110", "size", "unknown size class", format!("size '{s} is not in the catalog; known sizes: {known}"));
+                        String::new()
+                    } else {
+                        match catalog.size_type(s, provider) {
+                            Some(t) => t.to_string(),
+                            None => {
+                                cx.err("E0110", "size", "size not offered by the provider", format!("{provider} has no '{s} size in the catalog of {}; pick another size or give `cpu` and `memory_gib`", catalog.date));
+                                String::new()
+                            }
+                        }
+                    }
+                }
+                (Some(other), None, None) => {
+                    cx.err("E0103", "size", "wrong type", format!("`size` must be a size class such as 'small, got {}", show(other)));
+                    String::new()
+                }
+                (None, Some(c), Some(m)) => match catalog.fit_instance_type(provider, c as f64, m) {
+                    Some(t) => t.to_string(),
+                    None => {
+                        cx.err("E0110", "cpu", "no instance type fits", format!("{provider} has no instance type in the catalog with {c} vCPUs and {m} GiB; lower the request or pick another provider"));
+                        String::new()
+                    }
+                },
+                (None, None, None) => {
+                    cx.err("E0103", "size", "missing size", "an instance needs `size = 'small` (a class from the catalog) or both `cpu` and `memory_gib`".into());
+                    String::new()
+                }
+                _ => {
+                    cx.err("E0103", "size", "conflicting size", "give either `size` or both `cpu` and `memory_gib`, not a mix".into());
+                    String::new()
+                }
+            };
+            if let Some(t) = catalog.instance_type(provider, &instance_type) {
+                monthly_cost += t.hourly * HOURS_PER_MONTH;
+            }
+            let image = cx.string("image", false).unwrap_or_else(|| "ubuntu-24.04".into());
+            let image_ref = match catalog.image(&image, provider) {
+                Some(v) => v.clone(),
+                None => {
+                    let known = catalog.images.keys().cloned().collect::<Vec<_>>().join(", ");
+                    cx.err("E0111", "image", "image not offered", format!("image family \"{image}\" is not in the catalog for {provider}; known families: {known}"));
+                    Value::Null
+                }
+            };
+            let subnet = cx.reference("subnet", Kind::Subnet, true).unwrap_or_default();
+            let mut firewalls = Vec::new();
+            match cx.get("firewalls").cloned() {
+                None => {}
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        if let Some(r) = cx.reference_value("firewalls", &item, Kind::Firewall) {
+                            firewalls.push(r);
+                        }
+                    }
+                }
+                Some(other) => cx.err("E0103", "firewalls", "wrong type", format!("`firewalls` must be an array of firewall references, got {}", type_name(&other))),
+            }
+            Spec::Instance(InstanceSpec {
+                size: size.and_then(|s| s.as_str().map(str::to_string)),
+                cpu,
+                memory_gib,
+                instance_type,
+                image,
+                image_ref,
+                subnet,
+                firewalls,
+                public_ip: cx.boolean("public_ip", false),
+                user_data: cx.string("user_data", false),
+            })
+        }
+        Kind::Volume => {
+            let size_gib = cx.integer("size_gib", 1, 16384, true).unwrap_or(1) as u32;
+            let volume_type = cx.one_of("type", &["standard", "ssd"], "ssd");
+            let disk_type = match catalog.disk(&volume_type, provider) {
+                Some(d) => {
+                    monthly_cost += d.gib_month * size_gib as f64;
+                    d.native.clone()
+                }
+                None => {
+                    cx.err("E0110", "type", "volume type not offered", format!("{provider} has no '{volume_type} volumes in the catalog"));
+                    String::new()
+                }
+            };
+            Spec::Volume(VolumeSpec {
+                size_gib,
+                volume_type,
+                disk_type,
+                zone: cx.one_of("zone", &["a", "b", "c"], "a"),
+                encrypted: cx.boolean("encrypted", true),
+                instance: cx.reference("instance", Kind::Instance, false),
+            })
+        }
+    };
+    if diags.len() > before {
+        return None;
+    }
+    Some(Lowered {
+        address,
+        provider,
+        region,
+        native_region,
+        tags,
+        lifecycle,
+        sensitive,
+        native,
+        spec,
+        monthly_cost,
+        name_span: raw.field_span("name"),
+        field_spans: raw.field_spans.clone(),
+    })
+}
+
+fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
+    let Some(v) = cx.get(field).cloned() else {
+        return default;
+    };
+    let Value::Array(items) = v else {
+        cx.err("E0103", field, "wrong type", format!("`{field}` must be an array of rules, got {}", type_name(&v)));
+        return default;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(rule) = item else {
+            cx.err("E0103", field, "wrong type", format!("`{field}[{i}]` must be a rule record, got {}", type_name(item)));
+            continue;
+        };
+        for k in rule.keys() {
+            if !["protocol", "ports", "cidrs", "description"].contains(&k.as_str()) {
+                cx.err("E0102", field, "unknown field", format!("`{field}[{i}]` has no field `{k}`; rules have protocol, ports, cidrs, description"));
+            }
+        }
+        let protocol = match rule.get("protocol") {
+            None => "tcp".to_string(),
+            Some(Value::String(p)) if ["tcp", "udp", "icmp", "all"].contains(&p.as_str()) => p.clone(),
+            Some(other) => {
+                cx.err("E0103", field, "unknown protocol", format!("`{field}[{i}].protocol` is {}; expected 'tcp, 'udp, 'icmp or 'all", show(other)));
+                continue;
+            }
+        };
+        let port = |v: &Value| check_integer(v, 0, 65535).map(|p| p as u16);
+        let (from_port, to_port) = match rule.get("ports") {
+            None => (None, None),
+            Some(Value::Object(range)) => match (range.get("from").map(port), range.get("to").map(port)) {
+                (Some(Ok(a)), Some(Ok(b))) if a <= b => (Some(a), Some(b)),
+                (Some(Ok(a)), Some(Ok(b))) => {
+                    cx.err("E0103", field, "empty port range", format!("`{field}[{i}].ports` goes from {a} down to {b}; write `{{ from = {b}, to = {a} }}`"));
+                    continue;
+                }
+                (Some(Err(m)), _) | (_, Some(Err(m))) => {
+                    cx.err("E0103", field, "port out of range", format!("`{field}[{i}].ports`: a port {m}"));
+                    continue;
+                }
+                _ => {
+                    cx.err("E0103", field, "incomplete port range", format!("`{field}[{i}].ports` needs both `from` and `to`"));
+                    continue;
+                }
+            },
+            Some(v) => match port(v) {
+                Ok(p) => (Some(p), Some(p)),
+                Err(m) => {
+                    cx.err("E0103", field, "port out of range", format!("`{field}[{i}].ports`: a port {m}"));
+                    continue;
+                }
+            },
+        };
+        let mut cidrs = Vec::new();
+        match rule.get("cidrs") {
+            None => cidrs.push("0.0.0.0/0".to_string()),
+            Some(Value::Array(list)) => {
+                for c in list {
+                    match c.as_str() {
+                        Some(s) if Ref::parse_exact(s).is_some() => cidrs.push(s.to_string()),
+                        Some(s) => match parse_cidr(s) {
+                            Ok(_) => cidrs.push(s.to_string()),
+                            Err(m) => cx.err("E0107", field, "invalid CIDR block", format!("`{field}[{i}].cidrs`: {m}")),
+                        },
+                        None => cx.err("E0103", field, "wrong type", format!("`{field}[{i}].cidrs` must be strings, got {}", type_name(c))),
+                    }
+                }
+            }
+            Some(other) => cx.err("E0103", field, "wrong type", format!("`{field}[{i}].cidrs` must be an array of CIDR blocks, got {}", type_name(other))),
+        }
+        let description = rule.get("description").and_then(|d| d.as_str()).map(str::to_string);
+        out.push(Rule { protocol, from_port, to_port, cidrs, description });
+    }
+    out
+}
+
+/// Resolves `'cheapest` placements. Resources joined by references form a group that must
+/// share one provider: a group with an explicit provider uses it; a group of only `'cheapest`
+/// resources goes to the cloud (aws, gcp, azure; never the `local` simulator) with the lowest
+/// catalog price for the whole group among those that offer every region, size and image.
+pub fn resolve_placements(
+    raws: &[RawResource],
+    headers: &[Option<Header>],
+    catalog: &Catalog,
+    sources: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Option<ProviderName>> {
+    let n = raws.len();
+    let mut out: Vec<Option<ProviderName>> = headers
+        .iter()
+        .map(|h| match h.as_ref().map(|h| h.placement) {
+            Some(Placement::Fixed(p)) => Some(p),
+            _ => None,
+        })
+        .collect();
+    if !headers.iter().flatten().any(|h| h.placement == Placement::Cheapest) {
+        return out;
+    }
+    // Union-find over structural references.
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], i: usize) -> usize {
+        let mut r = i;
+        while p[r] != r {
+            r = p[r];
+        }
+        let mut j = i;
+        while p[j] != r {
+            let next = p[j];
+            p[j] = r;
+            j = next;
+        }
+        r
+    }
+    let index: HashMap<Address, usize> = headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.as_ref().map(|h| (Address::new(h.kind, h.name.clone()), i)))
+        .collect();
+    for (i, raw) in raws.iter().enumerate() {
+        for field in ["network", "subnet", "firewalls", "instance"] {
+            let mut refs = Vec::new();
+            match raw.fields.get(field) {
+                Some(Value::String(s)) => refs.push(s.clone()),
+                Some(Value::Array(items)) => refs.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string))),
+                _ => {}
+            }
+            for s in refs {
+                if let Some(Ok(r)) = Ref::parse_exact(&s)
+                    && let Some(&j) = index.get(&r.address())
+                {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[a] = b;
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        if headers[i].is_some() {
+            let root = find(&mut parent, i);
+            groups.entry(root).or_default().push(i);
+        }
+    }
+    for members in groups.values() {
+        let cheapest: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| headers[i].as_ref().is_some_and(|h| h.placement == Placement::Cheapest))
+            .collect();
+        if cheapest.is_empty() {
+            continue;
+        }
+        let fixed: BTreeSet<ProviderName> = members.iter().filter_map(|&i| out[i]).collect();
+        let chosen = if fixed.len() == 1 {
+            fixed.into_iter().next()
+        } else if fixed.len() > 1 {
+            // The cross-provider check reports the conflict; place on the first.
+            fixed.into_iter().next()
+        } else {
+            let mut best: Option<(f64, ProviderName)> = None;
+            for p in [ProviderName::Aws, ProviderName::Gcp, ProviderName::Azure] {
+                let mut total = 0.0;
+                let mut ok = true;
+                for &i in members {
+                    let mut scratch = Vec::new();
+                    match lower_one(&raws[i], headers[i].as_ref().unwrap_or_else(|| unreachable!()), p, catalog, sources, &mut scratch) {
+                        Some(l) if scratch.is_empty() => total += l.monthly_cost,
+                        _ => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if ok && best.is_none_or(|(c, _)| total < c) {
+                    best = Some((total, p));
+                }
+            }
+            match best {
+                Some((_, p)) => Some(p),
+                None => {
+                    let i = cheapest[0];
+                    let addr = headers[i].as_ref().map(|h| Address::new(h.kind, h.name.clone()));
+                    diags.push(
+                        Diagnostic::error("E0116", "no provider can host this group")
+                            .detail("`provider = 'cheapest` found no cloud (aws, gcp, azure) that offers every region, size and image this group of connected resources needs; pin a provider or change the region or size")
+                            .address(addr.map(|a| a.to_string()).unwrap_or_default())
+                            .at(raws[i].field_span("provider").or(raws[i].field_span("name")).and_then(|s| sources.locate(s))),
+                    );
+                    None
+                }
+            }
+        };
+        for i in cheapest {
+            out[i] = chosen;
+        }
+    }
+    out
+}
+
+/// Cross-resource checks that need the whole set: subnets inside their network and not
+/// overlapping each other, and structural references within one provider.
+pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec<Diagnostic>) {
+    let by_addr: HashMap<&Address, &Lowered> = lowered.iter().map(|l| (&l.address, l)).collect();
+    let loc = |l: &Lowered, field: &str| {
+        l.field_spans
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, s)| *s)
+            .or(l.name_span)
+            .and_then(|s| sources.locate(s))
+    };
+    let target = |placeholder: &str| -> Option<&Lowered> {
+        let r = Ref::parse_exact(placeholder)?.ok()?;
+        by_addr.get(&r.address()).copied()
+    };
+    let mut subnets_by_network: BTreeMap<String, Vec<(&Lowered, (Ipv4Addr, u8))>> = BTreeMap::new();
+    for l in lowered {
+        let structural: Vec<(&str, &String)> = match &l.spec {
+            Spec::Subnet(s) => vec![("network", &s.network)],
+            Spec::Firewall(f) => vec![("network", &f.network)],
+            Spec::Instance(i) => std::iter::once(("subnet", &i.subnet))
+                .chain(i.firewalls.iter().map(|f| ("firewalls", f)))
+                .collect(),
+            Spec::Volume(v) => v.instance.iter().map(|i| ("instance", i)).collect(),
+            Spec::Network(_) => vec![],
+        };
+        for (field, placeholder) in structural {
+            if let Some(t) = target(placeholder)
+                && t.provider != l.provider
+            {
+                diags.push(
+                    Diagnostic::error("E0117", "reference across providers")
+                        .detail(format!(
+                            "{} is on {} but its `{field}` {} is on {}; a resource can only attach to resources of its own provider. Put both on one provider",
+                            l.address, l.provider, t.address, t.provider
+                        ))
+                        .address(&l.address)
+                        .at(loc(l, field))
+                        .label(loc(t, "provider"), format!("{} is placed here", t.address)),
+                );
+            }
+        }
+        if let Spec::Subnet(s) = &l.spec
+            && let Ok(inner) = parse_cidr(&s.cidr)
+            && let Some(net) = target(&s.network)
+            && let Spec::Network(n) = &net.spec
+            && let Ok(outer) = parse_cidr(&n.cidr)
+        {
+            if !cidr_within(inner, outer) {
+                diags.push(
+                    Diagnostic::error("E0108", "subnet outside its network")
+                        .detail(format!(
+                            "{} has cidr {} which is not inside {} ({}); choose a block inside the network's",
+                            l.address, s.cidr, net.address, n.cidr
+                        ))
+                        .address(&l.address)
+                        .at(loc(l, "cidr"))
+                        .label(loc(net, "cidr"), "the network's block"),
+                );
+            } else {
+                subnets_by_network.entry(net.address.to_string()).or_default().push((l, inner));
+            }
+        }
+    }
+    for subnets in subnets_by_network.values() {
+        for (i, (a, ca)) in subnets.iter().enumerate() {
+            for (b, cb) in &subnets[i + 1..] {
+                if cidrs_overlap(*ca, *cb) {
+                    diags.push(
+                        Diagnostic::error("E0108", "overlapping subnets")
+                            .detail(format!(
+                                "{} and {} overlap; subnets of one network need disjoint blocks",
+                                b.address, a.address
+                            ))
+                            .address(&b.address)
+                            .at(loc(b, "cidr"))
+                            .label(loc(a, "cidr"), format!("{} is here", a.address)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_containment() {
+        let net = parse_cidr("10.0.0.0/16").unwrap();
+        assert!(cidr_within(parse_cidr("10.0.1.0/24").unwrap(), net));
+        assert!(!cidr_within(parse_cidr("10.1.0.0/24").unwrap(), net));
+        assert!(!cidr_within(parse_cidr("10.0.0.0/8").unwrap(), net));
+        assert!(cidr_within(parse_cidr("0.0.0.0/0").unwrap(), parse_cidr("0.0.0.0/0").unwrap()));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("256.0.0.0/8").is_err());
+    }
+
+    #[test]
+    fn provider_name_rules() {
+        assert!(name_rule(ProviderName::Gcp, "web-0").is_ok());
+        assert!(name_rule(ProviderName::Gcp, "Web_0").is_err());
+        assert!(name_rule(ProviderName::Azure, "web.").is_err());
+        assert!(name_rule(ProviderName::Aws, "Web_0").is_ok());
+        assert!(generic_name("ok-name.1").is_ok());
+        assert!(generic_name("-bad").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! One module per command; global options here.
+
+mod check;
+mod eval;
+mod graph;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chimera_compiler::{Compiled, EvalOptions};
+use clap::{Args, Parser, Subcommand};
+
+use crate::ui::{self, ColorChoice, ErrorFormat, ExitStatus};
+
+/// Chimera: a declarative, reconciling infrastructure compiler.
+///
+/// Stacks are Nickel files (`main.ncl` in a directory) that import the embedded standard
+/// library with `import "chimera.ncl"`.
+#[derive(Debug, Parser)]
+#[command(name = "chimera", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// How to print diagnostics.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub error_format: ErrorFormat,
+    /// When to use colours.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+    /// Abandon evaluation after this many seconds (an infinite loop becomes a diagnostic).
+    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS")]
+    pub eval_timeout: f64,
+    /// Abandon evaluation when the process uses more than this much memory.
+    #[arg(long, global = true, value_name = "MIB")]
+    pub eval_memory_mib: Option<u64>,
+}
+
+impl Global {
+    pub fn eval_options(&self) -> EvalOptions {
+        let mut opts = EvalOptions {
+            timeout: Duration::from_secs_f64(self.eval_timeout.max(0.001)),
+            ..EvalOptions::default()
+        };
+        if let Some(mib) = self.eval_memory_mib {
+            opts.memory_limit = Some(mib << 20);
+        }
+        opts
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a stack: evaluate, validate and build its graph; print diagnostics.
+    Check(check::CheckArgs),
+    /// Print the resource graph (dot, mermaid or json).
+    Graph(graph::GraphArgs),
+    /// Print the lowered resources as JSON.
+    Eval(eval::EvalArgs),
+}
+
+pub fn run(cli: Cli) -> ExitStatus {
+    match &cli.command {
+        Command::Check(args) => check::run(&cli.global, args),
+        Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Eval(args) => eval::run(&cli.global, args),
+    }
+}
+
+/// The stack path argument shared by commands.
+#[derive(Debug, Args)]
+pub struct StackArg {
+    /// A stack directory (containing main.ncl) or a .ncl file.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+}
+
+/// Compiles and prints diagnostics; `None` when there were errors.
+pub fn compile_or_report(global: &Global, path: &Path) -> Option<Compiled> {
+    let compiled = chimera_compiler::compile(path, &global.eval_options());
+    if !compiled.diagnostics.is_empty() {
+        ui::emit_diagnostics(
+            &compiled.diagnostics,
+            &compiled.sources,
+            global.error_format,
+            global.color,
+        );
+    }
+    if compiled.has_errors() || compiled.graph.is_none() {
+        return None;
+    }
+    Some(compiled)
+}

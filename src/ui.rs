@@ -1,0 +1,81 @@
+//! Terminal concerns: colour choice, diagnostic output and exit statuses.
+
+use std::io::{IsTerminal, Write};
+
+use chimera_model::{Diagnostic, SourceMap};
+use clap::ValueEnum;
+
+/// How the process exits: `Success` (0), `Failure` (1: diagnostics or an error), and, for
+/// `--detailed-exitcode`, `Changes` (2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    Failure,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ErrorFormat {
+    /// Human-readable, with source snippets.
+    Text,
+    /// One JSON document on stderr: `{ "diagnostics": [...] }` (docs/diagnostics.md).
+    Json,
+}
+
+pub fn use_color(choice: ColorChoice, stream_is_tty: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => stream_is_tty && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+/// Writes diagnostics to stderr in the chosen format.
+pub fn emit_diagnostics(
+    diagnostics: &[Diagnostic],
+    sources: &SourceMap,
+    format: ErrorFormat,
+    color: ColorChoice,
+) {
+    let mut err = std::io::stderr().lock();
+    match format {
+        ErrorFormat::Json => {
+            let doc = serde_json::json!({ "diagnostics": diagnostics });
+            let _ = writeln!(err, "{doc}");
+        }
+        ErrorFormat::Text => {
+            let color = use_color(color, std::io::stderr().is_terminal());
+            let _ = write!(err, "{}", sources.render(diagnostics, color));
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+            if errors > 0 {
+                let _ = writeln!(
+                    err,
+                    "error: {errors} problem{} found",
+                    if errors == 1 { "" } else { "s" }
+                );
+            }
+        }
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
