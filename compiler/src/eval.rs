@@ -95,6 +95,7 @@ pub struct EvalOutput {
 
 /// Evaluates the stack file at `path` under the given limits.
 pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
+    let shown_path = path.to_path_buf();
     let path = path.to_path_buf();
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::Builder::new()
@@ -127,6 +128,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
         }
         if start.elapsed() >= opts.timeout {
             return limit_diagnostic(
+                &shown_path,
                 "E0007",
                 "evaluation timed out",
                 format!(
@@ -139,6 +141,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
             && rss > limit
         {
             return limit_diagnostic(
+                &shown_path,
                 "E0008",
                 "evaluation ran out of memory",
                 format!(
@@ -150,9 +153,18 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
     }
 }
 
-fn limit_diagnostic(code: &'static str, summary: &str, detail: String) -> EvalOutput {
+fn limit_diagnostic(path: &Path, code: &'static str, summary: &str, detail: String) -> EvalOutput {
+    // Nickel cannot say where it was when interrupted: point at the stack file.
+    let location = chimera_model::Location {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        end_line: 1,
+        end_column: 1,
+        span: None,
+    };
     EvalOutput {
-        result: Err(vec![Diagnostic::error(code, summary).detail(detail)]),
+        result: Err(vec![Diagnostic::error(code, summary).detail(detail).at(Some(location))]),
         sources: SourceMap::default(),
     }
 }
@@ -385,6 +397,12 @@ fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec
             )
         });
         for l in labels {
+            // The generated entry file is ours, not the user's: never point into it.
+            if files.name(l.file_id).to_string_lossy().ends_with("/entry.ncl")
+                && files.name(l.file_id).to_string_lossy().starts_with(stdlib::VIRTUAL_DIR)
+            {
+                continue;
+            }
             let span = conv.range(l.file_id, l.range.clone());
             let loc = conv.sources.locate(span);
             if !primary_set {
@@ -399,6 +417,11 @@ fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec
         }
         for n in d.notes {
             diag = diag.note(n);
+        }
+        if d.message == "infinite recursion" {
+            diag = diag.note(
+                "inside a record, `x = x` refers to the field itself, not to an outer `let x` or function argument; rename the outer binding (e.g. `let main_net = ...` then `network = main_net`)",
+            );
         }
         out.push(diag);
     }

@@ -222,7 +222,9 @@ pub fn build(
             continue;
         }
         let members: BTreeSet<usize> = scc.iter().map(|n| graph[*n]).collect();
-        let path = cycle_path(&graph, &nodes, &members);
+        // Edges run dependency → dependent; show "depends on" order: a → b means a needs b.
+        let mut path = cycle_path(&graph, &nodes, &members);
+        path[1..].reverse();
         let names: Vec<String> = path.iter().map(|&i| lowered[i].address.to_string()).collect();
         let start = path[0];
         let mut d = Diagnostic::error("E0106", "dependency cycle")

@@ -552,7 +552,7 @@ pub fn header(raw: &RawResource, sources: &SourceMap, diags: &mut Vec<Diagnostic
             let suggestion = known
                 .iter()
                 .map(|k| (strsim::jaro_winkler(field, k), *k))
-                .filter(|(score, _)| *score > 0.8)
+                .filter(|(score, _)| *score > 0.7)
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, k)| format!("did you mean `{k}`? "))
                 .unwrap_or_default();
