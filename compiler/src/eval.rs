@@ -196,6 +196,35 @@ fn nickel_string(s: &str) -> String {
 
 const OUTPUT_FIELD: &str = "chimera_output";
 
+/// Raw Nickel evaluation of a stack (what `nickel export` does), with no lowering: the baseline
+/// the compiler's benchmark compares against. Runs on the calling thread, without limits.
+pub fn evaluate_raw(path: &Path) -> Result<(), String> {
+    let abs = std::path::absolute(path).map_err(|e| e.to_string())?;
+    let mut prog = build_program(abs.to_str().ok_or("non-UTF-8 path")?)?;
+    prog.eval_full_for_export().map(drop).map_err(|e| format!("{e:?}"))
+}
+
+fn build_program(abs_str: &str) -> Result<Program<CacheImpl>, String> {
+    let entry = format!(
+        "{{ {OUTPUT_FIELD} = {{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }} }}",
+        user = nickel_string(abs_str),
+        lib = nickel_string(&stdlib::virtual_path("chimera.ncl")),
+    );
+    let mut builder = ProgramBuilder::new();
+    for (name, text) in stdlib::FILES {
+        builder = builder.add_source_string(*text, stdlib::virtual_path(name));
+    }
+    let mut prog: Program<CacheImpl> = builder
+        .add_source_string(entry, stdlib::virtual_path("entry.ncl"))
+        .add_import_paths([PathBuf::from(stdlib::VIRTUAL_DIR)])
+        .build::<CacheImpl>()
+        .map_err(|e| e.to_string())?;
+    prog.field = prog
+        .parse_field_path(OUTPUT_FIELD.to_string())
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(prog)
+}
+
 fn evaluate_here(path: &Path) -> EvalOutput {
     let mut sources = SourceMap::default();
     let abs = match std::path::absolute(path) {
@@ -222,41 +251,15 @@ fn evaluate_here(path: &Path) -> EvalOutput {
             sources,
         };
     };
-    let entry = format!(
-        "{{ {OUTPUT_FIELD} = {{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }} }}",
-        user = nickel_string(abs_str),
-        lib = nickel_string(&stdlib::virtual_path("chimera.ncl")),
-    );
-    let mut builder = ProgramBuilder::new();
-    for (name, text) in stdlib::FILES {
-        builder = builder.add_source_string(*text, stdlib::virtual_path(name));
-    }
-    let built = builder
-        .add_source_string(entry, stdlib::virtual_path("entry.ncl"))
-        .add_import_paths([PathBuf::from(stdlib::VIRTUAL_DIR)])
-        .build::<CacheImpl>();
-    let mut prog: Program<CacheImpl> = match built {
+    let mut prog = match build_program(abs_str) {
         Ok(p) => p,
         Err(e) => {
             return EvalOutput {
-                result: Err(vec![
-                    Diagnostic::error("E0009", "cannot load the stack").detail(e.to_string()),
-                ]),
+                result: Err(vec![Diagnostic::error("E0009", "cannot load the stack").detail(e)]),
                 sources,
             };
         }
     };
-    match prog.parse_field_path(OUTPUT_FIELD.to_string()) {
-        Ok(f) => prog.field = f,
-        Err(e) => {
-            return EvalOutput {
-                result: Err(vec![
-                    Diagnostic::error("E0010", "internal error").detail(format!("{e:?}")),
-                ]),
-                sources,
-            };
-        }
-    }
     let value = prog.eval_full_for_export();
     let files = prog.files();
     let mut conv = SpanConv::new(&files, &mut sources);

@@ -1,0 +1,85 @@
+//! `cargo bench -p chimera-compiler --bench compile [-- SIZES...]`
+//!
+//! Compiles generated fleets of N instances (the shape of examples/fleet) and, for the same
+//! file, raw Nickel evaluation (what `nickel export` does). Each measurement runs in a fresh
+//! child process so peak RSS (VmHWM) is per measurement. Prints a Markdown table of medians.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+fn fleet(n: usize) -> String {
+    let src = include_str!("../../examples/fleet/main.ncl");
+    src.replace("let count = 1000 in", &format!("let count = {n} in"))
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn child(mode: &str, file: &Path) {
+    let t = Instant::now();
+    match mode {
+        "raw" => chimera_compiler::eval::evaluate_raw(file).expect("raw eval"),
+        _ => {
+            let c = chimera_compiler::compile(file, &chimera_compiler::EvalOptions {
+                timeout: std::time::Duration::from_secs(600),
+                memory_limit: None,
+            });
+            assert!(c.graph.is_some(), "{}", c.sources.render(&c.diagnostics, false));
+        }
+    }
+    println!("{} {}", t.elapsed().as_secs_f64(), peak_rss_mib());
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1], Path::new(&args[2]));
+        return;
+    }
+    let sizes: Vec<usize> = if args.is_empty() {
+        vec![1_000, 10_000, 100_000]
+    } else {
+        args.iter().filter_map(|a| a.parse().ok()).collect()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("exe");
+    println!("| instances | raw Nickel eval (s) | compile (s) | time ratio | raw peak RSS (MiB) | compile peak RSS (MiB) | memory ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let file = dir.path().join(format!("fleet{n}.ncl"));
+        std::fs::write(&file, fleet(n)).expect("write");
+        let runs = if n >= 100_000 { 3 } else { 5 };
+        let mut res = std::collections::BTreeMap::new();
+        for mode in ["raw", "compile"] {
+            let (mut ts, mut ms) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let out = Command::new(&exe).args(["--child", mode]).arg(&file).output().expect("child");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let line = String::from_utf8_lossy(&out.stdout);
+                let mut it = line.split_whitespace().map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
+                ts.push(it.next().unwrap_or(f64::NAN));
+                ms.push(it.next().unwrap_or(f64::NAN));
+            }
+            res.insert(mode, (median(ts), median(ms)));
+        }
+        let (rt, rm) = res["raw"];
+        let (ct, cm) = res["compile"];
+        println!("| {n} | {rt:.3} | {ct:.3} | {:.2} | {rm:.0} | {cm:.0} | {:.2} |", ct / rt, cm / rm);
+    }
+}
