@@ -48,14 +48,20 @@ fn check_failure_exits_1_with_location_and_json_format() {
 fn missing_stack_is_a_diagnostic() {
     let (code, _, err) = chimera(&["check", "no/such/dir", "--color", "never"]);
     assert_eq!(code, 1);
-    assert!(err.contains("E0009") && err.contains("no/such/dir"), "{err}");
+    assert!(
+        err.contains("E0009") && err.contains("no/such/dir"),
+        "{err}"
+    );
 }
 
 #[test]
 fn graph_formats_and_eval_redact_secrets() {
     let (code, dot, _) = chimera(&["graph", "examples/webapp", "--format", "dot"]);
     assert_eq!(code, 0);
-    assert!(dot.contains("\"subnet.public\" -> \"instance.web-0\""), "{dot}");
+    assert!(
+        dot.contains("\"subnet.public\" -> \"instance.web-0\""),
+        "{dot}"
+    );
     let (_, mermaid, _) = chimera(&["graph", "examples/webapp", "--format", "mermaid"]);
     assert!(mermaid.starts_with("flowchart LR"));
     let (_, json, _) = chimera(&["graph", "examples/webapp", "--format", "json"]);
@@ -83,7 +89,12 @@ fn infinite_loop_times_out_as_a_diagnostic() {
 
 #[test]
 fn help_is_available_everywhere() {
-    for cmd in [&["--help"][..], &["check", "--help"], &["graph", "--help"], &["eval", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["graph", "--help"],
+        &["eval", "--help"],
+    ] {
         let (code, out, _) = chimera(cmd);
         assert_eq!(code, 0);
         assert!(out.contains("Usage"), "{out}");

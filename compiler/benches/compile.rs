@@ -31,11 +31,18 @@ fn child(mode: &str, file: &Path) {
     match mode {
         "raw" => chimera_compiler::eval::evaluate_raw(file).expect("raw eval"),
         _ => {
-            let c = chimera_compiler::compile(file, &chimera_compiler::EvalOptions {
-                timeout: std::time::Duration::from_secs(600),
-                memory_limit: None,
-            });
-            assert!(c.graph.is_some(), "{}", c.sources.render(&c.diagnostics, false));
+            let c = chimera_compiler::compile(
+                file,
+                &chimera_compiler::EvalOptions {
+                    timeout: std::time::Duration::from_secs(600),
+                    memory_limit: None,
+                },
+            );
+            assert!(
+                c.graph.is_some(),
+                "{}",
+                c.sources.render(&c.diagnostics, false)
+            );
         }
     }
     println!("{} {}", t.elapsed().as_secs_f64(), peak_rss_mib());
@@ -47,7 +54,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.first().map(String::as_str) == Some("--child") {
         child(&args[1], Path::new(&args[2]));
         return;
@@ -59,7 +69,9 @@ fn main() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("exe");
-    println!("| instances | raw Nickel eval (s) | compile (s) | time ratio | raw peak RSS (MiB) | compile peak RSS (MiB) | memory ratio |");
+    println!(
+        "| instances | raw Nickel eval (s) | compile (s) | time ratio | raw peak RSS (MiB) | compile peak RSS (MiB) | memory ratio |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for n in sizes {
         let file = dir.path().join(format!("fleet{n}.ncl"));
@@ -69,10 +81,20 @@ fn main() {
         for mode in ["raw", "compile"] {
             let (mut ts, mut ms) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                let out = Command::new(&exe).args(["--child", mode]).arg(&file).output().expect("child");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let out = Command::new(&exe)
+                    .args(["--child", mode])
+                    .arg(&file)
+                    .output()
+                    .expect("child");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 let line = String::from_utf8_lossy(&out.stdout);
-                let mut it = line.split_whitespace().map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
+                let mut it = line
+                    .split_whitespace()
+                    .map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
                 ts.push(it.next().unwrap_or(f64::NAN));
                 ms.push(it.next().unwrap_or(f64::NAN));
             }
@@ -80,6 +102,10 @@ fn main() {
         }
         let (rt, rm) = res["raw"];
         let (ct, cm) = res["compile"];
-        println!("| {n} | {rt:.3} | {ct:.3} | {:.2} | {rm:.0} | {cm:.0} | {:.2} |", ct / rt, cm / rm);
+        println!(
+            "| {n} | {rt:.3} | {ct:.3} | {:.2} | {rm:.0} | {cm:.0} | {:.2} |",
+            ct / rt,
+            cm / rm
+        );
     }
 }

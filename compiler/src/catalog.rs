@@ -36,7 +36,10 @@ pub const HOURS_PER_MONTH: f64 = 730.0;
 
 impl Catalog {
     pub fn native_region(&self, region: &str, p: ProviderName) -> Option<&str> {
-        self.regions.get(region)?.get(p.as_str()).map(String::as_str)
+        self.regions
+            .get(region)?
+            .get(p.as_str())
+            .map(String::as_str)
     }
 
     pub fn providers_for_region(&self, region: &str) -> Vec<&str> {

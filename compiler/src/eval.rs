@@ -108,8 +108,10 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
         });
     if let Err(e) = worker {
         return EvalOutput {
-            result: Err(vec![Diagnostic::error("E0009", "cannot start the evaluator")
-                .detail(format!("spawning the evaluation thread failed: {e}"))]),
+            result: Err(vec![
+                Diagnostic::error("E0009", "cannot start the evaluator")
+                    .detail(format!("spawning the evaluation thread failed: {e}")),
+            ]),
             sources: SourceMap::default(),
         };
     }
@@ -164,7 +166,11 @@ fn limit_diagnostic(path: &Path, code: &'static str, summary: &str, detail: Stri
         span: None,
     };
     EvalOutput {
-        result: Err(vec![Diagnostic::error(code, summary).detail(detail).at(Some(location))]),
+        result: Err(vec![
+            Diagnostic::error(code, summary)
+                .detail(detail)
+                .at(Some(location)),
+        ]),
         sources: SourceMap::default(),
     }
 }
@@ -201,7 +207,9 @@ const OUTPUT_FIELD: &str = "chimera_output";
 pub fn evaluate_raw(path: &Path) -> Result<(), String> {
     let abs = std::path::absolute(path).map_err(|e| e.to_string())?;
     let mut prog = build_program(abs.to_str().ok_or("non-UTF-8 path")?)?;
-    prog.eval_full_for_export().map(drop).map_err(|e| format!("{e:?}"))
+    prog.eval_full_for_export()
+        .map(drop)
+        .map_err(|e| format!("{e:?}"))
 }
 
 fn build_program(abs_str: &str) -> Result<Program<CacheImpl>, String> {
@@ -255,7 +263,9 @@ fn evaluate_here(path: &Path) -> EvalOutput {
         Ok(p) => p,
         Err(e) => {
             return EvalOutput {
-                result: Err(vec![Diagnostic::error("E0009", "cannot load the stack").detail(e)]),
+                result: Err(vec![
+                    Diagnostic::error("E0009", "cannot load the stack").detail(e),
+                ]),
                 sources,
             };
         }
@@ -401,8 +411,14 @@ fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec
         });
         for l in labels {
             // The generated entry file is ours, not the user's: never point into it.
-            if files.name(l.file_id).to_string_lossy().ends_with("/entry.ncl")
-                && files.name(l.file_id).to_string_lossy().starts_with(stdlib::VIRTUAL_DIR)
+            if files
+                .name(l.file_id)
+                .to_string_lossy()
+                .ends_with("/entry.ncl")
+                && files
+                    .name(l.file_id)
+                    .to_string_lossy()
+                    .starts_with(stdlib::VIRTUAL_DIR)
             {
                 continue;
             }
@@ -511,7 +527,8 @@ fn walk_output(
     pos: &PosTable,
     conv: &mut SpanConv,
 ) -> Result<Evaluated, Vec<Diagnostic>> {
-    let internal = |what: &str| vec![Diagnostic::error("E0010", "internal error").detail(what.to_string())];
+    let internal =
+        |what: &str| vec![Diagnostic::error("E0010", "internal error").detail(what.to_string())];
     let fields = record_fields(out).ok_or_else(|| internal("output is not a record"))?;
     let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
     let stack = get("stack").ok_or_else(|| internal("output has no stack"))?;
@@ -523,7 +540,12 @@ fn walk_output(
             .detail("a stack file must evaluate to a record `{ stack = \"name\", resources = [...] }`")
             .at(conv.span(pos.get(stack.pos_idx())).and_then(|s| conv.sources.locate(s)))]
     })?;
-    let sget = |name: &str| stack_fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let sget = |name: &str| {
+        stack_fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    };
     // The Stack contract guarantees both fields; stay defensive anyway.
     let name_v = sget("stack").ok_or_else(|| internal("stack has no `stack` field"))?;
     let stack_name = name_v
@@ -531,7 +553,8 @@ fn walk_output(
         .map(|s| s.to_string())
         .ok_or_else(|| internal("`stack` is not a string"))?;
     let stack_span = conv.span(pos.get(name_v.pos_idx()));
-    let resources_v = sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
+    let resources_v =
+        sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
 
     let mut resources = Vec::new();
     let mut diags = Vec::new();

@@ -100,7 +100,12 @@ fn attrs_of(l: &Lowered) -> Map<String, Value> {
     };
     attrs.insert(
         "tags".into(),
-        Value::Object(l.tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+        Value::Object(
+            l.tags
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
     );
     if !l.native.is_empty() {
         attrs.insert(l.provider.as_str().into(), Value::Object(l.native.clone()));
@@ -117,14 +122,7 @@ pub fn build(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Graph> {
     let before = diags.len();
-    let loc = |l: &Lowered, field: &str| {
-        l.field_spans
-            .iter()
-            .find(|(f, _)| f == field)
-            .map(|(_, s)| *s)
-            .or(l.name_span)
-            .and_then(|s| sources.locate(s))
-    };
+    let loc = |l: &Lowered, field: &str| l.location(field, sources);
     // Duplicates, reported at every later definition with the first as a label.
     lowered.sort_by(|a, b| a.address.cmp(&b.address));
     let mut first: Option<&Lowered> = None;
@@ -166,7 +164,12 @@ pub fn build(
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
-                    diags.push(Diagnostic::error("E0115", "malformed reference").detail(e).address(&l.address).at(loc(l, &field)));
+                    diags.push(
+                        Diagnostic::error("E0115", "malformed reference")
+                            .detail(e)
+                            .address(&l.address)
+                            .at(loc(l, &field)),
+                    );
                     continue;
                 }
             };
@@ -175,7 +178,12 @@ pub fn build(
                 let similar = lowered
                     .iter()
                     .filter(|o| o.address.kind == r.kind)
-                    .map(|o| (strsim::jaro_winkler(&o.address.name, &r.name), o.address.to_string()))
+                    .map(|o| {
+                        (
+                            strsim::jaro_winkler(&o.address.name, &r.name),
+                            o.address.to_string(),
+                        )
+                    })
                     .filter(|(s, _)| *s > 0.8)
                     .max_by(|a, b| a.0.total_cmp(&b.0))
                     .map(|(_, a)| format!(" Did you mean {a}?"))
@@ -209,7 +217,11 @@ pub fn build(
             if deps[i].insert(target.clone()) {
                 graph.add_edge(nodes[j], nodes[i], ());
             }
-            edges.push(Edge { from: target, to: l.address.clone(), attr: field });
+            edges.push(Edge {
+                from: target,
+                to: l.address.clone(),
+                attr: field,
+            });
         }
     }
     edges.sort();
@@ -225,7 +237,10 @@ pub fn build(
         // Edges run dependency → dependent; show "depends on" order: a → b means a needs b.
         let mut path = cycle_path(&graph, &nodes, &members);
         path[1..].reverse();
-        let names: Vec<String> = path.iter().map(|&i| lowered[i].address.to_string()).collect();
+        let names: Vec<String> = path
+            .iter()
+            .map(|&i| lowered[i].address.to_string())
+            .collect();
         let start = path[0];
         let mut d = Diagnostic::error("E0106", "dependency cycle")
             .detail(format!(
@@ -236,7 +251,10 @@ pub fn build(
             .address(&lowered[start].address)
             .at(loc(&lowered[start], "name"));
         for &i in &path[1..] {
-            d = d.label(loc(&lowered[i], "name"), format!("{} is on the cycle", lowered[i].address));
+            d = d.label(
+                loc(&lowered[i], "name"),
+                format!("{} is on the cycle", lowered[i].address),
+            );
         }
         diags.push(d);
     }
@@ -298,14 +316,22 @@ pub fn build(
 }
 
 /// One concrete cycle through the members of a strongly connected component, found by DFS.
-fn cycle_path(graph: &DiGraph<usize, ()>, nodes: &[NodeIndex], members: &BTreeSet<usize>) -> Vec<usize> {
+fn cycle_path(
+    graph: &DiGraph<usize, ()>,
+    nodes: &[NodeIndex],
+    members: &BTreeSet<usize>,
+) -> Vec<usize> {
     let start = *members.iter().next().unwrap_or(&0);
     // BFS from start's successors back to start, within the component.
     let mut prev: BTreeMap<usize, usize> = BTreeMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     let mut seen = BTreeSet::from([start]);
     while let Some(u) = queue.pop_front() {
-        let mut succ: Vec<usize> = graph.neighbors(nodes[u]).map(|n| graph[n]).filter(|v| members.contains(v)).collect();
+        let mut succ: Vec<usize> = graph
+            .neighbors(nodes[u])
+            .map(|n| graph[n])
+            .filter(|v| members.contains(v))
+            .collect();
         succ.sort();
         for v in succ {
             if v == start {
@@ -424,7 +450,12 @@ pub fn to_dot(g: &Graph) -> String {
 /// Mermaid ids must be simple; addresses are mapped to n0, n1, …
 pub fn to_mermaid(g: &Graph) -> String {
     let mut out = String::from("flowchart LR\n");
-    let id: HashMap<&Address, usize> = g.resources.iter().enumerate().map(|(i, r)| (&r.address, i)).collect();
+    let id: HashMap<&Address, usize> = g
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.address, i))
+        .collect();
     for (i, r) in g.resources.iter().enumerate() {
         let label = format!("{} ({})", r.address, r.provider).replace('"', "#quot;");
         let _ = writeln!(out, "  n{i}[\"{label}\"]");

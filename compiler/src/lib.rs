@@ -77,8 +77,9 @@ pub fn lower_evaluated(
         Ok(c) => c,
         Err(e) => {
             diagnostics.push(
-                Diagnostic::error("E0010", "the catalog is malformed")
-                    .detail(format!("the stdlib catalog does not have the expected shape: {e}")),
+                Diagnostic::error("E0010", "the catalog is malformed").detail(format!(
+                    "the stdlib catalog does not have the expected shape: {e}"
+                )),
             );
             return None;
         }
@@ -88,7 +89,8 @@ pub fn lower_evaluated(
         .iter()
         .map(|r| lower::header(r, sources, diagnostics))
         .collect();
-    let providers = lower::resolve_placements(&ev.resources, &headers, &catalog, sources, diagnostics);
+    let providers =
+        lower::resolve_placements(&ev.resources, &headers, &catalog, sources, diagnostics);
     let mut lowered = Vec::with_capacity(ev.resources.len());
     for ((raw, header), provider) in ev.resources.iter().zip(&headers).zip(providers) {
         if let (Some(h), Some(p)) = (header, provider)

@@ -114,8 +114,29 @@ pub struct Lowered {
     pub field_spans: Vec<(String, Span)>,
 }
 
+impl Lowered {
+    /// Where `field` was written, or the resource's name when the field has no span.
+    pub fn location(&self, field: &str, sources: &SourceMap) -> Option<Location> {
+        self.field_spans
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, s)| *s)
+            .or(self.name_span)
+            .and_then(|s| sources.locate(s))
+    }
+}
+
 const COMMON_FIELDS: &[&str] = &[
-    "kind", "name", "provider", "region", "tags", "lifecycle", "sensitive", "local", "aws", "gcp",
+    "kind",
+    "name",
+    "provider",
+    "region",
+    "tags",
+    "lifecycle",
+    "sensitive",
+    "local",
+    "aws",
+    "gcp",
     "azure",
 ];
 
@@ -192,7 +213,10 @@ impl Ctx<'_> {
                     "E0103",
                     field,
                     "missing required field",
-                    format!("`{field}` is required on {}; add `{field} = ...`", self.address),
+                    format!(
+                        "`{field}` is required on {}; add `{field} = ...`",
+                        self.address
+                    ),
                 );
                 None
             }
@@ -250,14 +274,24 @@ impl Ctx<'_> {
                     "E0103",
                     field,
                     "missing required field",
-                    format!("`{field}` is required on {}; add `{field} = ...`", self.address),
+                    format!(
+                        "`{field}` is required on {}; add `{field} = ...`",
+                        self.address
+                    ),
                 );
                 None
             }
             None => None,
-            Some(v) => check_integer(v, lo, hi).map_err(|m| {
-                self.err("E0103", field, "value out of range", format!("`{field}` {m}"));
-            }).ok(),
+            Some(v) => check_integer(v, lo, hi)
+                .map_err(|m| {
+                    self.err(
+                        "E0103",
+                        field,
+                        "value out of range",
+                        format!("`{field}` {m}"),
+                    );
+                })
+                .ok(),
         }
     }
 
@@ -267,7 +301,11 @@ impl Ctx<'_> {
             Some(Value::String(s)) if options.contains(&s.as_str()) => s.clone(),
             Some(v) => {
                 let shown = show(v);
-                let list = options.iter().map(|o| format!("'{o}")).collect::<Vec<_>>().join(", ");
+                let list = options
+                    .iter()
+                    .map(|o| format!("'{o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 self.err(
                     "E0103",
                     field,
@@ -308,7 +346,10 @@ impl Ctx<'_> {
                     "E0115",
                     field,
                     "reference to the wrong kind",
-                    format!("`{field}` must reference a {kind}, but references {}", r.address()),
+                    format!(
+                        "`{field}` must reference a {kind}, but references {}",
+                        r.address()
+                    ),
                 );
                 None
             }
@@ -380,10 +421,15 @@ fn show(v: &Value) -> String {
 
 fn check_integer(v: &Value, lo: i64, hi: i64) -> Result<i64, String> {
     let Some(f) = v.as_f64() else {
-        return Err(format!("must be a whole number between {lo} and {hi}, got {}", show(v)));
+        return Err(format!(
+            "must be a whole number between {lo} and {hi}, got {}",
+            show(v)
+        ));
     };
     if f.fract() != 0.0 {
-        return Err(format!("must be a whole number between {lo} and {hi}, got {f}"));
+        return Err(format!(
+            "must be a whole number between {lo} and {hi}, got {f}"
+        ));
     }
     if f < lo as f64 || f > hi as f64 {
         return Err(format!("must be between {lo} and {hi}, got {}", show(v)));
@@ -408,7 +454,11 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
 }
 
 fn mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
 }
 
 fn network_of(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
@@ -417,7 +467,8 @@ fn network_of(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
 
 /// `inner` lies inside `outer`.
 pub fn cidr_within(inner: (Ipv4Addr, u8), outer: (Ipv4Addr, u8)) -> bool {
-    inner.1 >= outer.1 && (u32::from(inner.0) & mask(outer.1)) == (u32::from(outer.0) & mask(outer.1))
+    inner.1 >= outer.1
+        && (u32::from(inner.0) & mask(outer.1)) == (u32::from(outer.0) & mask(outer.1))
 }
 
 fn cidrs_overlap(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
@@ -431,9 +482,13 @@ fn name_rule(p: ProviderName, name: &str) -> Result<(), String> {
         ProviderName::Gcp => {
             let ok = name.len() <= 63
                 && name.starts_with(|c: char| c.is_ascii_lowercase())
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !name.ends_with('-');
-            if ok { Ok(()) } else {
+            if ok {
+                Ok(())
+            } else {
                 Err("gcp names must be 1-63 lowercase letters, digits and `-`, start with a letter and not end with `-` (RFC 1035)".into())
             }
         }
@@ -442,7 +497,9 @@ fn name_rule(p: ProviderName, name: &str) -> Result<(), String> {
                 && name.starts_with(alnum)
                 && !name.ends_with('.')
                 && !name.ends_with('-');
-            if ok { Ok(()) } else {
+            if ok {
+                Ok(())
+            } else {
                 Err("azure names must be 1-64 characters, start with a letter or digit and not end with `.` or `-`".into())
             }
         }
@@ -488,7 +545,11 @@ pub struct Header {
     pub placement: Placement,
 }
 
-pub fn header(raw: &RawResource, sources: &SourceMap, diags: &mut Vec<Diagnostic>) -> Option<Header> {
+pub fn header(
+    raw: &RawResource,
+    sources: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Header> {
     let loc = |field: &str| {
         raw.field_span(field)
             .or(raw.span)
@@ -546,7 +607,11 @@ pub fn header(raw: &RawResource, sources: &SourceMap, diags: &mut Vec<Diagnostic
         );
     }
     // Unknown fields, with a suggestion.
-    let known: Vec<&str> = COMMON_FIELDS.iter().chain(kind_fields(kind)).copied().collect();
+    let known: Vec<&str> = COMMON_FIELDS
+        .iter()
+        .chain(kind_fields(kind))
+        .copied()
+        .collect();
     for field in raw.fields.keys() {
         if !known.contains(&field.as_str()) {
             let suggestion = known
@@ -624,7 +689,9 @@ pub fn lower_one(
     if let Err(m) = name_rule(provider, &header.name) {
         cx.err("E0112", "name", "invalid name for the provider", m);
     }
-    let region = cx.string("region", false).unwrap_or_else(|| "us-east".into());
+    let region = cx
+        .string("region", false)
+        .unwrap_or_else(|| "us-east".into());
     let native_region = match catalog.native_region(&region, provider) {
         Some(r) => r.to_string(),
         None => {
@@ -640,7 +707,12 @@ pub fn lower_one(
                     ),
                 );
             } else {
-                let known = catalog.regions.keys().cloned().collect::<Vec<_>>().join(", ");
+                let known = catalog
+                    .regions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 cx.err(
                     "E0109",
                     "region",
@@ -690,7 +762,10 @@ pub fn lower_one(
             "E0103",
             "tags",
             "wrong type",
-            format!("`tags` must be a record of strings, got {}", type_name(&other)),
+            format!(
+                "`tags` must be a record of strings, got {}",
+                type_name(&other)
+            ),
         ),
     }
 
@@ -735,7 +810,10 @@ pub fn lower_one(
     }
 
     // Sensitive attributes.
-    let mut sensitive: BTreeSet<String> = always_sensitive(header.kind).iter().map(|s| s.to_string()).collect();
+    let mut sensitive: BTreeSet<String> = always_sensitive(header.kind)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     match cx.get("sensitive").cloned() {
         None => {}
         Some(Value::Array(items)) => {
@@ -748,7 +826,11 @@ pub fn lower_one(
                         "E0103",
                         "sensitive",
                         "unknown sensitive attribute",
-                        format!("`sensitive` entries must be attributes of a {}: {}", header.kind, kind_fields(header.kind).join(", ")),
+                        format!(
+                            "`sensitive` entries must be attributes of a {}: {}",
+                            header.kind,
+                            kind_fields(header.kind).join(", ")
+                        ),
                     ),
                 }
             }
@@ -757,7 +839,10 @@ pub fn lower_one(
             "E0103",
             "sensitive",
             "wrong type",
-            format!("`sensitive` must be an array of attribute names, got {}", type_name(&other)),
+            format!(
+                "`sensitive` must be an array of attribute names, got {}",
+                type_name(&other)
+            ),
         ),
     }
 
@@ -770,7 +855,10 @@ pub fn lower_one(
                 "E0103",
                 provider.as_str(),
                 "wrong type",
-                format!("`{provider}` (the provider escape hatch) must be a record, got {}", type_name(&other)),
+                format!(
+                    "`{provider}` (the provider escape hatch) must be a record, got {}",
+                    type_name(&other)
+                ),
             );
             Map::new()
         }
@@ -782,13 +870,17 @@ pub fn lower_one(
             cidr: cx.cidr("cidr", true).unwrap_or_default(),
         }),
         Kind::Subnet => Spec::Subnet(SubnetSpec {
-            network: cx.reference("network", Kind::Network, true).unwrap_or_default(),
+            network: cx
+                .reference("network", Kind::Network, true)
+                .unwrap_or_default(),
             cidr: cx.cidr("cidr", true).unwrap_or_default(),
             zone: cx.one_of("zone", &["a", "b", "c"], "a"),
             public: cx.boolean("public", false),
         }),
         Kind::Firewall => {
-            let network = cx.reference("network", Kind::Network, true).unwrap_or_default();
+            let network = cx
+                .reference("network", Kind::Network, true)
+                .unwrap_or_default();
             let ingress = rules(&mut cx, "ingress", Vec::new());
             let egress = rules(
                 &mut cx,
@@ -801,7 +893,11 @@ pub fn lower_one(
                     description: None,
                 }],
             );
-            Spec::Firewall(FirewallSpec { network, ingress, egress })
+            Spec::Firewall(FirewallSpec {
+                network,
+                ingress,
+                egress,
+            })
         }
         Kind::Instance => {
             let size = cx.get("size").cloned();
@@ -819,8 +915,18 @@ pub fn lower_one(
             let instance_type = match (&size, cpu, memory_gib) {
                 (Some(Value::String(s)), None, None) => {
                     if !catalog.sizes.contains_key(s) {
-                        let known = catalog.sizes.keys().map(|k| format!("'{k}")).collect::<Vec<_>>().join(", ");
-                        cx.err("E0110", "size", "unknown size class", format!("size '{s} is not in the catalog; known sizes: {known}"));
+                        let known = catalog
+                            .sizes
+                            .keys()
+                            .map(|k| format!("'{k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        cx.err(
+                            "E0110",
+                            "size",
+                            "unknown size class",
+                            format!("size '{s} is not in the catalog; known sizes: {known}"),
+                        );
                         String::new()
                     } else {
                         match catalog.size_type(s, provider) {
@@ -833,38 +939,62 @@ pub fn lower_one(
                     }
                 }
                 (Some(other), None, None) => {
-                    cx.err("E0103", "size", "wrong type", format!("`size` must be a size class such as 'small, got {}", show(other)));
+                    cx.err(
+                        "E0103",
+                        "size",
+                        "wrong type",
+                        format!(
+                            "`size` must be a size class such as 'small, got {}",
+                            show(other)
+                        ),
+                    );
                     String::new()
                 }
-                (None, Some(c), Some(m)) => match catalog.fit_instance_type(provider, c as f64, m) {
-                    Some(t) => t.to_string(),
-                    None => {
-                        cx.err("E0110", "cpu", "no instance type fits", format!("{provider} has no instance type in the catalog with {c} vCPUs and {m} GiB; lower the request or pick another provider"));
-                        String::new()
+                (None, Some(c), Some(m)) => {
+                    match catalog.fit_instance_type(provider, c as f64, m) {
+                        Some(t) => t.to_string(),
+                        None => {
+                            cx.err("E0110", "cpu", "no instance type fits", format!("{provider} has no instance type in the catalog with {c} vCPUs and {m} GiB; lower the request or pick another provider"));
+                            String::new()
+                        }
                     }
-                },
+                }
                 (None, None, None) => {
                     cx.err("E0103", "size", "missing size", "an instance needs `size = 'small` (a class from the catalog) or both `cpu` and `memory_gib`".into());
                     String::new()
                 }
                 _ => {
-                    cx.err("E0103", "size", "conflicting size", "give either `size` or both `cpu` and `memory_gib`, not a mix".into());
+                    cx.err(
+                        "E0103",
+                        "size",
+                        "conflicting size",
+                        "give either `size` or both `cpu` and `memory_gib`, not a mix".into(),
+                    );
                     String::new()
                 }
             };
             if let Some(t) = catalog.instance_type(provider, &instance_type) {
                 monthly_cost += t.hourly * HOURS_PER_MONTH;
             }
-            let image = cx.string("image", false).unwrap_or_else(|| "ubuntu-24.04".into());
+            let image = cx
+                .string("image", false)
+                .unwrap_or_else(|| "ubuntu-24.04".into());
             let image_ref = match catalog.image(&image, provider) {
                 Some(v) => v.clone(),
                 None => {
-                    let known = catalog.images.keys().cloned().collect::<Vec<_>>().join(", ");
+                    let known = catalog
+                        .images
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     cx.err("E0111", "image", "image not offered", format!("image family \"{image}\" is not in the catalog for {provider}; known families: {known}"));
                     Value::Null
                 }
             };
-            let subnet = cx.reference("subnet", Kind::Subnet, true).unwrap_or_default();
+            let subnet = cx
+                .reference("subnet", Kind::Subnet, true)
+                .unwrap_or_default();
             let mut firewalls = Vec::new();
             match cx.get("firewalls").cloned() {
                 None => {}
@@ -875,7 +1005,15 @@ pub fn lower_one(
                         }
                     }
                 }
-                Some(other) => cx.err("E0103", "firewalls", "wrong type", format!("`firewalls` must be an array of firewall references, got {}", type_name(&other))),
+                Some(other) => cx.err(
+                    "E0103",
+                    "firewalls",
+                    "wrong type",
+                    format!(
+                        "`firewalls` must be an array of firewall references, got {}",
+                        type_name(&other)
+                    ),
+                ),
             }
             Spec::Instance(InstanceSpec {
                 size: size.and_then(|s| s.as_str().map(str::to_string)),
@@ -899,7 +1037,12 @@ pub fn lower_one(
                     d.native.clone()
                 }
                 None => {
-                    cx.err("E0110", "type", "volume type not offered", format!("{provider} has no '{volume_type} volumes in the catalog"));
+                    cx.err(
+                        "E0110",
+                        "type",
+                        "volume type not offered",
+                        format!("{provider} has no '{volume_type} volumes in the catalog"),
+                    );
                     String::new()
                 }
             };
@@ -937,13 +1080,26 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
         return default;
     };
     let Value::Array(items) = v else {
-        cx.err("E0103", field, "wrong type", format!("`{field}` must be an array of rules, got {}", type_name(&v)));
+        cx.err(
+            "E0103",
+            field,
+            "wrong type",
+            format!("`{field}` must be an array of rules, got {}", type_name(&v)),
+        );
         return default;
     };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Value::Object(rule) = item else {
-            cx.err("E0103", field, "wrong type", format!("`{field}[{i}]` must be a rule record, got {}", type_name(item)));
+            cx.err(
+                "E0103",
+                field,
+                "wrong type",
+                format!(
+                    "`{field}[{i}]` must be a rule record, got {}",
+                    type_name(item)
+                ),
+            );
             continue;
         };
         for k in rule.keys() {
@@ -953,34 +1109,61 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
         }
         let protocol = match rule.get("protocol") {
             None => "tcp".to_string(),
-            Some(Value::String(p)) if ["tcp", "udp", "icmp", "all"].contains(&p.as_str()) => p.clone(),
+            Some(Value::String(p)) if ["tcp", "udp", "icmp", "all"].contains(&p.as_str()) => {
+                p.clone()
+            }
             Some(other) => {
-                cx.err("E0103", field, "unknown protocol", format!("`{field}[{i}].protocol` is {}; expected 'tcp, 'udp, 'icmp or 'all", show(other)));
+                cx.err(
+                    "E0103",
+                    field,
+                    "unknown protocol",
+                    format!(
+                        "`{field}[{i}].protocol` is {}; expected 'tcp, 'udp, 'icmp or 'all",
+                        show(other)
+                    ),
+                );
                 continue;
             }
         };
         let port = |v: &Value| check_integer(v, 0, 65535).map(|p| p as u16);
         let (from_port, to_port) = match rule.get("ports") {
             None => (None, None),
-            Some(Value::Object(range)) => match (range.get("from").map(port), range.get("to").map(port)) {
-                (Some(Ok(a)), Some(Ok(b))) if a <= b => (Some(a), Some(b)),
-                (Some(Ok(a)), Some(Ok(b))) => {
-                    cx.err("E0103", field, "empty port range", format!("`{field}[{i}].ports` goes from {a} down to {b}; write `{{ from = {b}, to = {a} }}`"));
-                    continue;
+            Some(Value::Object(range)) => {
+                match (range.get("from").map(port), range.get("to").map(port)) {
+                    (Some(Ok(a)), Some(Ok(b))) if a <= b => (Some(a), Some(b)),
+                    (Some(Ok(a)), Some(Ok(b))) => {
+                        cx.err("E0103", field, "empty port range", format!("`{field}[{i}].ports` goes from {a} down to {b}; write `{{ from = {b}, to = {a} }}`"));
+                        continue;
+                    }
+                    (Some(Err(m)), _) | (_, Some(Err(m))) => {
+                        cx.err(
+                            "E0103",
+                            field,
+                            "port out of range",
+                            format!("`{field}[{i}].ports`: a port {m}"),
+                        );
+                        continue;
+                    }
+                    _ => {
+                        cx.err(
+                            "E0103",
+                            field,
+                            "incomplete port range",
+                            format!("`{field}[{i}].ports` needs both `from` and `to`"),
+                        );
+                        continue;
+                    }
                 }
-                (Some(Err(m)), _) | (_, Some(Err(m))) => {
-                    cx.err("E0103", field, "port out of range", format!("`{field}[{i}].ports`: a port {m}"));
-                    continue;
-                }
-                _ => {
-                    cx.err("E0103", field, "incomplete port range", format!("`{field}[{i}].ports` needs both `from` and `to`"));
-                    continue;
-                }
-            },
+            }
             Some(v) => match port(v) {
                 Ok(p) => (Some(p), Some(p)),
                 Err(m) => {
-                    cx.err("E0103", field, "port out of range", format!("`{field}[{i}].ports`: a port {m}"));
+                    cx.err(
+                        "E0103",
+                        field,
+                        "port out of range",
+                        format!("`{field}[{i}].ports`: a port {m}"),
+                    );
                     continue;
                 }
             },
@@ -994,16 +1177,43 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
                         Some(s) if Ref::parse_exact(s).is_some() => cidrs.push(s.to_string()),
                         Some(s) => match parse_cidr(s) {
                             Ok(_) => cidrs.push(s.to_string()),
-                            Err(m) => cx.err("E0107", field, "invalid CIDR block", format!("`{field}[{i}].cidrs`: {m}")),
+                            Err(m) => cx.err(
+                                "E0107",
+                                field,
+                                "invalid CIDR block",
+                                format!("`{field}[{i}].cidrs`: {m}"),
+                            ),
                         },
-                        None => cx.err("E0103", field, "wrong type", format!("`{field}[{i}].cidrs` must be strings, got {}", type_name(c))),
+                        None => cx.err(
+                            "E0103",
+                            field,
+                            "wrong type",
+                            format!("`{field}[{i}].cidrs` must be strings, got {}", type_name(c)),
+                        ),
                     }
                 }
             }
-            Some(other) => cx.err("E0103", field, "wrong type", format!("`{field}[{i}].cidrs` must be an array of CIDR blocks, got {}", type_name(other))),
+            Some(other) => cx.err(
+                "E0103",
+                field,
+                "wrong type",
+                format!(
+                    "`{field}[{i}].cidrs` must be an array of CIDR blocks, got {}",
+                    type_name(other)
+                ),
+            ),
         }
-        let description = rule.get("description").and_then(|d| d.as_str()).map(str::to_string);
-        out.push(Rule { protocol, from_port, to_port, cidrs, description });
+        let description = rule
+            .get("description")
+            .and_then(|d| d.as_str())
+            .map(str::to_string);
+        out.push(Rule {
+            protocol,
+            from_port,
+            to_port,
+            cidrs,
+            description,
+        });
     }
     out
 }
@@ -1027,7 +1237,11 @@ pub fn resolve_placements(
             _ => None,
         })
         .collect();
-    if !headers.iter().flatten().any(|h| h.placement == Placement::Cheapest) {
+    if !headers
+        .iter()
+        .flatten()
+        .any(|h| h.placement == Placement::Cheapest)
+    {
         return out;
     }
     // Union-find over structural references.
@@ -1048,14 +1262,19 @@ pub fn resolve_placements(
     let index: HashMap<Address, usize> = headers
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| h.as_ref().map(|h| (Address::new(h.kind, h.name.clone()), i)))
+        .filter_map(|(i, h)| {
+            h.as_ref()
+                .map(|h| (Address::new(h.kind, h.name.clone()), i))
+        })
         .collect();
     for (i, raw) in raws.iter().enumerate() {
         for field in ["network", "subnet", "firewalls", "instance"] {
             let mut refs = Vec::new();
             match raw.fields.get(field) {
                 Some(Value::String(s)) => refs.push(s.clone()),
-                Some(Value::Array(items)) => refs.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string))),
+                Some(Value::Array(items)) => {
+                    refs.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)))
+                }
                 _ => {}
             }
             for s in refs {
@@ -1079,7 +1298,11 @@ pub fn resolve_placements(
         let cheapest: Vec<usize> = members
             .iter()
             .copied()
-            .filter(|&i| headers[i].as_ref().is_some_and(|h| h.placement == Placement::Cheapest))
+            .filter(|&i| {
+                headers[i]
+                    .as_ref()
+                    .is_some_and(|h| h.placement == Placement::Cheapest)
+            })
             .collect();
         if cheapest.is_empty() {
             continue;
@@ -1097,7 +1320,14 @@ pub fn resolve_placements(
                 let mut ok = true;
                 for &i in members {
                     let mut scratch = Vec::new();
-                    match lower_one(&raws[i], headers[i].as_ref().unwrap_or_else(|| unreachable!()), p, catalog, sources, &mut scratch) {
+                    match lower_one(
+                        &raws[i],
+                        headers[i].as_ref().unwrap_or_else(|| unreachable!()),
+                        p,
+                        catalog,
+                        sources,
+                        &mut scratch,
+                    ) {
                         Some(l) if scratch.is_empty() => total += l.monthly_cost,
                         _ => {
                             ok = false;
@@ -1113,7 +1343,9 @@ pub fn resolve_placements(
                 Some((_, p)) => Some(p),
                 None => {
                     let i = cheapest[0];
-                    let addr = headers[i].as_ref().map(|h| Address::new(h.kind, h.name.clone()));
+                    let addr = headers[i]
+                        .as_ref()
+                        .map(|h| Address::new(h.kind, h.name.clone()));
                     diags.push(
                         Diagnostic::error("E0116", "no provider can host this group")
                             .detail("`provider = 'cheapest` found no cloud (aws, gcp, azure) that offers every region, size and image this group of connected resources needs; pin a provider or change the region or size")
@@ -1135,14 +1367,7 @@ pub fn resolve_placements(
 /// overlapping each other, and structural references within one provider.
 pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec<Diagnostic>) {
     let by_addr: HashMap<&Address, &Lowered> = lowered.iter().map(|l| (&l.address, l)).collect();
-    let loc = |l: &Lowered, field: &str| {
-        l.field_spans
-            .iter()
-            .find(|(f, _)| f == field)
-            .map(|(_, s)| *s)
-            .or(l.name_span)
-            .and_then(|s| sources.locate(s))
-    };
+    let loc = |l: &Lowered, field: &str| l.location(field, sources);
     let target = |placeholder: &str| -> Option<&Lowered> {
         let r = Ref::parse_exact(placeholder)?.ok()?;
         by_addr.get(&r.address()).copied()
@@ -1192,7 +1417,10 @@ pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec
                         .label(loc(net, "cidr"), "the network's block"),
                 );
             } else {
-                subnets_by_network.entry(net.address.to_string()).or_default().push((l, inner));
+                subnets_by_network
+                    .entry(net.address.to_string())
+                    .or_default()
+                    .push((l, inner));
             }
         }
     }
@@ -1226,7 +1454,10 @@ mod tests {
         assert!(cidr_within(parse_cidr("10.0.1.0/24").unwrap(), net));
         assert!(!cidr_within(parse_cidr("10.1.0.0/24").unwrap(), net));
         assert!(!cidr_within(parse_cidr("10.0.0.0/8").unwrap(), net));
-        assert!(cidr_within(parse_cidr("0.0.0.0/0").unwrap(), parse_cidr("0.0.0.0/0").unwrap()));
+        assert!(cidr_within(
+            parse_cidr("0.0.0.0/0").unwrap(),
+            parse_cidr("0.0.0.0/0").unwrap()
+        ));
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("256.0.0.0/8").is_err());
     }

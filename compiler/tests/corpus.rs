@@ -49,24 +49,47 @@ fn snapshot_name(path: &Path, prefix: &str) -> String {
 fn ok_case(path: &Path, source: String) -> datatest_stable::Result<()> {
     let compiled = compile(path, &options(&source));
     let rendered = compiled.sources.render(&compiled.diagnostics, false);
-    assert!(compiled.diagnostics.is_empty(), "{}: unexpected diagnostics:\n{rendered}", path.display());
+    assert!(
+        compiled.diagnostics.is_empty(),
+        "{}: unexpected diagnostics:\n{rendered}",
+        path.display()
+    );
     let graph = compiled.graph.expect("a graph");
     let json = serde_json::to_string_pretty(&graph::to_eval_json(&graph))?;
     // The same input gives byte-identical output.
     let again = compile(path, &options(&source)).graph.expect("a graph");
-    assert_eq!(json, serde_json::to_string_pretty(&graph::to_eval_json(&again))?);
+    assert_eq!(
+        json,
+        serde_json::to_string_pretty(&graph::to_eval_json(&again))?
+    );
     settings(path).bind(|| insta::assert_snapshot!(snapshot_name(path, "ok"), json));
     Ok(())
 }
 
 fn fail_case(path: &Path, source: String) -> datatest_stable::Result<()> {
     let compiled = compile(path, &options(&source));
-    assert!(compiled.has_errors(), "{}: expected diagnostics, got none", path.display());
+    assert!(
+        compiled.has_errors(),
+        "{}: expected diagnostics, got none",
+        path.display()
+    );
     assert!(compiled.graph.is_none());
     for d in &compiled.diagnostics {
-        assert!(d.location.is_some(), "{}: diagnostic without a location: {d:?}", path.display());
-        assert!(d.code.0.starts_with('E') && d.code.0.len() == 5, "bad code {:?}", d.code);
-        assert!(!d.summary.ends_with('.'), "summary ends with a period: {}", d.summary);
+        assert!(
+            d.location.is_some(),
+            "{}: diagnostic without a location: {d:?}",
+            path.display()
+        );
+        assert!(
+            d.code.0.starts_with('E') && d.code.0.len() == 5,
+            "bad code {:?}",
+            d.code
+        );
+        assert!(
+            !d.summary.ends_with('.'),
+            "summary ends with a period: {}",
+            d.summary
+        );
     }
     let rendered = compiled.sources.render(&compiled.diagnostics, false);
     settings(path).bind(|| insta::assert_snapshot!(snapshot_name(path, "fail"), rendered));

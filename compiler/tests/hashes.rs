@@ -21,7 +21,11 @@ fn build(dir: &Path, cidr: &str) -> Graph {
     let file = dir.join("main.ncl");
     std::fs::write(&file, STACK.replace("SUBNET_CIDR", cidr)).unwrap();
     let c = compile(&file, &EvalOptions::default());
-    assert!(c.diagnostics.is_empty(), "{}", c.sources.render(&c.diagnostics, false));
+    assert!(
+        c.diagnostics.is_empty(),
+        "{}",
+        c.sources.render(&c.diagnostics, false)
+    );
     c.graph.unwrap()
 }
 
@@ -49,10 +53,18 @@ fn a_change_moves_the_resource_and_its_dependents_only() {
     let before = build(d.path(), "10.0.1.0/24");
     let after = build(d.path(), "10.0.2.0/24");
     for changed in ["subnet.a", "instance.web", "volume.data"] {
-        assert_ne!(hash(&before, changed), hash(&after, changed), "{changed} should change");
+        assert_ne!(
+            hash(&before, changed),
+            hash(&after, changed),
+            "{changed} should change"
+        );
     }
     for same in ["network.main", "subnet.b", "network.lone"] {
-        assert_eq!(hash(&before, same), hash(&after, same), "{same} should not change");
+        assert_eq!(
+            hash(&before, same),
+            hash(&after, same),
+            "{same} should not change"
+        );
     }
     assert_ne!(before.hash, after.hash);
 }

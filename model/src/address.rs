@@ -132,11 +132,13 @@ impl fmt::Display for Address {
 impl FromStr for Address {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, name) = s
-            .split_once('.')
-            .ok_or_else(|| format!("invalid address `{s}`: expected KIND.NAME, e.g. instance.web-0"))?;
+        let (kind, name) = s.split_once('.').ok_or_else(|| {
+            format!("invalid address `{s}`: expected KIND.NAME, e.g. instance.web-0")
+        })?;
         if name.is_empty() {
-            return Err(format!("invalid address `{s}`: the name after `.` is empty"));
+            return Err(format!(
+                "invalid address `{s}`: the name after `.` is empty"
+            ));
         }
         Ok(Address::new(kind.parse()?, name))
     }

@@ -184,7 +184,10 @@ impl SourceMap {
     }
 
     pub fn find(&self, name: &str) -> Option<u32> {
-        self.files.iter().position(|f| f.name == name).map(|i| i as u32)
+        self.files
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| i as u32)
     }
 
     pub fn files(&self) -> &[SourceFile] {
@@ -304,7 +307,11 @@ mod tests {
     fn renders_with_code_location_and_detail() {
         let mut map = SourceMap::default();
         let file = map.add("main.ncl", Arc::from("{ port = 70000 }\n"));
-        let loc = map.locate(Span { file, start: 9, end: 14 });
+        let loc = map.locate(Span {
+            file,
+            start: 9,
+            end: 14,
+        });
         let d = Diagnostic::error("E0003", "contract broken")
             .at(loc)
             .detail("use a port between 0 and 65535");
