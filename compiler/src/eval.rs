@@ -95,15 +95,14 @@ pub struct EvalOutput {
 
 /// Evaluates the stack file at `path` under the given limits.
 pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
-    let shown_path = path.to_path_buf();
-    let path = path.to_path_buf();
+    let owned = path.to_path_buf();
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::Builder::new()
         .name("nickel-eval".into())
         // Deeply nested input recurses in Nickel's parser and in our walk.
         .stack_size(512 << 20)
         .spawn(move || {
-            let out = evaluate_here(&path);
+            let out = evaluate_here(&owned);
             let _ = tx.send(out);
         });
     if let Err(e) = worker {
@@ -130,7 +129,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
         }
         if start.elapsed() >= opts.timeout {
             return limit_diagnostic(
-                &shown_path,
+                path,
                 "E0007",
                 "evaluation timed out",
                 format!(
@@ -143,7 +142,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
             && rss > limit
         {
             return limit_diagnostic(
-                &shown_path,
+                path,
                 "E0008",
                 "evaluation ran out of memory",
                 format!(
@@ -389,6 +388,7 @@ fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec
     };
     let mut files = files.clone();
     let raw = e.into_diagnostics(&mut files);
+    let entry_name = stdlib::virtual_path("entry.ncl");
     let mut out = Vec::new();
     for d in raw {
         let mut diag = if d.severity == codespan_reporting::diagnostic::Severity::Warning {
@@ -411,15 +411,7 @@ fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec
         });
         for l in labels {
             // The generated entry file is ours, not the user's: never point into it.
-            if files
-                .name(l.file_id)
-                .to_string_lossy()
-                .ends_with("/entry.ncl")
-                && files
-                    .name(l.file_id)
-                    .to_string_lossy()
-                    .starts_with(stdlib::VIRTUAL_DIR)
-            {
+            if files.name(l.file_id) == entry_name.as_str() {
                 continue;
             }
             let span = conv.range(l.file_id, l.range.clone());
@@ -483,12 +475,8 @@ fn to_json_refs(v: &NickelValue, depth: usize) -> Result<Value, String> {
         return Err("value is nested more than 64 levels deep".into());
     }
     match v.content_ref() {
-        ValueContentRef::Record(Container::Alloc(record)) => {
-            let mut fields: Vec<(String, &NickelValue)> = record
-                .iter_serializable()
-                .filter_map(|b| b.ok())
-                .map(|(id, val)| (id.to_string(), val))
-                .collect();
+        ValueContentRef::Record(Container::Alloc(_)) => {
+            let mut fields = record_fields(v).unwrap_or_default();
             if let Some(id) = resource_id(&fields) {
                 return Ok(Value::String(id));
             }

@@ -273,7 +273,7 @@ pub fn build(
             .part(l.address.to_string().as_bytes())
             .part(l.provider.as_str().as_bytes())
             .part(l.native_region.as_bytes())
-            .value(&Value::Object(attrs[i].clone()));
+            .object(&attrs[i]);
         for dep in &deps[i] {
             let j = index[dep];
             h.part(dep.to_string().as_bytes());

@@ -73,7 +73,7 @@ pub fn lower_evaluated(
     sources: &SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Graph> {
-    let catalog: catalog::Catalog = match serde_json::from_value(ev.catalog.clone()) {
+    let catalog = match <catalog::Catalog as serde::Deserialize>::deserialize(&ev.catalog) {
         Ok(c) => c,
         Err(e) => {
             diagnostics.push(
@@ -99,12 +99,11 @@ pub fn lower_evaluated(
             lowered.push(l);
         }
     }
+    // Relation problems among what did lower are reported even when some resources failed.
+    lower::check_relations(&lowered, sources, diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
-        // Still report relation problems among what lowered, then stop.
-        lower::check_relations(&lowered, sources, diagnostics);
         return None;
     }
-    lower::check_relations(&lowered, sources, diagnostics);
     let graph = graph::build(&ev.stack, lowered, sources, diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;

@@ -202,6 +202,17 @@ impl Ctx<'_> {
         self.diags.push(d);
     }
 
+    /// A required field has no value; `how` ends the detail (default: "add `field = ...`").
+    fn missing(&mut self, field: &str, how: &str) {
+        let how = if how.is_empty() {
+            format!("; add `{field} = ...`")
+        } else {
+            how.to_string()
+        };
+        let detail = format!("`{field}` is required on {}{how}", self.address);
+        self.err("E0103", field, "missing required field", detail);
+    }
+
     fn get(&self, field: &str) -> Option<&Value> {
         self.raw.fields.get(field).filter(|v| !v.is_null())
     }
@@ -209,15 +220,7 @@ impl Ctx<'_> {
     fn string(&mut self, field: &str, required: bool) -> Option<String> {
         match self.get(field) {
             None if required => {
-                self.err(
-                    "E0103",
-                    field,
-                    "missing required field",
-                    format!(
-                        "`{field}` is required on {}; add `{field} = ...`",
-                        self.address
-                    ),
-                );
+                self.missing(field, "");
                 None
             }
             None => None,
@@ -270,15 +273,7 @@ impl Ctx<'_> {
     fn integer(&mut self, field: &str, lo: i64, hi: i64, required: bool) -> Option<i64> {
         match self.get(field) {
             None if required => {
-                self.err(
-                    "E0103",
-                    field,
-                    "missing required field",
-                    format!(
-                        "`{field}` is required on {}; add `{field} = ...`",
-                        self.address
-                    ),
-                );
+                self.missing(field, "");
                 None
             }
             None => None,
@@ -322,14 +317,9 @@ impl Ctx<'_> {
         let v = self.get(field).cloned();
         match v {
             None if required => {
-                self.err(
-                    "E0103",
+                self.missing(
                     field,
-                    "missing required field",
-                    format!(
-                        "`{field}` is required on {}; pass the {kind} resource or its `outputs.id`",
-                        self.address
-                    ),
+                    &format!("; pass the {kind} resource or its `outputs.id`"),
                 );
                 None
             }

@@ -46,25 +46,28 @@ impl<'de> Deserialize<'de> for ContentHash {
     }
 }
 
+/// [`write_canonical`] for an object, without wrapping it in a `Value`.
+pub fn write_canonical_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_unstable();
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // serde_json's string escaping is deterministic.
+        out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+        out.push(b':');
+        write_canonical(&map[k], out);
+    }
+    out.push(b'}');
+}
+
 /// Writes `v` as canonical JSON: object keys sorted, no whitespace, numbers as serde_json
 /// prints them. Two equal values always give the same bytes, whatever their key order.
 pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(map) => {
-            out.push(b'{');
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // serde_json's string escaping is deterministic.
-                out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
-                out.push(b':');
-                write_canonical(&map[k], out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -98,6 +101,12 @@ impl Hasher {
         self.0.update(&(bytes.len() as u64).to_le_bytes());
         self.0.update(bytes);
         self
+    }
+
+    pub fn object(&mut self, map: &serde_json::Map<String, Value>) -> &mut Self {
+        let mut buf = Vec::with_capacity(256);
+        write_canonical_object(map, &mut buf);
+        self.part(&buf)
     }
 
     pub fn value(&mut self, v: &Value) -> &mut Self {
