@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Nickel allocates heavily on the evaluation thread; glibc grows a thread's arena with one
+// mprotect per step, which cost ~20% of a 10k-resource compile (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     let status = commands::run(cli);

@@ -8,6 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+// The same allocator as the `chimera` binary, for both measurements.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn fleet(n: usize) -> String {
     let src = include_str!("../../examples/fleet/main.ncl");
     src.replace("let count = 1000 in", &format!("let count = {n} in"))

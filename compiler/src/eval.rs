@@ -63,7 +63,8 @@ pub struct RawResource {
     pub fields: Map<String, Value>,
     /// Span of the resource value itself (the record or the merge that built it).
     pub span: Option<Span>,
-    pub field_spans: Vec<(String, Span)>,
+    /// Shared with the lowered resource, which needs them for later diagnostics.
+    pub field_spans: Arc<[(String, Span)]>,
 }
 
 impl RawResource {
@@ -476,11 +477,10 @@ fn to_json_refs(v: &NickelValue, depth: usize) -> Result<Value, String> {
     }
     match v.content_ref() {
         ValueContentRef::Record(Container::Alloc(_)) => {
-            let mut fields = record_fields(v).unwrap_or_default();
+            let fields = record_fields(v).unwrap_or_default();
             if let Some(id) = resource_id(&fields) {
                 return Ok(Value::String(id));
             }
-            fields.sort_by(|a, b| a.0.cmp(&b.0));
             let mut map = Map::new();
             for (k, fv) in fields {
                 map.insert(k, to_json_refs(fv, depth + 1)?);
@@ -597,7 +597,7 @@ fn walk_output(
         resources.push(RawResource {
             fields: map,
             span,
-            field_spans,
+            field_spans: field_spans.into(),
         });
     }
     if !diags.is_empty() {

@@ -58,18 +58,20 @@ pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
         }
     };
     let mut diagnostics = Vec::new();
-    let graph = lower_evaluated(&evaluated, &sources, &mut diagnostics);
+    let files_read = evaluated.files_read.clone();
+    let graph = lower_evaluated(evaluated, &sources, &mut diagnostics);
     Compiled {
         graph,
         diagnostics,
         sources,
-        files_read: evaluated.files_read,
+        files_read,
     }
 }
 
-/// Lowers an evaluation into a graph, appending diagnostics.
+/// Lowers an evaluation into a graph, appending diagnostics. Consumes the evaluation so each
+/// resource's JSON is freed as soon as it is lowered.
 pub fn lower_evaluated(
-    ev: &eval::Evaluated,
+    ev: eval::Evaluated,
     sources: &SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Graph> {
@@ -92,9 +94,9 @@ pub fn lower_evaluated(
     let providers =
         lower::resolve_placements(&ev.resources, &headers, &catalog, sources, diagnostics);
     let mut lowered = Vec::with_capacity(ev.resources.len());
-    for ((raw, header), provider) in ev.resources.iter().zip(&headers).zip(providers) {
+    for ((raw, header), provider) in ev.resources.into_iter().zip(&headers).zip(providers) {
         if let (Some(h), Some(p)) = (header, provider)
-            && let Some(l) = lower::lower_one(raw, h, p, &catalog, sources, diagnostics)
+            && let Some(l) = lower::lower_one(&raw, h, p, &catalog, sources, diagnostics)
         {
             lowered.push(l);
         }

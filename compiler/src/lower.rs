@@ -111,7 +111,7 @@ pub struct Lowered {
     /// Estimated monthly list price (USD) from the catalog.
     pub monthly_cost: f64,
     pub name_span: Option<Span>,
-    pub field_spans: Vec<(String, Span)>,
+    pub field_spans: std::sync::Arc<[(String, Span)]>,
 }
 
 impl Lowered {
