@@ -12,9 +12,11 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// examples/fleet resized through its `count` field, as a user would.
 fn fleet(n: usize) -> String {
-    let src = include_str!("../../examples/fleet/main.ncl");
-    src.replace("let count = 1000 in", &format!("let count = {n} in"))
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet/main.ncl");
+    let example = std::fs::canonicalize(example).expect("examples/fleet");
+    format!("(import {:?}) & {{ count = {n} }}\n", example.display().to_string())
 }
 
 fn peak_rss_mib() -> f64 {

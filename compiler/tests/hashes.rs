@@ -43,7 +43,8 @@ fn same_input_same_hashes_and_json() {
     let ja = serde_json::to_string(&chimera_compiler::graph::to_eval_json(&a)).unwrap();
     let jb = serde_json::to_string(&chimera_compiler::graph::to_eval_json(&b)).unwrap();
     assert_eq!(ja, jb);
-    // Pinned: a change here means every stored state would see a diff.
+    // The values themselves are pinned by the corpus snapshots (tests/snapshots/ok__*.snap): a
+    // change there means every stored state would see a diff.
     assert_eq!(hash(&a, "network.main").len(), 64);
 }
 
