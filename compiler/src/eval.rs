@@ -1,7 +1,8 @@
 //! Evaluation: a stack file → plain values with source spans, through nickel-lang-core.
 //!
 //! **Architecture Invariant:** the Nickel `Program` lives only inside [`evaluate`]'s worker
-//! thread and is dropped before the result is returned; nothing downstream holds Nickel values.
+//! thread, which frees it right after handing over the result (overlapping the free with the
+//! caller's lowering); nothing downstream holds Nickel values.
 //! Evaluation is pure: Nickel has no clock, network or environment access, and the stdlib is
 //! embedded.
 //!
@@ -103,8 +104,11 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
         // Deeply nested input recurses in Nickel's parser and in our walk.
         .stack_size(512 << 20)
         .spawn(move || {
-            let out = evaluate_here(&owned);
+            let mut program = None;
+            let out = evaluate_here(&owned, &mut program);
             let _ = tx.send(out);
+            // Freeing a large Nickel heap takes a while; do it here, while the caller lowers.
+            drop(program);
         });
     if let Err(e) = worker {
         return EvalOutput {
@@ -233,7 +237,9 @@ fn build_program(abs_str: &str) -> Result<Program<CacheImpl>, String> {
     Ok(prog)
 }
 
-fn evaluate_here(path: &Path) -> EvalOutput {
+/// Evaluates on the current thread. The program is handed back through `keep` so the caller
+/// decides when to free it; nothing in the returned output refers to it.
+fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>) -> EvalOutput {
     let mut sources = SourceMap::default();
     let abs = match std::path::absolute(path) {
         Ok(p) => p,
@@ -280,7 +286,7 @@ fn evaluate_here(path: &Path) -> EvalOutput {
         }),
         Err(e) => Err(nickel_diagnostics(e, &files, &mut conv)),
     };
-    drop(prog);
+    *keep = Some(prog);
     EvalOutput { result, sources }
 }
 
