@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod eval;
 pub mod graph;
 pub mod lower;
+pub mod plan;
+pub mod render;
 pub mod stdlib;
 
 use std::path::{Path, PathBuf};

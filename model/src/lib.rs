@@ -8,8 +8,11 @@ pub mod address;
 pub mod diagnostic;
 pub mod hash;
 pub mod reference;
+pub mod schema;
+pub mod state;
 
 pub use address::{Address, Kind, ProviderName};
 pub use diagnostic::{Code, Diagnostic, Label, Location, Severity, SourceFile, SourceMap, Span};
 pub use hash::ContentHash;
 pub use reference::{Piece, Ref};
+pub use state::StateResource;

@@ -1,0 +1,427 @@
+//! The planner: desired graph + prior state → a plan of create / update / replace / delete.
+//!
+//! Pure: no I/O. A resource whose content hash equals the stored one is a no-op without any
+//! attribute diff (the fast path that keeps no-op plans of big fleets a hash comparison).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chimera_model::hash::Hasher;
+use chimera_model::schema::is_force_new;
+use chimera_model::{Address, ContentHash, Diagnostic, ProviderName, Ref, StateResource};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::graph::{Graph, REDACTED, Resource};
+use crate::lower::Lifecycle;
+
+/// Version of the plan document (docs/json.md).
+pub const PLAN_FORMAT: u32 = 1;
+
+/// Shown for a value that only exists once a dependency has been applied.
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    NoOp,
+}
+
+impl Action {
+    pub fn symbol(self, create_before_destroy: bool) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace if create_before_destroy => "+/-",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+            Action::NoOp => " ",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::NoOp => "no-op",
+        }
+    }
+}
+
+/// What a create or update sends to the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub provider: ProviderName,
+    pub region: String,
+    pub native_region: String,
+    pub attrs: Map<String, Value>,
+    pub sensitive: Vec<String>,
+    pub lifecycle: LifecycleDoc,
+    pub deps: Vec<Address>,
+    pub hash: ContentHash,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleDoc {
+    pub prevent_destroy: bool,
+    pub create_before_destroy: bool,
+    pub ignore_changes: Vec<String>,
+}
+
+impl From<&Lifecycle> for LifecycleDoc {
+    fn from(l: &Lifecycle) -> Self {
+        LifecycleDoc {
+            prevent_destroy: l.prevent_destroy,
+            create_before_destroy: l.create_before_destroy,
+            ignore_changes: l.ignore_changes.clone(),
+        }
+    }
+}
+
+/// One attribute's change. Sensitive values are never stored here: `before`/`after` hold
+/// [`REDACTED`] instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub attr: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub force_new: bool,
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub address: Address,
+    pub action: Action,
+    pub create_before_destroy: bool,
+    pub changes: Vec<AttrChange>,
+    /// Why this action (e.g. "`cidr` forces replacement").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// For create, update and replace: what to apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Desired>,
+    /// For update, replace and delete: what state held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior: Option<StateResource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub stack: String,
+    /// The stack's lineage in state, if it exists yet.
+    pub lineage: Option<String>,
+    /// The state generation this plan was made against (0: none yet).
+    pub prior_serial: u64,
+    pub desired_hash: ContentHash,
+    /// A destroy plan deletes everything.
+    pub destroy: bool,
+    /// Every resource in desired or prior state, by address (no-ops included).
+    pub changes: Vec<ResourceChange>,
+}
+
+impl Plan {
+    pub fn counts(&self) -> BTreeMap<Action, usize> {
+        let mut m = BTreeMap::new();
+        for c in &self.changes {
+            *m.entry(c.action).or_insert(0) += 1;
+        }
+        m
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    /// Integrity hash over the canonical plan, stored in plan files.
+    pub fn digest(&self) -> ContentHash {
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        let mut h = Hasher::new();
+        h.part(b"chimera-plan-v1").value(&v);
+        h.finish()
+    }
+}
+
+/// Prior state as the planner sees it.
+pub struct Prior<'a> {
+    pub lineage: Option<String>,
+    pub serial: u64,
+    pub resources: &'a [StateResource],
+}
+
+fn desired_of(r: &Resource) -> Desired {
+    Desired {
+        provider: r.provider,
+        region: r.region.clone(),
+        native_region: r.native_region.clone(),
+        attrs: r.attrs.clone(),
+        sensitive: r.sensitive.iter().cloned().collect(),
+        lifecycle: LifecycleDoc::from(&r.lifecycle),
+        deps: r.deps.iter().cloned().collect(),
+        hash: r.hash,
+    }
+}
+
+/// Hash of a sensitive value, as state stores it instead of the value.
+pub fn sensitive_digest(v: &Value) -> Value {
+    let mut h = Hasher::new();
+    h.part(b"chimera-sensitive-v1").value(v);
+    serde_json::json!({ "$sensitive": h.finish().to_hex() })
+}
+
+/// The attributes as state stores them: sensitive values replaced by their digest.
+pub fn attrs_for_state(attrs: &Map<String, Value>, sensitive: &[String]) -> Map<String, Value> {
+    let mut out = attrs.clone();
+    for k in sensitive {
+        if let Some(v) = out.get_mut(k)
+            && !v.is_null()
+        {
+            *v = sensitive_digest(v);
+        }
+    }
+    out
+}
+
+fn shown(v: Option<&Value>, sensitive: bool) -> Option<Value> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(_) if sensitive => Some(Value::String(REDACTED.into())),
+        Some(v) => Some(v.clone()),
+    }
+}
+
+/// Replaces placeholders of resources being (re)created by "(known after apply)" for display.
+fn mark_unknown(v: &Value, pending: &BTreeSet<Address>) -> Value {
+    match v {
+        Value::String(s) if Ref::contains_placeholder(s) => {
+            let unknown = Ref::split(s)
+                .map(|pieces| {
+                    pieces.iter().any(|p| match p {
+                        chimera_model::Piece::Ref(r) => pending.contains(&r.address()),
+                        chimera_model::Piece::Text(_) => false,
+                    })
+                })
+                .unwrap_or(false);
+            if unknown {
+                Value::String(KNOWN_AFTER_APPLY.into())
+            } else {
+                v.clone()
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|i| mark_unknown(i, pending)).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, i)| (k.clone(), mark_unknown(i, pending))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn refs_in(v: &Value, out: &mut BTreeSet<Address>) {
+    match v {
+        Value::String(s) if Ref::contains_placeholder(s) => {
+            if let Ok(pieces) = Ref::split(s) {
+                for p in pieces {
+                    if let chimera_model::Piece::Ref(r) = p {
+                        out.insert(r.address());
+                    }
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| refs_in(i, out)),
+        Value::Object(m) => m.values().for_each(|i| refs_in(i, out)),
+        _ => {}
+    }
+}
+
+/// Plans `desired` against `prior`. `desired = None` plans a destroy of everything.
+pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan, Vec<Diagnostic>> {
+    let prior_by: HashMap<&Address, &StateResource> =
+        prior.resources.iter().map(|r| (&r.address, r)).collect();
+    let mut changes: BTreeMap<Address, ResourceChange> = BTreeMap::new();
+    let mut diags = Vec::new();
+
+    // Desired resources in dependency order, so a dependency's replacement is known before its
+    // dependents are planned.
+    let order: Vec<&Resource> = match desired {
+        Some(g) => petgraph::algo::toposort(&g.graph, None)
+            .map(|o| o.into_iter().map(|n| &g.resources[g.graph[n]]).collect())
+            .unwrap_or_else(|_| g.resources.iter().collect()),
+        None => Vec::new(),
+    };
+    // Addresses whose outputs will change (created or replaced).
+    let mut pending: BTreeSet<Address> = BTreeSet::new();
+    for r in order {
+        let sensitive: BTreeSet<&str> = r.sensitive.iter().map(String::as_str).collect();
+        let Some(old) = prior_by.get(&r.address) else {
+            pending.insert(r.address.clone());
+            let changes_list = r
+                .attrs
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| AttrChange {
+                    attr: k.clone(),
+                    before: None,
+                    after: shown(Some(&mark_unknown(v, &pending)), sensitive.contains(k.as_str())),
+                    force_new: false,
+                    sensitive: sensitive.contains(k.as_str()),
+                })
+                .collect();
+            changes.insert(
+                r.address.clone(),
+                ResourceChange {
+                    address: r.address.clone(),
+                    action: Action::Create,
+                    create_before_destroy: r.lifecycle.create_before_destroy,
+                    changes: changes_list,
+                    reasons: Vec::new(),
+                    desired: Some(desired_of(r)),
+                    prior: None,
+                },
+            );
+            continue;
+        };
+        // Fast path: same content hash and no dependency being recreated.
+        let mut deps_pending = BTreeSet::new();
+        for dep in &r.deps {
+            if pending.contains(dep) {
+                deps_pending.insert(dep.clone());
+            }
+        }
+        if old.hash == r.hash && deps_pending.is_empty() && old.provider == r.provider {
+            changes.insert(
+                r.address.clone(),
+                ResourceChange {
+                    address: r.address.clone(),
+                    action: Action::NoOp,
+                    create_before_destroy: r.lifecycle.create_before_destroy,
+                    changes: Vec::new(),
+                    reasons: Vec::new(),
+                    desired: Some(desired_of(r)),
+                    prior: Some((*old).clone()),
+                },
+            );
+            continue;
+        }
+        let stored_new = attrs_for_state(&r.attrs, &r.sensitive.iter().cloned().collect::<Vec<_>>());
+        let mut keys: BTreeSet<&String> = stored_new.keys().collect();
+        keys.extend(old.attrs.keys());
+        let mut list = Vec::new();
+        let mut reasons = Vec::new();
+        let mut replace = false;
+        if old.provider != r.provider || old.native_region != r.native_region {
+            replace = true;
+            reasons.push(format!(
+                "moving from {} {} to {} {} forces replacement",
+                old.provider, old.native_region, r.provider, r.native_region
+            ));
+        }
+        for k in keys {
+            if r.lifecycle.ignore_changes.iter().any(|i| i == k) {
+                continue;
+            }
+            let before = old.attrs.get(k).filter(|v| !v.is_null());
+            let after = stored_new.get(k).filter(|v| !v.is_null());
+            let mut refs = BTreeSet::new();
+            if let Some(a) = after {
+                refs_in(a, &mut refs);
+            }
+            let dep_recreated = refs.iter().any(|a| deps_pending.contains(a));
+            if before == after && !dep_recreated {
+                continue;
+            }
+            let fnew = is_force_new(r.address.kind, k);
+            if fnew {
+                replace = true;
+                reasons.push(format!("`{k}` forces replacement"));
+            }
+            let is_sensitive = sensitive.contains(k.as_str()) || old.sensitive.iter().any(|s| s == k);
+            list.push(AttrChange {
+                attr: k.clone(),
+                before: shown(before, is_sensitive),
+                after: shown(
+                    r.attrs.get(k).map(|v| mark_unknown(v, &pending)).as_ref(),
+                    is_sensitive,
+                ),
+                force_new: fnew,
+                sensitive: is_sensitive,
+            });
+        }
+        let action = if replace {
+            if r.lifecycle.prevent_destroy {
+                diags.push(prevent_destroy_diag(&r.address, "replace"));
+            }
+            pending.insert(r.address.clone());
+            Action::Replace
+        } else if list.is_empty() {
+            Action::NoOp
+        } else {
+            Action::Update
+        };
+        changes.insert(
+            r.address.clone(),
+            ResourceChange {
+                address: r.address.clone(),
+                action,
+                create_before_destroy: r.lifecycle.create_before_destroy,
+                changes: list,
+                reasons,
+                desired: Some(desired_of(r)),
+                prior: Some((*old).clone()),
+            },
+        );
+    }
+    // Deletions: in prior state, not desired.
+    for old in prior.resources {
+        if changes.contains_key(&old.address) {
+            continue;
+        }
+        if old.prevent_destroy {
+            diags.push(prevent_destroy_diag(&old.address, "delete"));
+        }
+        let changes_list = old
+            .attrs
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                let s = old.sensitive.iter().any(|x| x == k);
+                AttrChange { attr: k.clone(), before: shown(Some(v), s), after: None, force_new: false, sensitive: s }
+            })
+            .collect();
+        changes.insert(
+            old.address.clone(),
+            ResourceChange {
+                address: old.address.clone(),
+                action: Action::Delete,
+                create_before_destroy: false,
+                changes: changes_list,
+                reasons: Vec::new(),
+                desired: None,
+                prior: Some(old.clone()),
+            },
+        );
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Plan {
+        format_version: PLAN_FORMAT,
+        stack: stack.to_string(),
+        lineage: prior.lineage.clone(),
+        prior_serial: prior.serial,
+        desired_hash: desired.map(|g| g.hash).unwrap_or(ContentHash([0; 32])),
+        destroy: desired.is_none(),
+        changes: changes.into_values().collect(),
+    })
+}
+
+fn prevent_destroy_diag(address: &Address, what: &str) -> Diagnostic {
+    Diagnostic::error("E0200", "plan would destroy a protected resource")
+        .detail(format!(
+            "{address} has `lifecycle.prevent_destroy = true`, and this plan would {what} it; remove the protection first if that is really intended, or undo the change that requires it"
+        ))
+        .address(address)
+}

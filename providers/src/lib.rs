@@ -1,0 +1,138 @@
+//! Providers: one async trait every cloud implements, a retry policy for the errors clouds
+//! throw at you (throttling, eventual consistency), a conformance suite every provider must
+//! pass, and `local`, the simulated cloud that is the embedded default.
+//!
+//! **Architecture Invariant:** only this crate links cloud SDKs. `local` keeps its simulated
+//! cloud in its own SQLite file; that file is a cloud, not Chimera state.
+
+pub mod conformance;
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use chimera_model::{Address, Kind, ProviderName};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Tags every provider puts on what it creates, so `orphans` and crash recovery can find it.
+pub const TAG_STACK: &str = "chimera-stack";
+pub const TAG_ADDRESS: &str = "chimera-address";
+pub const TAG_TOKEN: &str = "chimera-token";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Throttling or eventual consistency: worth retrying.
+    #[error("{0} (retryable)")]
+    Retryable(String),
+    /// The cloud refused: not worth retrying as is.
+    #[error("{code}: {message}")]
+    Failed { code: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, ProviderError>;
+
+/// A create or update: the resource's attributes with every reference resolved.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub stack: &'a str,
+    pub address: &'a Address,
+    pub native_region: &'a str,
+    pub attrs: &'a Map<String, Value>,
+    /// Idempotency token: the same token never creates twice.
+    pub token: &'a str,
+}
+
+/// What the cloud reports about a resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub cloud_id: String,
+    pub kind: Kind,
+    pub native_region: String,
+    /// The attributes as the cloud holds them (resolved values).
+    pub attrs: Map<String, Value>,
+    /// Outputs other resources may reference (`id`, `private_ip`, …).
+    pub outputs: Map<String, Value>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> ProviderName;
+    async fn create(&self, req: &Request<'_>) -> Result<Observed>;
+    /// `None`: the resource does not exist.
+    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>>;
+    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed>;
+    /// Deleting what is already gone succeeds.
+    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()>;
+    /// The resource created with `token`, if any. `Ok(None)` means provably absent; an error
+    /// means the answer is unknown.
+    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>>;
+    /// Everything tagged as managed by `stack`.
+    async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>>;
+}
+
+/// Retries `call` on [`ProviderError::Retryable`] with jittered exponential backoff.
+pub async fn with_retries<T, F, Fut>(call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    call.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(12)
+            .with_jitter(),
+    )
+    .when(|e| matches!(e, ProviderError::Retryable(_)))
+    .await
+}
+
+/// The tags a managed resource carries: the user's plus Chimera's.
+pub fn managed_tags(req: &Request<'_>) -> BTreeMap<String, String> {
+    let mut tags: BTreeMap<String, String> = req
+        .attrs
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.insert(TAG_STACK.into(), req.stack.into());
+    tags.insert(TAG_ADDRESS.into(), req.address.to_string());
+    tags.insert(TAG_TOKEN.into(), req.token.into());
+    tags
+}
+
+/// A provider whose every call is retried on retryable errors (see [`with_retries`]).
+pub struct Retrying<P>(pub P);
+
+#[async_trait]
+impl<P: Provider> Provider for Retrying<P> {
+    fn name(&self) -> ProviderName {
+        self.0.name()
+    }
+    async fn create(&self, req: &Request<'_>) -> Result<Observed> {
+        with_retries(|| self.0.create(req)).await
+    }
+    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
+        with_retries(|| self.0.read(kind, cloud_id)).await
+    }
+    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
+        with_retries(|| self.0.update(req, cloud_id)).await
+    }
+    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
+        with_retries(|| self.0.delete(kind, cloud_id)).await
+    }
+    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
+        with_retries(|| self.0.find_by_token(kind, token)).await
+    }
+    async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
+        with_retries(|| self.0.list_managed(stack)).await
+    }
+}

@@ -1,0 +1,235 @@
+//! Chimera's state: stacks with a lineage, append-only generations, temporal resource rows,
+//! the intent log that makes applies crash-safe, an audit trail, and a lock per stack.
+//!
+//! **Architecture Invariant:** only this crate knows SQL. Every write is one transaction; a
+//! generation is opened with a compare-and-swap on the serial (the fencing token), and every
+//! write checks that the caller still holds the stack's lock.
+
+mod sqlite;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use chimera_model::{Address, StateResource};
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("stack `{stack}` is locked by {owner} on {host} (pid {pid}) for `{operation}` since {since}")]
+    Locked {
+        stack: String,
+        owner: String,
+        host: String,
+        pid: i64,
+        operation: String,
+        since: String,
+    },
+    #[error("the lock on stack `{0}` was lost (force-unlocked by someone else?); nothing more was written")]
+    LockLost(String),
+    #[error("stack `{stack}` moved on: expected generation {expected}, found {found}; plan again")]
+    Stale { stack: String, expected: u64, found: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("state database error: {0}")]
+    Db(String),
+}
+
+impl From<sqlx::Error> for StateError {
+    fn from(e: sqlx::Error) -> Self {
+        StateError::Db(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StateError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StateError::Db(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackInfo {
+    pub name: String,
+    pub lineage: String,
+    /// The latest generation (0: none).
+    pub serial: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    pub serial: u64,
+    pub parent: Option<u64>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub plan_hash: Option<String>,
+    pub desired_hash: Option<String>,
+    pub actor: String,
+    pub message: String,
+}
+
+/// Who holds (or wants) a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRequest {
+    pub owner: String,
+    pub operation: String,
+}
+
+/// A held lock; pass it to every write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub stack: String,
+    pub lock_id: String,
+}
+
+/// What a generation is for.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationMeta {
+    pub actor: String,
+    pub message: String,
+    pub plan_hash: Option<String>,
+    pub desired_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentAction {
+    Create,
+    Update,
+    Delete,
+}
+
+impl IntentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentAction::Create => "create",
+            IntentAction::Update => "update",
+            IntentAction::Delete => "delete",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "create" => Ok(IntentAction::Create),
+            "update" => Ok(IntentAction::Update),
+            "delete" => Ok(IntentAction::Delete),
+            other => Err(StateError::Invalid(format!("unknown intent action `{other}`"))),
+        }
+    }
+}
+
+/// An action about to call a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIntent {
+    pub address: Address,
+    pub action: IntentAction,
+    pub client_token: String,
+}
+
+/// A recorded intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: i64,
+    pub serial: u64,
+    pub address: Address,
+    pub action: IntentAction,
+    pub client_token: String,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// What a finished provider call did to state.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The resource exists as described (create, update, adopt).
+    Put(Box<StateResource>),
+    /// The resource is gone.
+    Remove(Address),
+    /// The call failed; state is unchanged.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationStatus {
+    Complete,
+    Partial,
+}
+
+/// The state store: one implementation per backend, chosen by URL.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn stack(&self, stack: &str) -> Result<Option<StackInfo>>;
+    /// Current resources (rows valid now), by address.
+    async fn current(&self, stack: &str) -> Result<Vec<StateResource>>;
+    /// Resources as they were when generation `serial` finished.
+    async fn resources_at(&self, stack: &str, serial: u64) -> Result<Vec<StateResource>>;
+    async fn history(&self, stack: &str) -> Result<Vec<GenerationInfo>>;
+
+    /// Takes the stack's lock, or says who holds it. A lock left by a dead process on this
+    /// host is taken over.
+    async fn lock(&self, stack: &str, req: &LockRequest) -> Result<Lock>;
+    async fn unlock(&self, lock: &Lock) -> Result<()>;
+    /// Removes any lock on the stack; returns whether there was one.
+    async fn force_unlock(&self, stack: &str) -> Result<bool>;
+
+    /// Opens generation `expected + 1` if the latest is `expected` (creating the stack with
+    /// `lineage` when it has none yet). Fails with `Stale` otherwise.
+    async fn begin_generation(
+        &self,
+        lock: &Lock,
+        expected: u64,
+        lineage: &str,
+        meta: &GenerationMeta,
+    ) -> Result<u64>;
+    /// Records intents in one transaction (group commit); returns their ids in order.
+    async fn record_intents(&self, lock: &Lock, serial: u64, intents: &[NewIntent]) -> Result<Vec<i64>>;
+    /// Records results: resource rows and intent statuses, in one transaction.
+    async fn record_results(&self, lock: &Lock, serial: u64, results: &[(i64, Outcome)]) -> Result<()>;
+    async fn finish_generation(&self, lock: &Lock, serial: u64, status: GenerationStatus) -> Result<()>;
+    /// Intents left `pending` by an interrupted apply.
+    async fn pending_intents(&self, stack: &str) -> Result<Vec<Intent>>;
+    async fn audit(&self, actor: &str, action: &str, target: &str, outcome: &str, details: &str) -> Result<()>;
+}
+
+/// Opens a state store from a URL: `sqlite://PATH` (PostgreSQL arrives with issue #5).
+pub async fn open(url: &str) -> Result<Box<dyn StateStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Box::new(SqliteStore::open(std::path::Path::new(path)).await?));
+    }
+    Err(StateError::Invalid(format!(
+        "unsupported state URL `{url}`: use sqlite://PATH"
+    )))
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub(crate) fn this_host() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// A fresh random-enough id (lineage, lock id): time, pid and a counter, hashed.
+pub fn new_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = chimera_model::hash::Hasher::new();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.part(&nanos.to_le_bytes())
+        .part(&std::process::id().to_le_bytes())
+        .part(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+        .part(this_host().as_bytes());
+    h.finish().to_hex()[..32].to_string()
+}
+
+pub(crate) fn parse_intent_action(s: &str) -> Result<IntentAction> {
+    IntentAction::parse(s)
+}

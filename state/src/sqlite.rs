@@ -1,0 +1,441 @@
+//! The embedded default backend: SQLite in WAL mode with `synchronous=FULL`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chimera_model::{Address, ContentHash, StateResource};
+use serde_json::{Map, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool, Transaction};
+
+use crate::{
+    GenerationInfo, GenerationMeta, GenerationStatus, Intent, Lock, LockRequest, NewIntent,
+    Outcome, Result, StackInfo, StateError, StateStore, new_id, now, parse_intent_action,
+    this_host,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, and migrates it.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StateError::Invalid(format!("cannot create the state directory `{}`: {e}", dir.display()))
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| open_error(path, e))?;
+        MIGRATOR.run(&pool).await.map_err(|e| {
+            StateError::Invalid(format!(
+                "`{}` is not a Chimera state database, or is damaged ({e}); point --state elsewhere or restore a backup",
+                path.display()
+            ))
+        })?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn check_lock(tx: &mut Transaction<'_, sqlx::Sqlite>, lock: &Lock) -> Result<()> {
+        let held: Option<(String,)> = sqlx::query_as("SELECT lock_id FROM locks WHERE stack = ?")
+            .bind(&lock.stack)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match held {
+            Some((id,)) if id == lock.lock_id => Ok(()),
+            _ => Err(StateError::LockLost(lock.stack.clone())),
+        }
+    }
+
+    async fn rows(&self, sql: &str, stack: &str, serial: Option<u64>) -> Result<Vec<StateResource>> {
+        let mut q = sqlx::query(sql).bind(stack);
+        if let Some(s) = serial {
+            q = q.bind(s as i64).bind(s as i64);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(row_to_resource).collect()
+    }
+}
+
+fn open_error(path: &Path, e: sqlx::Error) -> StateError {
+    StateError::Invalid(format!(
+        "cannot open the state database `{}`: {e}; check that the directory is writable and the file is a SQLite database",
+        path.display()
+    ))
+}
+
+fn row_to_resource(row: &sqlx::sqlite::SqliteRow) -> Result<StateResource> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| StateError::Invalid(format!("corrupt state row ({what}): {e}"));
+    let address: String = row.try_get("address")?;
+    let spec: String = row.try_get("spec")?;
+    let spec: Value = serde_json::from_str(&spec).map_err(|e| bad("spec", &e))?;
+    let outputs: String = row.try_get("outputs")?;
+    let outputs: Map<String, Value> = serde_json::from_str(&outputs).map_err(|e| bad("outputs", &e))?;
+    let deps: String = row.try_get("deps")?;
+    let deps: Vec<Address> = serde_json::from_str(&deps).map_err(|e| bad("deps", &e))?;
+    let provider: String = row.try_get("provider")?;
+    let hash: String = row.try_get("spec_hash")?;
+    let get_str = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Ok(StateResource {
+        address: Address::from_str(&address).map_err(|e| bad("address", &e))?,
+        provider: provider.parse().map_err(|e: String| bad("provider", &e))?,
+        region: get_str("region"),
+        native_region: get_str("native_region"),
+        attrs: spec.get("attrs").and_then(Value::as_object).cloned().unwrap_or_default(),
+        sensitive: spec
+            .get("sensitive")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
+        hash: ContentHash::from_hex(&hash).map_err(|e| bad("hash", &e))?,
+        cloud_id: row.try_get("cloud_id")?,
+        outputs,
+        deps,
+        prevent_destroy: spec.get("prevent_destroy").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+fn spec_json(r: &StateResource) -> String {
+    serde_json::json!({
+        "region": r.region,
+        "native_region": r.native_region,
+        "attrs": r.attrs,
+        "sensitive": r.sensitive,
+        "prevent_destroy": r.prevent_destroy,
+    })
+    .to_string()
+}
+
+const CURRENT: &str = "SELECT * FROM resources WHERE stack = ? AND valid_to IS NULL ORDER BY address";
+const AT: &str = "SELECT * FROM resources WHERE stack = ? AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?) ORDER BY address";
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn stack(&self, stack: &str) -> Result<Option<StackInfo>> {
+        let row = sqlx::query(
+            "SELECT s.lineage, (SELECT COALESCE(MAX(serial), 0) FROM generations g WHERE g.stack = s.name) AS serial FROM stacks s WHERE s.name = ?",
+        )
+        .bind(stack)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(StackInfo {
+                name: stack.to_string(),
+                lineage: r.try_get("lineage")?,
+                serial: r.try_get::<i64, _>("serial")? as u64,
+            }),
+            None => None,
+        })
+    }
+
+    async fn current(&self, stack: &str) -> Result<Vec<StateResource>> {
+        self.rows(CURRENT, stack, None).await
+    }
+
+    async fn resources_at(&self, stack: &str, serial: u64) -> Result<Vec<StateResource>> {
+        self.rows(AT, stack, Some(serial)).await
+    }
+
+    async fn history(&self, stack: &str) -> Result<Vec<GenerationInfo>> {
+        let rows = sqlx::query("SELECT * FROM generations WHERE stack = ? ORDER BY serial")
+            .bind(stack)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GenerationInfo {
+                    serial: r.try_get::<i64, _>("serial")? as u64,
+                    parent: r.try_get::<Option<i64>, _>("parent")?.map(|p| p as u64),
+                    created_at: r.try_get("created_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    status: r.try_get("status")?,
+                    plan_hash: r.try_get("plan_hash")?,
+                    desired_hash: r.try_get("desired_hash")?,
+                    actor: r.try_get("actor")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lock(&self, stack: &str, req: &LockRequest) -> Result<Lock> {
+        let host = this_host();
+        let pid = std::process::id() as i64;
+        for _ in 0..2 {
+            let lock_id = new_id();
+            let inserted = sqlx::query(
+                "INSERT INTO locks (stack, lock_id, owner, host, pid, started_at, operation) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(stack) DO NOTHING",
+            )
+            .bind(stack)
+            .bind(&lock_id)
+            .bind(&req.owner)
+            .bind(&host)
+            .bind(pid)
+            .bind(now())
+            .bind(&req.operation)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                return Ok(Lock { stack: stack.to_string(), lock_id });
+            }
+            let row = sqlx::query("SELECT owner, host, pid, started_at, operation, lock_id FROM locks WHERE stack = ?")
+                .bind(stack)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(row) = row else { continue };
+            let (h_host, h_pid): (String, i64) = (row.try_get("host")?, row.try_get("pid")?);
+            if h_host == host && !process_alive(h_pid) {
+                // Left by a process on this host that no longer runs (e.g. killed): take over.
+                let stale: String = row.try_get("lock_id")?;
+                sqlx::query("DELETE FROM locks WHERE stack = ? AND lock_id = ?")
+                    .bind(stack)
+                    .bind(stale)
+                    .execute(&self.pool)
+                    .await?;
+                continue;
+            }
+            return Err(StateError::Locked {
+                stack: stack.to_string(),
+                owner: row.try_get("owner")?,
+                host: h_host,
+                pid: h_pid,
+                operation: row.try_get("operation")?,
+                since: row.try_get("started_at")?,
+            });
+        }
+        Err(StateError::Db(format!("could not take the lock on `{stack}`")))
+    }
+
+    async fn unlock(&self, lock: &Lock) -> Result<()> {
+        sqlx::query("DELETE FROM locks WHERE stack = ? AND lock_id = ?")
+            .bind(&lock.stack)
+            .bind(&lock.lock_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn force_unlock(&self, stack: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM locks WHERE stack = ?")
+            .bind(stack)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn begin_generation(&self, lock: &Lock, expected: u64, lineage: &str, meta: &GenerationMeta) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        Self::check_lock(&mut tx, lock).await?;
+        let stack = &lock.stack;
+        let existing: Option<(String,)> = sqlx::query_as("SELECT lineage FROM stacks WHERE name = ?")
+            .bind(stack)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match existing {
+            None => {
+                sqlx::query("INSERT INTO stacks (name, lineage, created_at) VALUES (?, ?, ?)")
+                    .bind(stack)
+                    .bind(lineage)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some((l,)) if l != lineage => {
+                return Err(StateError::Invalid(format!(
+                    "stack `{stack}` has lineage {l}, not {lineage}: this plan was made for another stack with the same name"
+                )));
+            }
+            Some(_) => {}
+        }
+        let (latest,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(serial), 0) FROM generations WHERE stack = ?")
+            .bind(stack)
+            .fetch_one(&mut *tx)
+            .await?;
+        if latest as u64 != expected {
+            return Err(StateError::Stale { stack: stack.clone(), expected, found: latest as u64 });
+        }
+        let serial = expected + 1;
+        sqlx::query(
+            "INSERT INTO generations (stack, serial, parent, created_at, status, plan_hash, desired_hash, actor, message) VALUES (?, ?, ?, ?, 'applying', ?, ?, ?, ?)",
+        )
+        .bind(stack)
+        .bind(serial as i64)
+        .bind(if expected == 0 { None } else { Some(expected as i64) })
+        .bind(now())
+        .bind(&meta.plan_hash)
+        .bind(&meta.desired_hash)
+        .bind(&meta.actor)
+        .bind(&meta.message)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(serial)
+    }
+
+    async fn record_intents(&self, lock: &Lock, serial: u64, intents: &[NewIntent]) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        Self::check_lock(&mut tx, lock).await?;
+        let mut ids = Vec::with_capacity(intents.len());
+        let t = now();
+        for i in intents {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO intents (stack, serial, address, action, client_token, status, started_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+            )
+            .bind(&lock.stack)
+            .bind(serial as i64)
+            .bind(i.address.to_string())
+            .bind(i.action.as_str())
+            .bind(&i.client_token)
+            .bind(&t)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn record_results(&self, lock: &Lock, serial: u64, results: &[(i64, Outcome)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::check_lock(&mut tx, lock).await?;
+        let stack = &lock.stack;
+        let t = now();
+        for (intent, outcome) in results {
+            let (status, error) = match outcome {
+                Outcome::Put(r) => {
+                    close_row(&mut tx, stack, &r.address, serial).await?;
+                    sqlx::query(
+                        "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(stack)
+                    .bind(r.address.to_string())
+                    .bind(serial as i64)
+                    .bind(r.address.kind.as_str())
+                    .bind(r.provider.as_str())
+                    .bind(spec_json(r))
+                    .bind(r.hash.to_hex())
+                    .bind(Value::Object(r.outputs.clone()).to_string())
+                    .bind(&r.cloud_id)
+                    .bind(serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()))
+                    .execute(&mut *tx)
+                    .await?;
+                    ("succeeded", None)
+                }
+                Outcome::Remove(address) => {
+                    close_row(&mut tx, stack, address, serial).await?;
+                    ("succeeded", None)
+                }
+                Outcome::Failed(e) => ("failed", Some(e.clone())),
+            };
+            sqlx::query("UPDATE intents SET status = ?, finished_at = ?, error = ? WHERE id = ? AND stack = ?")
+                .bind(status)
+                .bind(&t)
+                .bind(error)
+                .bind(intent)
+                .bind(stack)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_generation(&self, lock: &Lock, serial: u64, status: GenerationStatus) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::check_lock(&mut tx, lock).await?;
+        let status = match status {
+            GenerationStatus::Complete => "complete",
+            GenerationStatus::Partial => "partial",
+        };
+        sqlx::query("UPDATE generations SET status = ?, finished_at = ? WHERE stack = ? AND serial = ?")
+            .bind(status)
+            .bind(now())
+            .bind(&lock.stack)
+            .bind(serial as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pending_intents(&self, stack: &str) -> Result<Vec<Intent>> {
+        let rows = sqlx::query("SELECT * FROM intents WHERE stack = ? AND status = 'pending' ORDER BY id")
+            .bind(stack)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let address: String = r.try_get("address")?;
+                let action: String = r.try_get("action")?;
+                Ok(Intent {
+                    id: r.try_get("id")?,
+                    serial: r.try_get::<i64, _>("serial")? as u64,
+                    address: address.parse().map_err(StateError::Invalid)?,
+                    action: parse_intent_action(&action)?,
+                    client_token: r.try_get("client_token")?,
+                    status: r.try_get("status")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit(&self, actor: &str, action: &str, target: &str, outcome: &str, details: &str) -> Result<()> {
+        sqlx::query("INSERT INTO audit (time, actor, action, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(now())
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(outcome)
+            .bind(details)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Ends the current row of `address` at generation `serial`. A row written earlier in the same
+/// generation (a replace) is deleted instead, so each generation keeps one row per address.
+async fn close_row(tx: &mut Transaction<'_, sqlx::Sqlite>, stack: &str, address: &Address, serial: u64) -> Result<()> {
+    let a = address.to_string();
+    sqlx::query("DELETE FROM resources WHERE stack = ? AND address = ? AND valid_from = ? AND valid_to IS NULL")
+        .bind(stack)
+        .bind(&a)
+        .bind(serial as i64)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND valid_to IS NULL")
+        .bind(serial as i64)
+        .bind(stack)
+        .bind(&a)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn process_alive(pid: i64) -> bool {
+    // /proc/PID exists while the process runs (Linux); elsewhere assume alive (never steal).
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
