@@ -11,6 +11,8 @@ use clap::ValueEnum;
 pub enum ExitStatus {
     Success,
     Failure,
+    /// `--detailed-exitcode`: success, and the plan has changes.
+    Changes,
 }
 
 impl ExitStatus {
@@ -18,6 +20,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
+            ExitStatus::Changes => 2,
         }
     }
 }
@@ -78,4 +81,58 @@ pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// Apply progress: a bar on a terminal, one line per finished step otherwise.
+pub struct ApplyProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ApplyProgress {
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b
+        });
+        ApplyProgress { bar }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl chimera_engine::Progress for ApplyProgress {
+    fn total(&self, steps: usize) {
+        if let Some(b) = &self.bar {
+            b.set_length(steps as u64);
+        }
+    }
+    fn started(&self, step: &chimera_engine::Step) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{} {}", step.kind.as_str(), step.address));
+        }
+    }
+    fn finished(&self, step: &chimera_engine::Step, error: Option<&str>) {
+        let line = match error {
+            None => format!("{}: {} done", step.address, step.kind.as_str()),
+            Some(e) => format!("{}: {} FAILED: {e}", step.address, step.kind.as_str()),
+        };
+        match &self.bar {
+            Some(b) => {
+                b.inc(1);
+                if error.is_some() {
+                    b.println(line);
+                }
+            }
+            None => eprintln!("{line}"),
+        }
+    }
 }

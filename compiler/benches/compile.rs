@@ -16,7 +16,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn fleet(n: usize) -> String {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet/main.ncl");
     let example = std::fs::canonicalize(example).expect("examples/fleet");
-    format!("(import {:?}) & {{ count = {n} }}\n", example.display().to_string())
+    format!(
+        "(import {:?}) & {{ count = {n} }}\n",
+        example.display().to_string()
+    )
 }
 
 fn peak_rss_mib() -> f64 {

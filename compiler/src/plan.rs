@@ -214,8 +214,14 @@ fn mark_unknown(v: &Value, pending: &BTreeSet<Address>) -> Value {
                 v.clone()
             }
         }
-        Value::Array(items) => Value::Array(items.iter().map(|i| mark_unknown(i, pending)).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, i)| (k.clone(), mark_unknown(i, pending))).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|i| mark_unknown(i, pending)).collect())
+        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, i)| (k.clone(), mark_unknown(i, pending)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -265,7 +271,10 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                 .map(|(k, v)| AttrChange {
                     attr: k.clone(),
                     before: None,
-                    after: shown(Some(&mark_unknown(v, &pending)), sensitive.contains(k.as_str())),
+                    after: shown(
+                        Some(&mark_unknown(v, &pending)),
+                        sensitive.contains(k.as_str()),
+                    ),
                     force_new: false,
                     sensitive: sensitive.contains(k.as_str()),
                 })
@@ -306,7 +315,8 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
             );
             continue;
         }
-        let stored_new = attrs_for_state(&r.attrs, &r.sensitive.iter().cloned().collect::<Vec<_>>());
+        let stored_new =
+            attrs_for_state(&r.attrs, &r.sensitive.iter().cloned().collect::<Vec<_>>());
         let mut keys: BTreeSet<&String> = stored_new.keys().collect();
         keys.extend(old.attrs.keys());
         let mut list = Vec::new();
@@ -338,7 +348,8 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                 replace = true;
                 reasons.push(format!("`{k}` forces replacement"));
             }
-            let is_sensitive = sensitive.contains(k.as_str()) || old.sensitive.iter().any(|s| s == k);
+            let is_sensitive =
+                sensitive.contains(k.as_str()) || old.sensitive.iter().any(|s| s == k);
             list.push(AttrChange {
                 attr: k.clone(),
                 before: shown(before, is_sensitive),
@@ -388,7 +399,13 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| {
                 let s = old.sensitive.iter().any(|x| x == k);
-                AttrChange { attr: k.clone(), before: shown(Some(v), s), after: None, force_new: false, sensitive: s }
+                AttrChange {
+                    attr: k.clone(),
+                    before: shown(Some(v), s),
+                    after: None,
+                    force_new: false,
+                    sensitive: s,
+                }
             })
             .collect();
         changes.insert(

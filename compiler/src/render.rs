@@ -48,23 +48,46 @@ fn render_change(out: &mut String, c: &ResourceChange, st: &Style) {
     let verb = match c.action {
         Action::Create => "will be created".to_string(),
         Action::Update => "will be updated in place".to_string(),
-        Action::Replace if c.create_before_destroy => "will be replaced (create before destroy)".to_string(),
+        Action::Replace if c.create_before_destroy => {
+            "will be replaced (create before destroy)".to_string()
+        }
         Action::Replace => "will be replaced".to_string(),
         Action::Delete => "will be destroyed".to_string(),
         Action::NoOp => return,
     };
-    let _ = writeln!(out, "{} {} {verb}", st.action(c.action, sym), st.paint("1", &c.address.to_string()));
+    let _ = writeln!(
+        out,
+        "{} {} {verb}",
+        st.action(c.action, sym),
+        st.paint("1", &c.address.to_string())
+    );
     for r in &c.reasons {
         let _ = writeln!(out, "    # {r}");
     }
     for a in &c.changes {
-        let tag = if a.force_new { st.paint("31", " # forces replacement") } else { String::new() };
+        let tag = if a.force_new {
+            st.paint("31", " # forces replacement")
+        } else {
+            String::new()
+        };
         match (&a.before, &a.after) {
             (None, after) => {
-                let _ = writeln!(out, "    {} {} = {}", st.paint("32", "+"), a.attr, value_text(after));
+                let _ = writeln!(
+                    out,
+                    "    {} {} = {}",
+                    st.paint("32", "+"),
+                    a.attr,
+                    value_text(after)
+                );
             }
             (before, None) if c.action == Action::Delete || a.after.is_none() => {
-                let _ = writeln!(out, "    {} {} = {}{tag}", st.paint("31", "-"), a.attr, value_text(before));
+                let _ = writeln!(
+                    out,
+                    "    {} {} = {}{tag}",
+                    st.paint("31", "-"),
+                    a.attr,
+                    value_text(before)
+                );
             }
             (before, after) if is_multiline(before) || is_multiline(after) => {
                 let _ = writeln!(out, "    {} {} = <<{tag}", st.paint("33", "~"), a.attr);
@@ -109,7 +132,11 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         );
         return out;
     }
-    let _ = writeln!(out, "Chimera will perform these actions on stack `{}`:\n", plan.stack);
+    let _ = writeln!(
+        out,
+        "Chimera will perform these actions on stack `{}`:\n",
+        plan.stack
+    );
     for c in &plan.changes {
         render_change(&mut out, c, &st);
     }

@@ -55,10 +55,14 @@ impl Knobs {
             Ok(r)
         };
         Ok(Knobs {
-            latency: Duration::from_secs_f64(num("CHIMERA_LOCAL_LATENCY_MS")?.unwrap_or(0.0) / 1000.0),
+            latency: Duration::from_secs_f64(
+                num("CHIMERA_LOCAL_LATENCY_MS")?.unwrap_or(0.0) / 1000.0,
+            ),
             failure_rate: rate("CHIMERA_LOCAL_FAILURE_RATE")?,
             throttle_rate: rate("CHIMERA_LOCAL_THROTTLE_RATE")?,
-            consistency_delay: Duration::from_secs_f64(num("CHIMERA_LOCAL_CONSISTENCY_MS")?.unwrap_or(0.0) / 1000.0),
+            consistency_delay: Duration::from_secs_f64(
+                num("CHIMERA_LOCAL_CONSISTENCY_MS")?.unwrap_or(0.0) / 1000.0,
+            ),
         })
     }
 }
@@ -73,12 +77,18 @@ fn db_err(e: sqlx::Error) -> ProviderError {
     if msg.contains("locked") || msg.contains("busy") {
         ProviderError::Retryable(format!("local cloud busy: {msg}"))
     } else {
-        ProviderError::Failed { code: "LocalCloudError".into(), message: msg }
+        ProviderError::Failed {
+            code: "LocalCloudError".into(),
+            message: msg,
+        }
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn prefix(kind: Kind) -> &'static str {
@@ -96,7 +106,8 @@ impl LocalCloud {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         }
         let opts = SqliteConnectOptions::new()
             .filename(path)
@@ -122,7 +133,9 @@ impl LocalCloud {
             tokio::time::sleep(self.knobs.latency).await;
         }
         if self.knobs.throttle_rate > 0.0 && fastrand::f64() < self.knobs.throttle_rate {
-            return Err(ProviderError::Retryable("RequestLimitExceeded: request rate exceeded".into()));
+            return Err(ProviderError::Retryable(
+                "RequestLimitExceeded: request rate exceeded".into(),
+            ));
         }
         if mutating && self.knobs.failure_rate > 0.0 && fastrand::f64() < self.knobs.failure_rate {
             return Err(ProviderError::Failed {
@@ -136,12 +149,18 @@ impl LocalCloud {
     fn row_to_observed(row: &sqlx::sqlite::SqliteRow) -> Result<Observed> {
         let parse = |col: &str| -> Result<Value> {
             let s: String = row.try_get(col).map_err(db_err)?;
-            serde_json::from_str(&s).map_err(|e| ProviderError::Failed { code: "Corrupt".into(), message: e.to_string() })
+            serde_json::from_str(&s).map_err(|e| ProviderError::Failed {
+                code: "Corrupt".into(),
+                message: e.to_string(),
+            })
         };
         let kind: String = row.try_get("kind").map_err(db_err)?;
         Ok(Observed {
             cloud_id: row.try_get("id").map_err(db_err)?,
-            kind: kind.parse().map_err(|e: String| ProviderError::Failed { code: "Corrupt".into(), message: e })?,
+            kind: kind.parse().map_err(|e: String| ProviderError::Failed {
+                code: "Corrupt".into(),
+                message: e,
+            })?,
             native_region: row.try_get("native_region").map_err(db_err)?,
             attrs: parse("attrs")?.as_object().cloned().unwrap_or_default(),
             outputs: parse("outputs")?.as_object().cloned().unwrap_or_default(),
@@ -166,7 +185,12 @@ impl LocalCloud {
     }
 
     /// Drift: sets attribute `key` of the resource with `cloud_id` out of band.
-    pub async fn mutate(&self, cloud_id: &str, key: &str, value: Value) -> std::result::Result<(), String> {
+    pub async fn mutate(
+        &self,
+        cloud_id: &str,
+        key: &str,
+        value: Value,
+    ) -> std::result::Result<(), String> {
         let row = sqlx::query("SELECT attrs FROM objects WHERE id = ?")
             .bind(cloud_id)
             .fetch_optional(&self.pool)
@@ -174,7 +198,8 @@ impl LocalCloud {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no resource `{cloud_id}` in the local cloud"))?;
         let attrs: String = row.try_get("attrs").map_err(|e| e.to_string())?;
-        let mut attrs: Map<String, Value> = serde_json::from_str(&attrs).map_err(|e| e.to_string())?;
+        let mut attrs: Map<String, Value> =
+            serde_json::from_str(&attrs).map_err(|e| e.to_string())?;
         attrs.insert(key.to_string(), value);
         sqlx::query("UPDATE objects SET attrs = ? WHERE id = ?")
             .bind(Value::Object(attrs).to_string())
@@ -202,11 +227,17 @@ impl LocalCloud {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
-        rows.iter().map(|r| Self::row_to_observed(r).map_err(|e| e.to_string())).collect()
+        rows.iter()
+            .map(|r| Self::row_to_observed(r).map_err(|e| e.to_string()))
+            .collect()
     }
 
     /// Assigns a private address inside the instance's subnet.
-    async fn private_ip(&self, tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, subnet_id: &str) -> Result<String> {
+    async fn private_ip(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        subnet_id: &str,
+    ) -> Result<String> {
         let row = sqlx::query("SELECT attrs FROM objects WHERE id = ?")
             .bind(subnet_id)
             .fetch_optional(&mut **tx)
@@ -218,7 +249,10 @@ impl LocalCloud {
             })?;
         let attrs: String = row.try_get("attrs").map_err(db_err)?;
         let attrs: Value = serde_json::from_str(&attrs).unwrap_or(Value::Null);
-        let cidr = attrs.get("cidr").and_then(Value::as_str).unwrap_or("10.0.0.0/24");
+        let cidr = attrs
+            .get("cidr")
+            .and_then(Value::as_str)
+            .unwrap_or("10.0.0.0/24");
         let (base, prefix) = cidr.split_once('/').unwrap_or(("10.0.0.0", "24"));
         let base: Ipv4Addr = base.parse().unwrap_or(Ipv4Addr::new(10, 0, 0, 0));
         let prefix: u32 = prefix.parse().unwrap_or(24).min(30);
@@ -258,10 +292,20 @@ impl Provider for LocalCloud {
         let mut outputs = Map::new();
         outputs.insert("id".into(), Value::String(id.clone()));
         if kind == Kind::Instance {
-            let subnet = req.attrs.get("subnet").and_then(Value::as_str).unwrap_or_default().to_string();
+            let subnet = req
+                .attrs
+                .get("subnet")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let ip = self.private_ip(&mut tx, &subnet).await?;
             outputs.insert("private_ip".into(), Value::String(ip));
-            let public = if req.attrs.get("public_ip").and_then(Value::as_bool).unwrap_or(false) {
+            let public = if req
+                .attrs
+                .get("public_ip")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
                 let k = self.next(&mut tx, "public-ip").await?;
                 Value::String(format!("198.51.{}.{}", 100 + (k / 250) % 100, 1 + k % 250))
             } else {
@@ -301,7 +345,14 @@ impl Provider for LocalCloud {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        Ok(Observed { cloud_id: id, kind, native_region: req.native_region.into(), attrs, outputs, tags })
+        Ok(Observed {
+            cloud_id: id,
+            kind,
+            native_region: req.native_region.into(),
+            attrs,
+            outputs,
+            tags,
+        })
     }
 
     async fn read(&self, _kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
@@ -384,20 +435,31 @@ impl Provider for LocalCloud {
             .map_err(db_err)?;
         match row {
             Some(r) if self.visible(&r) => Self::row_to_observed(&r).map(Some),
-            Some(_) => Err(ProviderError::Retryable("the token's resource is not consistent yet".into())),
+            Some(_) => Err(ProviderError::Retryable(
+                "the token's resource is not consistent yet".into(),
+            )),
             None => Ok(None),
         }
     }
 
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         self.weather(false).await?;
-        let rows = sqlx::query("SELECT * FROM objects WHERE json_extract(tags, '$.\"chimera-stack\"') = ? ORDER BY id")
-            .bind(stack)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let mut out: Vec<Observed> = rows.iter().map(Self::row_to_observed).collect::<Result<_>>()?;
-        out.sort_by(|a, b| a.tags.get(crate::TAG_ADDRESS).cmp(&b.tags.get(crate::TAG_ADDRESS)));
+        let rows = sqlx::query(
+            "SELECT * FROM objects WHERE json_extract(tags, '$.\"chimera-stack\"') = ? ORDER BY id",
+        )
+        .bind(stack)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut out: Vec<Observed> = rows
+            .iter()
+            .map(Self::row_to_observed)
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| {
+            a.tags
+                .get(crate::TAG_ADDRESS)
+                .cmp(&b.tags.get(crate::TAG_ADDRESS))
+        });
         Ok(out)
     }
 }

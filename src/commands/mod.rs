@@ -1,8 +1,16 @@
 //! One module per command; global options here.
 
+mod apply;
 mod check;
+mod ctx;
+mod destroy;
 mod eval;
+mod force_unlock;
 mod graph;
+mod history;
+mod local;
+mod plan;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,6 +70,20 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Print the lowered resources as JSON.
     Eval(eval::EvalArgs),
+    /// Show what applying the stack would change; `--out FILE` saves the plan.
+    Plan(plan::PlanArgs),
+    /// Apply a saved plan file exactly, or plan a stack, show it, ask, and apply.
+    Apply(apply::ApplyArgs),
+    /// Destroy everything in the stack.
+    Destroy(destroy::DestroyArgs),
+    /// Inspect state.
+    State(state::StateCmd),
+    /// List the stack's generations.
+    History(history::HistoryArgs),
+    /// Remove a stack's lock left by a process that is gone.
+    ForceUnlock(force_unlock::ForceUnlockArgs),
+    /// The local simulated cloud: list it, or change it out of band to cause drift.
+    Local(local::LocalCmd),
 }
 
 pub fn run(cli: Cli) -> ExitStatus {
@@ -69,6 +91,13 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Check(args) => check::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Eval(args) => eval::run(&cli.global, args),
+        Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Apply(args) => apply::run(&cli.global, args),
+        Command::Destroy(args) => destroy::run(&cli.global, args),
+        Command::State(args) => state::run(&cli.global, args),
+        Command::History(args) => history::run(&cli.global, args),
+        Command::ForceUnlock(args) => force_unlock::run(&cli.global, args),
+        Command::Local(args) => local::run(&cli.global, args),
     }
 }
 

@@ -47,6 +47,9 @@ CREATE TABLE intents (
     address TEXT NOT NULL,
     action TEXT NOT NULL,
     client_token TEXT NOT NULL,
+    -- For creates and updates: the state row to write once the call succeeds (JSON), so that
+    -- recovery can adopt a resource whose call finished but whose result was never recorded.
+    payload TEXT,
     status TEXT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,

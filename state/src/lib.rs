@@ -17,7 +17,9 @@ pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("stack `{stack}` is locked by {owner} on {host} (pid {pid}) for `{operation}` since {since}")]
+    #[error(
+        "stack `{stack}` is locked by {owner} on {host} (pid {pid}) for `{operation}` since {since}"
+    )]
     Locked {
         stack: String,
         owner: String,
@@ -26,10 +28,16 @@ pub enum StateError {
         operation: String,
         since: String,
     },
-    #[error("the lock on stack `{0}` was lost (force-unlocked by someone else?); nothing more was written")]
+    #[error(
+        "the lock on stack `{0}` was lost (force-unlocked by someone else?); nothing more was written"
+    )]
     LockLost(String),
     #[error("stack `{stack}` moved on: expected generation {expected}, found {found}; plan again")]
-    Stale { stack: String, expected: u64, found: u64 },
+    Stale {
+        stack: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("state database error: {0}")]
@@ -115,27 +123,32 @@ impl IntentAction {
             "create" => Ok(IntentAction::Create),
             "update" => Ok(IntentAction::Update),
             "delete" => Ok(IntentAction::Delete),
-            other => Err(StateError::Invalid(format!("unknown intent action `{other}`"))),
+            other => Err(StateError::Invalid(format!(
+                "unknown intent action `{other}`"
+            ))),
         }
     }
 }
 
 /// An action about to call a provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewIntent {
     pub address: Address,
     pub action: IntentAction,
     pub client_token: String,
+    /// The row to write on success (creates and updates), without `cloud_id` and `outputs`.
+    pub payload: Option<StateResource>,
 }
 
 /// A recorded intent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub id: i64,
     pub serial: u64,
     pub address: Address,
     pub action: IntentAction,
     pub client_token: String,
+    pub payload: Option<StateResource>,
     pub status: String,
     pub error: Option<String>,
 }
@@ -184,19 +197,43 @@ pub trait StateStore: Send + Sync {
         meta: &GenerationMeta,
     ) -> Result<u64>;
     /// Records intents in one transaction (group commit); returns their ids in order.
-    async fn record_intents(&self, lock: &Lock, serial: u64, intents: &[NewIntent]) -> Result<Vec<i64>>;
+    async fn record_intents(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        intents: &[NewIntent],
+    ) -> Result<Vec<i64>>;
     /// Records results: resource rows and intent statuses, in one transaction.
-    async fn record_results(&self, lock: &Lock, serial: u64, results: &[(i64, Outcome)]) -> Result<()>;
-    async fn finish_generation(&self, lock: &Lock, serial: u64, status: GenerationStatus) -> Result<()>;
+    async fn record_results(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        results: &[(i64, Outcome)],
+    ) -> Result<()>;
+    async fn finish_generation(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        status: GenerationStatus,
+    ) -> Result<()>;
     /// Intents left `pending` by an interrupted apply.
     async fn pending_intents(&self, stack: &str) -> Result<Vec<Intent>>;
-    async fn audit(&self, actor: &str, action: &str, target: &str, outcome: &str, details: &str) -> Result<()>;
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        details: &str,
+    ) -> Result<()>;
 }
 
 /// Opens a state store from a URL: `sqlite://PATH` (PostgreSQL arrives with issue #5).
 pub async fn open(url: &str) -> Result<Box<dyn StateStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Box::new(SqliteStore::open(std::path::Path::new(path)).await?));
+        return Ok(Box::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
     }
     Err(StateError::Invalid(format!(
         "unsupported state URL `{url}`: use sqlite://PATH"

@@ -29,7 +29,10 @@ impl SqliteStore {
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StateError::Invalid(format!("cannot create the state directory `{}`: {e}", dir.display()))
+                StateError::Invalid(format!(
+                    "cannot create the state directory `{}`: {e}",
+                    dir.display()
+                ))
             })?;
         }
         let opts = SqliteConnectOptions::new()
@@ -64,7 +67,12 @@ impl SqliteStore {
         }
     }
 
-    async fn rows(&self, sql: &str, stack: &str, serial: Option<u64>) -> Result<Vec<StateResource>> {
+    async fn rows(
+        &self,
+        sql: &str,
+        stack: &str,
+        serial: Option<u64>,
+    ) -> Result<Vec<StateResource>> {
         let mut q = sqlx::query(sql).bind(stack);
         if let Some(s) = serial {
             q = q.bind(s as i64).bind(s as i64);
@@ -82,23 +90,35 @@ fn open_error(path: &Path, e: sqlx::Error) -> StateError {
 }
 
 fn row_to_resource(row: &sqlx::sqlite::SqliteRow) -> Result<StateResource> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| StateError::Invalid(format!("corrupt state row ({what}): {e}"));
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        StateError::Invalid(format!("corrupt state row ({what}): {e}"))
+    };
     let address: String = row.try_get("address")?;
     let spec: String = row.try_get("spec")?;
     let spec: Value = serde_json::from_str(&spec).map_err(|e| bad("spec", &e))?;
     let outputs: String = row.try_get("outputs")?;
-    let outputs: Map<String, Value> = serde_json::from_str(&outputs).map_err(|e| bad("outputs", &e))?;
+    let outputs: Map<String, Value> =
+        serde_json::from_str(&outputs).map_err(|e| bad("outputs", &e))?;
     let deps: String = row.try_get("deps")?;
     let deps: Vec<Address> = serde_json::from_str(&deps).map_err(|e| bad("deps", &e))?;
     let provider: String = row.try_get("provider")?;
     let hash: String = row.try_get("spec_hash")?;
-    let get_str = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let get_str = |k: &str| {
+        spec.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     Ok(StateResource {
         address: Address::from_str(&address).map_err(|e| bad("address", &e))?,
         provider: provider.parse().map_err(|e: String| bad("provider", &e))?,
         region: get_str("region"),
         native_region: get_str("native_region"),
-        attrs: spec.get("attrs").and_then(Value::as_object).cloned().unwrap_or_default(),
+        attrs: spec
+            .get("attrs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
         sensitive: spec
             .get("sensitive")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
@@ -107,7 +127,10 @@ fn row_to_resource(row: &sqlx::sqlite::SqliteRow) -> Result<StateResource> {
         cloud_id: row.try_get("cloud_id")?,
         outputs,
         deps,
-        prevent_destroy: spec.get("prevent_destroy").and_then(Value::as_bool).unwrap_or(false),
+        prevent_destroy: spec
+            .get("prevent_destroy")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
@@ -122,7 +145,8 @@ fn spec_json(r: &StateResource) -> String {
     .to_string()
 }
 
-const CURRENT: &str = "SELECT * FROM resources WHERE stack = ? AND valid_to IS NULL ORDER BY address";
+const CURRENT: &str =
+    "SELECT * FROM resources WHERE stack = ? AND valid_to IS NULL ORDER BY address";
 const AT: &str = "SELECT * FROM resources WHERE stack = ? AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?) ORDER BY address";
 
 #[async_trait]
@@ -193,7 +217,10 @@ impl StateStore for SqliteStore {
             .await?
             .rows_affected();
             if inserted == 1 {
-                return Ok(Lock { stack: stack.to_string(), lock_id });
+                return Ok(Lock {
+                    stack: stack.to_string(),
+                    lock_id,
+                });
             }
             let row = sqlx::query("SELECT owner, host, pid, started_at, operation, lock_id FROM locks WHERE stack = ?")
                 .bind(stack)
@@ -220,7 +247,9 @@ impl StateStore for SqliteStore {
                 since: row.try_get("started_at")?,
             });
         }
-        Err(StateError::Db(format!("could not take the lock on `{stack}`")))
+        Err(StateError::Db(format!(
+            "could not take the lock on `{stack}`"
+        )))
     }
 
     async fn unlock(&self, lock: &Lock) -> Result<()> {
@@ -241,14 +270,21 @@ impl StateStore for SqliteStore {
         Ok(n > 0)
     }
 
-    async fn begin_generation(&self, lock: &Lock, expected: u64, lineage: &str, meta: &GenerationMeta) -> Result<u64> {
+    async fn begin_generation(
+        &self,
+        lock: &Lock,
+        expected: u64,
+        lineage: &str,
+        meta: &GenerationMeta,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         Self::check_lock(&mut tx, lock).await?;
         let stack = &lock.stack;
-        let existing: Option<(String,)> = sqlx::query_as("SELECT lineage FROM stacks WHERE name = ?")
-            .bind(stack)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT lineage FROM stacks WHERE name = ?")
+                .bind(stack)
+                .fetch_optional(&mut *tx)
+                .await?;
         match existing {
             None => {
                 sqlx::query("INSERT INTO stacks (name, lineage, created_at) VALUES (?, ?, ?)")
@@ -265,12 +301,17 @@ impl StateStore for SqliteStore {
             }
             Some(_) => {}
         }
-        let (latest,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(serial), 0) FROM generations WHERE stack = ?")
-            .bind(stack)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (latest,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(serial), 0) FROM generations WHERE stack = ?")
+                .bind(stack)
+                .fetch_one(&mut *tx)
+                .await?;
         if latest as u64 != expected {
-            return Err(StateError::Stale { stack: stack.clone(), expected, found: latest as u64 });
+            return Err(StateError::Stale {
+                stack: stack.clone(),
+                expected,
+                found: latest as u64,
+            });
         }
         let serial = expected + 1;
         sqlx::query(
@@ -290,20 +331,26 @@ impl StateStore for SqliteStore {
         Ok(serial)
     }
 
-    async fn record_intents(&self, lock: &Lock, serial: u64, intents: &[NewIntent]) -> Result<Vec<i64>> {
+    async fn record_intents(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        intents: &[NewIntent],
+    ) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin().await?;
         Self::check_lock(&mut tx, lock).await?;
         let mut ids = Vec::with_capacity(intents.len());
         let t = now();
         for i in intents {
             let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO intents (stack, serial, address, action, client_token, status, started_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+                "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
             )
             .bind(&lock.stack)
             .bind(serial as i64)
             .bind(i.address.to_string())
             .bind(i.action.as_str())
             .bind(&i.client_token)
+            .bind(i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
             .bind(&t)
             .fetch_one(&mut *tx)
             .await?;
@@ -313,7 +360,12 @@ impl StateStore for SqliteStore {
         Ok(ids)
     }
 
-    async fn record_results(&self, lock: &Lock, serial: u64, results: &[(i64, Outcome)]) -> Result<()> {
+    async fn record_results(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        results: &[(i64, Outcome)],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::check_lock(&mut tx, lock).await?;
         let stack = &lock.stack;
@@ -358,34 +410,50 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn finish_generation(&self, lock: &Lock, serial: u64, status: GenerationStatus) -> Result<()> {
+    async fn finish_generation(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        status: GenerationStatus,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::check_lock(&mut tx, lock).await?;
         let status = match status {
             GenerationStatus::Complete => "complete",
             GenerationStatus::Partial => "partial",
         };
-        sqlx::query("UPDATE generations SET status = ?, finished_at = ? WHERE stack = ? AND serial = ?")
-            .bind(status)
-            .bind(now())
-            .bind(&lock.stack)
-            .bind(serial as i64)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE generations SET status = ?, finished_at = ? WHERE stack = ? AND serial = ?",
+        )
+        .bind(status)
+        .bind(now())
+        .bind(&lock.stack)
+        .bind(serial as i64)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn pending_intents(&self, stack: &str) -> Result<Vec<Intent>> {
-        let rows = sqlx::query("SELECT * FROM intents WHERE stack = ? AND status = 'pending' ORDER BY id")
-            .bind(stack)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM intents WHERE stack = ? AND status = 'pending' ORDER BY id")
+                .bind(stack)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let address: String = r.try_get("address")?;
                 let action: String = r.try_get("action")?;
+                let payload: Option<String> = r.try_get("payload")?;
+                let payload = match payload {
+                    Some(p) => Some(serde_json::from_str(&p).map_err(|e| {
+                        StateError::Invalid(format!("corrupt intent payload: {e}"))
+                    })?),
+                    None => None,
+                };
                 Ok(Intent {
+                    payload,
                     id: r.try_get("id")?,
                     serial: r.try_get::<i64, _>("serial")? as u64,
                     address: address.parse().map_err(StateError::Invalid)?,
@@ -398,7 +466,14 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    async fn audit(&self, actor: &str, action: &str, target: &str, outcome: &str, details: &str) -> Result<()> {
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        details: &str,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO audit (time, actor, action, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(now())
             .bind(actor)
@@ -414,7 +489,12 @@ impl StateStore for SqliteStore {
 
 /// Ends the current row of `address` at generation `serial`. A row written earlier in the same
 /// generation (a replace) is deleted instead, so each generation keeps one row per address.
-async fn close_row(tx: &mut Transaction<'_, sqlx::Sqlite>, stack: &str, address: &Address, serial: u64) -> Result<()> {
+async fn close_row(
+    tx: &mut Transaction<'_, sqlx::Sqlite>,
+    stack: &str,
+    address: &Address,
+    serial: u64,
+) -> Result<()> {
     let a = address.to_string();
     sqlx::query("DELETE FROM resources WHERE stack = ? AND address = ? AND valid_from = ? AND valid_to IS NULL")
         .bind(stack)
@@ -422,12 +502,14 @@ async fn close_row(tx: &mut Transaction<'_, sqlx::Sqlite>, stack: &str, address:
         .bind(serial as i64)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND valid_to IS NULL")
-        .bind(serial as i64)
-        .bind(stack)
-        .bind(&a)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND valid_to IS NULL",
+    )
+    .bind(serial as i64)
+    .bind(stack)
+    .bind(&a)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
