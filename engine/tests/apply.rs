@@ -19,10 +19,21 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db")).await.unwrap();
-    let cloud = Arc::new(LocalCloud::open(&dir.path().join("cloud.db"), Knobs::default()).await.unwrap());
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let cloud = Arc::new(
+        LocalCloud::open(&dir.path().join("cloud.db"), Knobs::default())
+            .await
+            .unwrap(),
+    );
     let providers = Providers::default().with(cloud.clone());
-    Env { dir, store, cloud, providers }
+    Env {
+        dir,
+        store,
+        cloud,
+        providers,
+    }
 }
 
 async fn plan_for(env: &Env, source: &str) -> Plan {
@@ -33,7 +44,11 @@ async fn plan_for(env: &Env, source: &str) -> Plan {
 
 async fn plan_file(env: &Env, file: &Path, destroy: bool) -> Plan {
     let c = compile(file, &EvalOptions::default());
-    assert!(c.diagnostics.is_empty(), "{}", c.sources.render(&c.diagnostics, false));
+    assert!(
+        c.diagnostics.is_empty(),
+        "{}",
+        c.sources.render(&c.diagnostics, false)
+    );
     let g = c.graph.unwrap();
     let info = env.store.stack(&g.stack).await.unwrap();
     let current = env.store.current(&g.stack).await.unwrap();
@@ -46,18 +61,28 @@ async fn plan_file(env: &Env, file: &Path, destroy: bool) -> Plan {
 }
 
 async fn apply_ok(env: &Env, p: &Plan) {
-    let report = apply(p, &env.store, &env.providers, &ApplyOptions::default()).await.unwrap();
+    let report = apply(p, &env.store, &env.providers, &ApplyOptions::default())
+        .await
+        .unwrap();
     assert!(report.ok(), "failed: {:?}", report.failed);
 }
 
 fn actions(p: &Plan) -> Vec<(String, Action)> {
-    p.changes.iter().filter(|c| c.action != Action::NoOp).map(|c| (c.address.to_string(), c.action)).collect()
+    p.changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect()
 }
 
 #[tokio::test]
 async fn webapp_lifecycle_on_local() {
     let env = env().await;
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/webapp/main.ncl")).unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/webapp/main.ncl"
+    ))
+    .unwrap();
     let p = plan_for(&env, &src).await;
     assert_eq!(p.counts().get(&Action::Create), Some(&8));
     apply_ok(&env, &p).await;
@@ -86,13 +111,37 @@ async fn webapp_lifecycle_on_local() {
     let moved = changed.replace("cidr = \"10.0.1.0/24\"", "cidr = \"10.0.4.0/24\"");
     let p = plan_for(&env, &moved).await;
     let acts = actions(&p);
-    assert!(acts.contains(&("subnet.public".into(), Action::Replace)), "{acts:?}");
-    assert!(acts.contains(&("instance.web-0".into(), Action::Replace)), "{acts:?}");
+    assert!(
+        acts.contains(&("subnet.public".into(), Action::Replace)),
+        "{acts:?}"
+    );
+    assert!(
+        acts.contains(&("instance.web-0".into(), Action::Replace)),
+        "{acts:?}"
+    );
     apply_ok(&env, &p).await;
     assert!(!plan_for(&env, &moved).await.has_changes());
-    assert_eq!(env.cloud.all().await.unwrap().len(), 8, "a replace must not leave the old resource");
-    let ip = env.store.current("webapp").await.unwrap().into_iter().find(|r| r.address.to_string() == "instance.web-0").unwrap();
-    assert!(ip.outputs["private_ip"].as_str().unwrap().starts_with("10.0.4."), "{:?}", ip.outputs);
+    assert_eq!(
+        env.cloud.all().await.unwrap().len(),
+        8,
+        "a replace must not leave the old resource"
+    );
+    let ip = env
+        .store
+        .current("webapp")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.address.to_string() == "instance.web-0")
+        .unwrap();
+    assert!(
+        ip.outputs["private_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.0.4."),
+        "{:?}",
+        ip.outputs
+    );
 
     // Destroy leaves nothing.
     let p = plan_file(&env, &env.dir.path().join("main.ncl"), true).await;
@@ -117,14 +166,29 @@ let app = c.Instance & { name = "app", size = 'small, subnet = sn, tags = { db =
 { stack = "refs", resources = [net, sn, database, app] }
 "#;
     let p = plan_for(&env, src).await;
-    let app = p.changes.iter().find(|c| c.address.to_string() == "instance.app").unwrap();
+    let app = p
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "instance.app")
+        .unwrap();
     let tags = app.changes.iter().find(|a| a.attr == "tags").unwrap();
     assert_eq!(tags.after.as_ref().unwrap()["db"], "(known after apply)");
     apply_ok(&env, &p).await;
     let cloud = env.cloud.all().await.unwrap();
-    let app = cloud.iter().find(|o| o.tags.get("chimera-address").map(String::as_str) == Some("instance.app")).unwrap();
-    let db_ip = cloud.iter().find(|o| o.tags.get("chimera-address").map(String::as_str) == Some("instance.db")).unwrap().outputs["private_ip"].clone();
-    assert_eq!(app.tags["db"], format!("at {}:5432", db_ip.as_str().unwrap()));
+    let app = cloud
+        .iter()
+        .find(|o| o.tags.get("chimera-address").map(String::as_str) == Some("instance.app"))
+        .unwrap();
+    let db_ip = cloud
+        .iter()
+        .find(|o| o.tags.get("chimera-address").map(String::as_str) == Some("instance.db"))
+        .unwrap()
+        .outputs["private_ip"]
+        .clone();
+    assert_eq!(
+        app.tags["db"],
+        format!("at {}:5432", db_ip.as_str().unwrap())
+    );
     assert!(!plan_for(&env, src).await.has_changes());
 }
 
@@ -142,12 +206,31 @@ let b = c.Network & { name = "b", cidr = "10.2.0.0/16" } in
   c.Instance & { name = "vb", size = 'small, subnet = c.ref "subnet" "sb" "id" } ] }
 "#;
     let p = plan_for(&env, src).await;
-    let failing = Arc::new(LocalCloud::open(&env.dir.path().join("failing.db"), Knobs { failure_rate: 1.0, ..Knobs::default() }).await.unwrap());
+    let failing = Arc::new(
+        LocalCloud::open(
+            &env.dir.path().join("failing.db"),
+            Knobs {
+                failure_rate: 1.0,
+                ..Knobs::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
     let providers = Providers::default().with(failing);
-    let report = apply(&p, &env.store, &providers, &ApplyOptions::default()).await.unwrap();
+    let report = apply(&p, &env.store, &providers, &ApplyOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.failed.len(), 2, "both networks fail");
-    assert_eq!(report.skipped.len(), 3, "their subnets and the instance are skipped");
-    assert_eq!(env.store.history("partial").await.unwrap()[0].status, "partial");
+    assert_eq!(
+        report.skipped.len(),
+        3,
+        "their subnets and the instance are skipped"
+    );
+    assert_eq!(
+        env.store.history("partial").await.unwrap()[0].status,
+        "partial"
+    );
     // A later apply with a healthy cloud converges.
     let p = plan_for(&env, src).await;
     apply_ok(&env, &p).await;
@@ -164,14 +247,29 @@ let c = import "chimera.ncl" in
     let first = plan_for(&env, src).await;
     let second = plan_for(&env, src).await;
     apply_ok(&env, &first).await;
-    let err = apply(&second, &env.store, &env.providers, &ApplyOptions::default()).await.unwrap_err();
-    assert!(err.to_string().contains("expected generation 0, found 1") || err.to_string().contains("plan again"), "{err}");
+    let err = apply(
+        &second,
+        &env.store,
+        &env.providers,
+        &ApplyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("expected generation 0, found 1")
+            || err.to_string().contains("plan again"),
+        "{err}"
+    );
     // Destroying a protected resource is a plan error.
     let c = compile(&env.dir.path().join("main.ncl"), &EvalOptions::default());
     let g = c.graph.unwrap();
     let current = env.store.current("guard").await.unwrap();
     let info = env.store.stack("guard").await.unwrap().unwrap();
-    let prior = Prior { lineage: Some(info.lineage), serial: info.serial, resources: &current };
+    let prior = Prior {
+        lineage: Some(info.lineage),
+        serial: info.serial,
+        resources: &current,
+    };
     let diags = plan::plan(None, &g.stack, &prior).unwrap_err();
     assert_eq!(diags[0].code.0, "E0200");
 }
@@ -186,13 +284,23 @@ fn stack_source(nets: &[(u8, Vec<Vec<&'static str>>)]) -> String {
             s.push_str(&format!("let s{n}_{k} = c.Subnet & {{ name = \"s{n}-{k}\", network = n{n}, cidr = \"10.{n}.{k}.0/24\" }} in\n"));
             names.push(format!("s{n}_{k}"));
             for (j, size) in instances.iter().enumerate() {
-                let peer = if j > 0 { format!(", user_data = \"peer %{{i{n}_{k}_{}.outputs.private_ip}}\"", j - 1) } else { String::new() };
+                let peer = if j > 0 {
+                    format!(
+                        ", user_data = \"peer %{{i{n}_{k}_{}.outputs.private_ip}}\"",
+                        j - 1
+                    )
+                } else {
+                    String::new()
+                };
                 s.push_str(&format!("let i{n}_{k}_{j} = c.Instance & {{ name = \"i{n}-{k}-{j}\", size = '{size}, subnet = s{n}_{k}{peer} }} in\n"));
                 names.push(format!("i{n}_{k}_{j}"));
             }
         }
     }
-    s.push_str(&format!("{{ stack = \"prop\", resources = [{}] }}\n", names.join(", ")));
+    s.push_str(&format!(
+        "{{ stack = \"prop\", resources = [{}] }}\n",
+        names.join(", ")
+    ));
     s
 }
 
