@@ -238,16 +238,6 @@ async fn apply_locked(
             outputs.insert(c.address.clone(), p.outputs.clone());
         }
     }
-    let mut cloud_ids: HashMap<Address, String> = plan
-        .changes
-        .iter()
-        .filter_map(|c| {
-            c.prior
-                .as_ref()
-                .map(|p| (c.address.clone(), p.cloud_id.clone()))
-        })
-        .collect();
-
     let mut waiting: Vec<usize> = steps.iter().map(|s| s.after.len()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
     for (i, s) in steps.iter().enumerate() {
@@ -267,9 +257,13 @@ async fn apply_locked(
         Result<Option<chimera_providers::Observed>, ProviderError>,
     )> = JoinSet::new();
 
+    // Results of finished calls not yet written; they go in the same transaction as the next
+    // group of intents (one fsync per round, not two).
+    let mut unwritten: Vec<(i64, Outcome)> = Vec::new();
     loop {
-        // Start everything ready: intents first, in one transaction.
-        if !ready.is_empty() {
+        // Start everything ready: its intents are committed first, with the results of the
+        // calls that just finished.
+        if !ready.is_empty() || !unwritten.is_empty() {
             let batch: Vec<usize> = std::mem::take(&mut ready);
             let mut intents = Vec::with_capacity(batch.len());
             let mut calls = Vec::with_capacity(batch.len());
@@ -302,7 +296,8 @@ async fn apply_locked(
                 });
                 calls.push((i, token, resolved));
             }
-            let ids = store.record_intents(lock, serial, &intents).await?;
+            let ids = store.record(lock, serial, &unwritten, &intents).await?;
+            unwritten.clear();
             for ((i, token, resolved), id) in calls.into_iter().zip(ids) {
                 let s = steps[i].clone();
                 opts.progress.started(&s);
@@ -322,7 +317,9 @@ async fn apply_locked(
                     .map(|d| d.native_region.clone())
                     .or(change.prior.as_ref().map(|p| p.native_region.clone()))
                     .unwrap_or_default();
-                let cloud_id = cloud_ids.get(&s.address).cloned();
+                // Updates and deletes act on the resource state knew; in a create-before-destroy
+                // replace, the delete must hit the old resource, not the new one.
+                let cloud_id = change.prior.as_ref().map(|p| p.cloud_id.clone());
                 running.spawn(async move {
                     let attrs = match resolved {
                         Ok(a) => a,
@@ -381,7 +378,6 @@ async fn apply_locked(
         while let Some(more) = running.try_join_next() {
             done.push(more);
         }
-        let mut results = Vec::with_capacity(done.len());
         let mut finished = Vec::with_capacity(done.len());
         for joined in done {
             let (i, id, r) = joined
@@ -399,22 +395,25 @@ async fn apply_locked(
                     row.outputs = obs.outputs.clone();
                     Outcome::Put(Box::new(row))
                 }
-                (Ok(_), _) => Outcome::Remove(s.address.clone()),
+                (Ok(_), _) => Outcome::Remove {
+                    address: s.address.clone(),
+                    cloud_id: change
+                        .prior
+                        .as_ref()
+                        .map(|p| p.cloud_id.clone())
+                        .unwrap_or_default(),
+                },
                 (Err(e), _) => Outcome::Failed(e.to_string()),
             };
-            results.push((id, outcome));
+            unwritten.push((id, outcome));
             finished.push((i, r));
         }
-        store.record_results(lock, serial, &results).await?;
         for (i, r) in finished {
             let s = steps[i].clone();
             match r {
                 Ok(obs) => {
                     if let Some(obs) = obs {
                         outputs.insert(s.address.clone(), obs.outputs.clone());
-                        cloud_ids.insert(s.address.clone(), obs.cloud_id.clone());
-                    } else if s.kind == StepKind::Delete {
-                        cloud_ids.remove(&s.address);
                     }
                     opts.progress.finished(&s, None);
                     for &d in &dependents[i] {

@@ -110,7 +110,10 @@ async fn recover_locked(
                         {
                             Ok(None) => {
                                 rec.adopted.push(intent.address.to_string());
-                                Outcome::Remove(intent.address.clone())
+                                Outcome::Remove {
+                                    address: intent.address.clone(),
+                                    cloud_id: r.cloud_id.clone(),
+                                }
                             }
                             Ok(Some(_)) => {
                                 rec.abandoned.push(intent.address.to_string());

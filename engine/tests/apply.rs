@@ -155,6 +155,33 @@ async fn webapp_lifecycle_on_local() {
 }
 
 #[tokio::test]
+async fn create_before_destroy_keeps_the_new_resource() {
+    let env = env().await;
+    let src = |cidr: &str| {
+        format!(
+            r#"let c = import "chimera.ncl" in
+{{ stack = "cbd", resources = [ c.Network & {{ name = "n", cidr = "{cidr}", lifecycle = {{ create_before_destroy = true }} }} ] }}"#
+        )
+    };
+    apply_ok(&env, &plan_for(&env, &src("10.1.0.0/16")).await).await;
+    let old = env.cloud.all().await.unwrap()[0].cloud_id.clone();
+    let p = plan_for(&env, &src("10.2.0.0/16")).await;
+    assert_eq!(
+        actions(&p),
+        vec![("network.n".to_string(), Action::Replace)]
+    );
+    assert!(p.changes[0].create_before_destroy);
+    apply_ok(&env, &p).await;
+    let cloud = env.cloud.all().await.unwrap();
+    assert_eq!(cloud.len(), 1, "exactly the new network remains");
+    assert_ne!(cloud[0].cloud_id, old);
+    let state = env.store.current("cbd").await.unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].cloud_id, cloud[0].cloud_id);
+    assert!(!plan_for(&env, &src("10.2.0.0/16")).await.has_changes());
+}
+
+#[tokio::test]
 async fn references_are_resolved_inside_strings() {
     let env = env().await;
     let src = r#"

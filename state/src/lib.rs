@@ -158,8 +158,9 @@ pub struct Intent {
 pub enum Outcome {
     /// The resource exists as described (create, update, adopt).
     Put(Box<StateResource>),
-    /// The resource is gone.
-    Remove(Address),
+    /// The resource with this cloud id is gone. Only that row ends: in a create-before-destroy
+    /// replace, the new row of the same address stays.
+    Remove { address: Address, cloud_id: String },
     /// The call failed; state is unchanged.
     Failed(String),
 }
@@ -196,20 +197,36 @@ pub trait StateStore: Send + Sync {
         lineage: &str,
         meta: &GenerationMeta,
     ) -> Result<u64>;
-    /// Records intents in one transaction (group commit); returns their ids in order.
+    /// In one transaction: records the results of finished calls (resource rows and intent
+    /// statuses), then the intents of calls about to start (group commit); returns the new
+    /// intents' ids in order. An intent is durable before its call because the caller starts
+    /// no call before this returns.
+    async fn record(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        results: &[(i64, Outcome)],
+        intents: &[NewIntent],
+    ) -> Result<Vec<i64>>;
+
     async fn record_intents(
         &self,
         lock: &Lock,
         serial: u64,
         intents: &[NewIntent],
-    ) -> Result<Vec<i64>>;
-    /// Records results: resource rows and intent statuses, in one transaction.
+    ) -> Result<Vec<i64>> {
+        self.record(lock, serial, &[], intents).await
+    }
+
     async fn record_results(
         &self,
         lock: &Lock,
         serial: u64,
         results: &[(i64, Outcome)],
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.record(lock, serial, results, &[]).await.map(|_| ())
+    }
+
     async fn finish_generation(
         &self,
         lock: &Lock,

@@ -331,83 +331,19 @@ impl StateStore for SqliteStore {
         Ok(serial)
     }
 
-    async fn record_intents(
-        &self,
-        lock: &Lock,
-        serial: u64,
-        intents: &[NewIntent],
-    ) -> Result<Vec<i64>> {
-        let mut tx = self.pool.begin().await?;
-        Self::check_lock(&mut tx, lock).await?;
-        let mut ids = Vec::with_capacity(intents.len());
-        let t = now();
-        for i in intents {
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
-            )
-            .bind(&lock.stack)
-            .bind(serial as i64)
-            .bind(i.address.to_string())
-            .bind(i.action.as_str())
-            .bind(&i.client_token)
-            .bind(i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
-            .bind(&t)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
-        }
-        tx.commit().await?;
-        Ok(ids)
-    }
-
-    async fn record_results(
+    async fn record(
         &self,
         lock: &Lock,
         serial: u64,
         results: &[(i64, Outcome)],
-    ) -> Result<()> {
+        intents: &[NewIntent],
+    ) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin().await?;
         Self::check_lock(&mut tx, lock).await?;
-        let stack = &lock.stack;
-        let t = now();
-        for (intent, outcome) in results {
-            let (status, error) = match outcome {
-                Outcome::Put(r) => {
-                    close_row(&mut tx, stack, &r.address, serial).await?;
-                    sqlx::query(
-                        "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(stack)
-                    .bind(r.address.to_string())
-                    .bind(serial as i64)
-                    .bind(r.address.kind.as_str())
-                    .bind(r.provider.as_str())
-                    .bind(spec_json(r))
-                    .bind(r.hash.to_hex())
-                    .bind(Value::Object(r.outputs.clone()).to_string())
-                    .bind(&r.cloud_id)
-                    .bind(serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()))
-                    .execute(&mut *tx)
-                    .await?;
-                    ("succeeded", None)
-                }
-                Outcome::Remove(address) => {
-                    close_row(&mut tx, stack, address, serial).await?;
-                    ("succeeded", None)
-                }
-                Outcome::Failed(e) => ("failed", Some(e.clone())),
-            };
-            sqlx::query("UPDATE intents SET status = ?, finished_at = ?, error = ? WHERE id = ? AND stack = ?")
-                .bind(status)
-                .bind(&t)
-                .bind(error)
-                .bind(intent)
-                .bind(stack)
-                .execute(&mut *tx)
-                .await?;
-        }
+        write_results(&mut tx, &lock.stack, serial, results).await?;
+        let ids = write_intents(&mut tx, &lock.stack, serial, intents).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(ids)
     }
 
     async fn finish_generation(
@@ -487,32 +423,6 @@ impl StateStore for SqliteStore {
     }
 }
 
-/// Ends the current row of `address` at generation `serial`. A row written earlier in the same
-/// generation (a replace) is deleted instead, so each generation keeps one row per address.
-async fn close_row(
-    tx: &mut Transaction<'_, sqlx::Sqlite>,
-    stack: &str,
-    address: &Address,
-    serial: u64,
-) -> Result<()> {
-    let a = address.to_string();
-    sqlx::query("DELETE FROM resources WHERE stack = ? AND address = ? AND valid_from = ? AND valid_to IS NULL")
-        .bind(stack)
-        .bind(&a)
-        .bind(serial as i64)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND valid_to IS NULL",
-    )
-    .bind(serial as i64)
-    .bind(stack)
-    .bind(&a)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 fn process_alive(pid: i64) -> bool {
     // /proc/PID exists while the process runs (Linux); elsewhere assume alive (never steal).
     if cfg!(target_os = "linux") {
@@ -520,4 +430,102 @@ fn process_alive(pid: i64) -> bool {
     } else {
         true
     }
+}
+
+async fn write_results(
+    tx: &mut Transaction<'_, sqlx::Sqlite>,
+    stack: &str,
+    serial: u64,
+    results: &[(i64, Outcome)],
+) -> Result<()> {
+    let t = now();
+    for (intent, outcome) in results {
+        let (status, error) = match outcome {
+            Outcome::Put(r) => {
+                let a = r.address.to_string();
+                // End the row this one replaces (from an earlier generation)...
+                sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND valid_to IS NULL AND valid_from < ?")
+                        .bind(serial as i64)
+                        .bind(stack)
+                        .bind(&a)
+                        .bind(serial as i64)
+                        .execute(&mut **tx)
+                        .await?;
+                // ...and write this generation's row (replacing one written earlier in it).
+                sqlx::query(
+                        "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?) \
+                         ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps",
+                    )
+                    .bind(stack)
+                    .bind(&a)
+                    .bind(serial as i64)
+                    .bind(r.address.kind.as_str())
+                    .bind(r.provider.as_str())
+                    .bind(spec_json(r))
+                    .bind(r.hash.to_hex())
+                    .bind(Value::Object(r.outputs.clone()).to_string())
+                    .bind(&r.cloud_id)
+                    .bind(serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()))
+                    .execute(&mut **tx)
+                    .await?;
+                ("succeeded", None)
+            }
+            Outcome::Remove { address, cloud_id } => {
+                let a = address.to_string();
+                sqlx::query("DELETE FROM resources WHERE stack = ? AND address = ? AND cloud_id = ? AND valid_from = ?")
+                        .bind(stack)
+                        .bind(&a)
+                        .bind(cloud_id)
+                        .bind(serial as i64)
+                        .execute(&mut **tx)
+                        .await?;
+                sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND cloud_id = ? AND valid_to IS NULL")
+                        .bind(serial as i64)
+                        .bind(stack)
+                        .bind(&a)
+                        .bind(cloud_id)
+                        .execute(&mut **tx)
+                        .await?;
+                ("succeeded", None)
+            }
+            Outcome::Failed(e) => ("failed", Some(e.clone())),
+        };
+        sqlx::query(
+            "UPDATE intents SET status = ?, finished_at = ?, error = ? WHERE id = ? AND stack = ?",
+        )
+        .bind(status)
+        .bind(&t)
+        .bind(error)
+        .bind(intent)
+        .bind(stack)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_intents(
+    tx: &mut Transaction<'_, sqlx::Sqlite>,
+    stack: &str,
+    serial: u64,
+    intents: &[NewIntent],
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(intents.len());
+    let t = now();
+    for i in intents {
+        let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+            )
+            .bind(stack)
+            .bind(serial as i64)
+            .bind(i.address.to_string())
+            .bind(i.action.as_str())
+            .bind(&i.client_token)
+            .bind(i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
+            .bind(&t)
+            .fetch_one(&mut **tx)
+            .await?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
