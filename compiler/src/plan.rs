@@ -196,30 +196,51 @@ fn shown(v: Option<&Value>, sensitive: bool) -> Option<Value> {
     }
 }
 
-/// Replaces placeholders of resources being (re)created by "(known after apply)" for display.
-fn mark_unknown(v: &Value, pending: &BTreeSet<Address>) -> Value {
+/// A value as a plan shows it: references to resources being (re)created become "(known after
+/// apply)", references to existing resources their recorded output, the rest as is.
+fn display(
+    v: &Value,
+    pending: &BTreeSet<Address>,
+    known: &HashMap<&Address, &StateResource>,
+) -> Value {
     match v {
         Value::String(s) if Ref::contains_placeholder(s) => {
-            let unknown = Ref::split(s)
-                .map(|pieces| {
-                    pieces.iter().any(|p| match p {
-                        chimera_model::Piece::Ref(r) => pending.contains(&r.address()),
-                        chimera_model::Piece::Text(_) => false,
-                    })
-                })
-                .unwrap_or(false);
-            if unknown {
-                Value::String(KNOWN_AFTER_APPLY.into())
-            } else {
-                v.clone()
+            let Ok(pieces) = Ref::split(s) else {
+                return v.clone();
+            };
+            let mut out = String::new();
+            for p in &pieces {
+                match p {
+                    chimera_model::Piece::Text(t) => out.push_str(t),
+                    chimera_model::Piece::Ref(r) => {
+                        if pending.contains(&r.address()) {
+                            return Value::String(KNOWN_AFTER_APPLY.into());
+                        }
+                        let Some(value) = known
+                            .get(&r.address())
+                            .and_then(|row| row.outputs.get(&r.attr))
+                        else {
+                            return v.clone();
+                        };
+                        if pieces.len() == 1 {
+                            return value.clone();
+                        }
+                        match value {
+                            Value::String(x) => out.push_str(x),
+                            Value::Null => {}
+                            other => out.push_str(&other.to_string()),
+                        }
+                    }
+                }
             }
+            Value::String(out)
         }
         Value::Array(items) => {
-            Value::Array(items.iter().map(|i| mark_unknown(i, pending)).collect())
+            Value::Array(items.iter().map(|i| display(i, pending, known)).collect())
         }
         Value::Object(m) => Value::Object(
             m.iter()
-                .map(|(k, i)| (k.clone(), mark_unknown(i, pending)))
+                .map(|(k, i)| (k.clone(), display(i, pending, known)))
                 .collect(),
         ),
         other => other.clone(),
@@ -272,7 +293,7 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                     attr: k.clone(),
                     before: None,
                     after: shown(
-                        Some(&mark_unknown(v, &pending)),
+                        Some(&display(v, &pending, &prior_by)),
                         sensitive.contains(k.as_str()),
                     ),
                     force_new: false,
@@ -352,9 +373,17 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                 sensitive.contains(k.as_str()) || old.sensitive.iter().any(|s| s == k);
             list.push(AttrChange {
                 attr: k.clone(),
-                before: shown(before, is_sensitive),
+                before: shown(
+                    before
+                        .map(|b| display(b, &BTreeSet::new(), &prior_by))
+                        .as_ref(),
+                    is_sensitive,
+                ),
                 after: shown(
-                    r.attrs.get(k).map(|v| mark_unknown(v, &pending)).as_ref(),
+                    r.attrs
+                        .get(k)
+                        .map(|v| display(v, &pending, &prior_by))
+                        .as_ref(),
                     is_sensitive,
                 ),
                 force_new: fnew,
@@ -401,7 +430,7 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                 let s = old.sensitive.iter().any(|x| x == k);
                 AttrChange {
                     attr: k.clone(),
-                    before: shown(Some(v), s),
+                    before: shown(Some(&display(v, &BTreeSet::new(), &prior_by)), s),
                     after: None,
                     force_new: false,
                     sensitive: s,

@@ -10,6 +10,7 @@
 //! evaluates configuration.
 
 mod dag;
+mod observe;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use dag::{Step, StepKind};
+pub use observe::{Drift, DriftKind, detect_drift, import, orphans, refresh};
 pub use recover::{Recovery, recover};
 
 #[derive(Debug, thiserror::Error)]

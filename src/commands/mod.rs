@@ -8,8 +8,11 @@ mod eval;
 mod force_unlock;
 mod graph;
 mod history;
+mod import;
 mod local;
+mod orphans;
 mod plan;
+mod refresh;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +79,12 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Destroy everything in the stack.
     Destroy(destroy::DestroyArgs),
+    /// Compare state with the cloud, show drift, and record it for the next plan.
+    Refresh(refresh::RefreshArgs),
+    /// Adopt an existing cloud resource into state.
+    Import(import::ImportArgs),
+    /// List resources tagged for the stack but missing from its state.
+    Orphans(orphans::OrphansArgs),
     /// Inspect state.
     State(state::StateCmd),
     /// List the stack's generations.
@@ -94,6 +103,9 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
         Command::Destroy(args) => destroy::run(&cli.global, args),
+        Command::Refresh(args) => refresh::run(&cli.global, args),
+        Command::Import(args) => import::run(&cli.global, args),
+        Command::Orphans(args) => orphans::run(&cli.global, args),
         Command::State(args) => state::run(&cli.global, args),
         Command::History(args) => history::run(&cli.global, args),
         Command::ForceUnlock(args) => force_unlock::run(&cli.global, args),

@@ -1,0 +1,306 @@
+//! Looking at the cloud: drift between state and what providers report, `refresh` (record the
+//! observed drift as a generation), `import` (adopt an existing resource) and `orphans`
+//! (tagged for the stack but unknown to state).
+
+use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource};
+use chimera_providers::{Observed, TAG_ADDRESS};
+use chimera_state::{
+    GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateStore,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{EngineError, Providers};
+
+/// How a resource differs from what state recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum DriftKind {
+    /// Gone from the cloud.
+    Deleted,
+    /// Attributes changed out of band: (attribute, recorded, observed).
+    Changed { attrs: Vec<(String, Value, Value)> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drift {
+    pub address: Address,
+    pub cloud_id: String,
+    #[serde(flatten)]
+    pub kind: DriftKind,
+}
+
+fn comparable(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !Ref::contains_placeholder(s),
+        Value::Object(m) => !m.contains_key("$sensitive") && m.values().all(comparable),
+        Value::Array(items) => items.iter().all(comparable),
+        _ => true,
+    }
+}
+
+fn user_tags(obs: &Observed) -> Value {
+    Value::Object(
+        obs.tags
+            .iter()
+            .filter(|(k, _)| !k.starts_with("chimera-"))
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// Compares one state row with what its provider reports.
+fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
+    let mut out = Vec::new();
+    for (k, recorded) in &row.attrs {
+        if row.sensitive.iter().any(|s| s == k) || !comparable(recorded) {
+            continue;
+        }
+        let observed = if k == "tags" {
+            user_tags(obs)
+        } else {
+            obs.attrs.get(k).cloned().unwrap_or(Value::Null)
+        };
+        if &observed != recorded {
+            out.push((k.clone(), recorded.clone(), observed));
+        }
+    }
+    out
+}
+
+/// Reads every resource of the stack from its provider and reports drift. Read-only.
+pub async fn detect_drift(
+    store: &dyn StateStore,
+    providers: &Providers,
+    stack: &str,
+) -> Result<Vec<Drift>, EngineError> {
+    let current = store.current(stack).await?;
+    let mut drift = Vec::new();
+    for row in current {
+        let provider = providers.get(row.provider)?;
+        let observed =
+            chimera_providers::with_retries(|| provider.read(row.address.kind, &row.cloud_id))
+                .await
+                .map_err(|e| {
+                    EngineError::Unresolved(format!(
+                        "reading {} ({}) failed: {e}",
+                        row.address, row.cloud_id
+                    ))
+                })?;
+        match observed {
+            None => drift.push(Drift {
+                address: row.address.clone(),
+                cloud_id: row.cloud_id.clone(),
+                kind: DriftKind::Deleted,
+            }),
+            Some(obs) => {
+                let attrs = compare(&row, &obs);
+                if !attrs.is_empty() {
+                    drift.push(Drift {
+                        address: row.address.clone(),
+                        cloud_id: row.cloud_id.clone(),
+                        kind: DriftKind::Changed { attrs },
+                    });
+                }
+            }
+        }
+    }
+    Ok(drift)
+}
+
+/// Records drift in state as a new generation, so the next plan shows what it takes to heal
+/// it: a deleted resource leaves state (the plan creates it again); a changed one records the
+/// observed values and loses its hash fast path (the plan diffs it). Returns the drift and the
+/// new generation, if any was written.
+pub async fn refresh(
+    store: &dyn StateStore,
+    providers: &Providers,
+    stack: &str,
+    actor: &str,
+) -> Result<(Vec<Drift>, Option<u64>), EngineError> {
+    let lock = store
+        .lock(
+            stack,
+            &LockRequest {
+                owner: actor.into(),
+                operation: "refresh".into(),
+            },
+        )
+        .await?;
+    let result = async {
+        let drift = detect_drift(store, providers, stack).await?;
+        if drift.is_empty() {
+            return Ok((drift, None));
+        }
+        let info = store
+            .stack(stack)
+            .await?
+            .ok_or_else(|| EngineError::Unresolved(format!("stack `{stack}` has no state")))?;
+        let meta = GenerationMeta {
+            actor: actor.into(),
+            message: format!("refresh: {} drifted", drift.len()),
+            ..Default::default()
+        };
+        let serial = store
+            .begin_generation(&lock, info.serial, &info.lineage, &meta)
+            .await?;
+        let current = store.current(stack).await?;
+        let intents: Vec<NewIntent> = drift
+            .iter()
+            .map(|d| NewIntent {
+                address: d.address.clone(),
+                action: IntentAction::Update,
+                client_token: format!("refresh-{serial}"),
+                payload: None,
+            })
+            .collect();
+        let ids = store.record_intents(&lock, serial, &intents).await?;
+        let mut results = Vec::new();
+        for (d, id) in drift.iter().zip(ids) {
+            let outcome = match &d.kind {
+                DriftKind::Deleted => Outcome::Remove {
+                    address: d.address.clone(),
+                    cloud_id: d.cloud_id.clone(),
+                },
+                DriftKind::Changed { attrs } => {
+                    let Some(mut row) = current.iter().find(|r| r.address == d.address).cloned()
+                    else {
+                        continue;
+                    };
+                    for (k, _, observed) in attrs {
+                        row.attrs.insert(k.clone(), observed.clone());
+                    }
+                    row.hash = ContentHash([0; 32]);
+                    Outcome::Put(Box::new(row))
+                }
+            };
+            results.push((id, outcome));
+        }
+        store.record_results(&lock, serial, &results).await?;
+        store
+            .finish_generation(&lock, serial, GenerationStatus::Complete)
+            .await?;
+        Ok((drift, Some(serial)))
+    }
+    .await;
+    let _ = store.unlock(&lock).await;
+    result
+}
+
+/// Adopts an existing cloud resource as `address`. The next plan compares it with the
+/// configuration and shows what it takes to match.
+pub async fn import(
+    store: &dyn StateStore,
+    providers: &Providers,
+    stack: &str,
+    address: &Address,
+    provider_name: ProviderName,
+    cloud_id: &str,
+    actor: &str,
+) -> Result<u64, EngineError> {
+    let provider = providers.get(provider_name)?;
+    let obs = chimera_providers::with_retries(|| provider.read(address.kind, cloud_id))
+        .await
+        .map_err(|e| EngineError::Unresolved(format!("reading {cloud_id} failed: {e}")))?
+        .ok_or_else(|| {
+            EngineError::Unresolved(format!(
+                "{provider_name} has no {} `{cloud_id}`",
+                address.kind
+            ))
+        })?;
+    let lock = store
+        .lock(
+            stack,
+            &LockRequest {
+                owner: actor.into(),
+                operation: "import".into(),
+            },
+        )
+        .await?;
+    let result = async {
+        if store
+            .current(stack)
+            .await?
+            .iter()
+            .any(|r| &r.address == address)
+        {
+            return Err(EngineError::Unresolved(format!(
+                "{address} is already in state; `chimera state show {address}` shows it"
+            )));
+        }
+        let (expected, lineage) = match store.stack(stack).await? {
+            Some(i) => (i.serial, i.lineage),
+            None => (0, chimera_state::new_id()),
+        };
+        let meta = GenerationMeta {
+            actor: actor.into(),
+            message: format!("import {address} = {cloud_id}"),
+            ..Default::default()
+        };
+        let serial = store
+            .begin_generation(&lock, expected, &lineage, &meta)
+            .await?;
+        let mut attrs: Map<String, Value> = obs.attrs.clone();
+        attrs.insert("tags".into(), user_tags(&obs));
+        let row = StateResource {
+            address: address.clone(),
+            provider: provider_name,
+            region: String::new(),
+            native_region: obs.native_region.clone(),
+            attrs,
+            sensitive: Vec::new(),
+            hash: ContentHash([0; 32]),
+            cloud_id: obs.cloud_id.clone(),
+            outputs: obs.outputs.clone(),
+            deps: Vec::new(),
+            prevent_destroy: false,
+        };
+        let ids = store
+            .record_intents(
+                &lock,
+                serial,
+                &[NewIntent {
+                    address: address.clone(),
+                    action: IntentAction::Create,
+                    client_token: format!("import-{serial}"),
+                    payload: None,
+                }],
+            )
+            .await?;
+        store
+            .record_results(&lock, serial, &[(ids[0], Outcome::Put(Box::new(row)))])
+            .await?;
+        store
+            .finish_generation(&lock, serial, GenerationStatus::Complete)
+            .await?;
+        Ok(serial)
+    }
+    .await;
+    let _ = store.unlock(&lock).await;
+    result
+}
+
+/// Resources tagged as managed by `stack` on each provider but absent from state.
+pub async fn orphans(
+    store: &dyn StateStore,
+    providers: &Providers,
+    stack: &str,
+    names: &[ProviderName],
+) -> Result<Vec<Observed>, EngineError> {
+    let known: std::collections::HashSet<String> = store
+        .current(stack)
+        .await?
+        .into_iter()
+        .map(|r| r.cloud_id)
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let provider = providers.get(*name)?;
+        let managed = chimera_providers::with_retries(|| provider.list_managed(stack))
+            .await
+            .map_err(|e| EngineError::Unresolved(format!("listing {name} failed: {e}")))?;
+        out.extend(managed.into_iter().filter(|o| !known.contains(&o.cloud_id)));
+    }
+    out.sort_by(|a, b| a.tags.get(TAG_ADDRESS).cmp(&b.tags.get(TAG_ADDRESS)));
+    Ok(out)
+}
