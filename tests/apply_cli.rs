@@ -256,3 +256,65 @@ fn apply_without_a_terminal_or_yes_changes_nothing() {
     let out = run(dir.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2), "still everything to create");
 }
+
+#[test]
+fn truncated_or_edited_plan_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.ncl"), fleet(2, "small")).unwrap();
+    let plan = dir.path().join("p.plan");
+    assert!(
+        run(dir.path(), &["plan", "--out", plan.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let full = std::fs::read_to_string(&plan).unwrap();
+    let truncated = dir.path().join("t.plan");
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let edited = dir.path().join("e.plan");
+    std::fs::write(&edited, full.replace("local.small", "local.xlarge")).unwrap();
+    for (file, needle) in [
+        (&truncated, "truncated or not JSON"),
+        (&edited, "integrity check failed"),
+    ] {
+        let out = run(dir.path(), &["apply", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let t = text(&out);
+        assert!(t.contains("E0303") && t.contains(needle), "{t}");
+    }
+    // Nothing was applied; the untouched file still applies.
+    assert_eq!(
+        run(dir.path(), &["plan", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(
+        run(dir.path(), &["apply", plan.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(
+        run(dir.path(), &["plan", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn rollback_returns_to_an_earlier_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.ncl"), fleet(2, "small")).unwrap();
+    assert!(run(dir.path(), &["apply", "-y"]).status.success());
+    std::fs::write(dir.path().join("main.ncl"), fleet(3, "medium")).unwrap();
+    assert!(run(dir.path(), &["apply", "-y"]).status.success());
+    let out = run(dir.path(), &["rollback", "1", "-y"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // State is generation 1's again: its configuration plans nothing.
+    std::fs::write(dir.path().join("main.ncl"), fleet(2, "small")).unwrap();
+    let out = run(dir.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(dir.path(), &["rollback", "99", "-y"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no such generation"));
+}

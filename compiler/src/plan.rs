@@ -264,28 +264,57 @@ fn refs_in(v: &Value, out: &mut BTreeSet<Address>) {
     }
 }
 
+/// A resource as a plan wants it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: Address,
+    pub desired: Desired,
+}
+
 /// Plans `desired` against `prior`. `desired = None` plans a destroy of everything.
 pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan, Vec<Diagnostic>> {
+    // Desired resources in dependency order, so a dependency's replacement is known before its
+    // dependents are planned.
+    let order: Vec<Target> = match desired {
+        Some(g) => {
+            let order: Vec<&Resource> = petgraph::algo::toposort(&g.graph, None)
+                .map(|o| o.into_iter().map(|n| &g.resources[g.graph[n]]).collect())
+                .unwrap_or_else(|_| g.resources.iter().collect());
+            order
+                .into_iter()
+                .map(|r| Target {
+                    address: r.address.clone(),
+                    desired: desired_of(r),
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let hash = desired.map(|g| g.hash).unwrap_or(ContentHash([0; 32]));
+    plan_targets(order, stack, prior, hash, desired.is_none())
+}
+
+/// Plans a set of targets, given in dependency order (dependencies first).
+pub fn plan_targets(
+    order: Vec<Target>,
+    stack: &str,
+    prior: &Prior,
+    desired_hash: ContentHash,
+    destroy: bool,
+) -> Result<Plan, Vec<Diagnostic>> {
     let prior_by: HashMap<&Address, &StateResource> =
         prior.resources.iter().map(|r| (&r.address, r)).collect();
     let mut changes: BTreeMap<Address, ResourceChange> = BTreeMap::new();
     let mut diags = Vec::new();
 
-    // Desired resources in dependency order, so a dependency's replacement is known before its
-    // dependents are planned.
-    let order: Vec<&Resource> = match desired {
-        Some(g) => petgraph::algo::toposort(&g.graph, None)
-            .map(|o| o.into_iter().map(|n| &g.resources[g.graph[n]]).collect())
-            .unwrap_or_else(|_| g.resources.iter().collect()),
-        None => Vec::new(),
-    };
     // Addresses whose outputs will change (created or replaced).
     let mut pending: BTreeSet<Address> = BTreeSet::new();
-    for r in order {
-        let sensitive: BTreeSet<&str> = r.sensitive.iter().map(String::as_str).collect();
+    for r in &order {
+        let sensitive: BTreeSet<&str> = r.desired.sensitive.iter().map(String::as_str).collect();
         let Some(old) = prior_by.get(&r.address) else {
             pending.insert(r.address.clone());
             let changes_list = r
+                .desired
                 .attrs
                 .iter()
                 .filter(|(_, v)| !v.is_null())
@@ -305,10 +334,10 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                 ResourceChange {
                     address: r.address.clone(),
                     action: Action::Create,
-                    create_before_destroy: r.lifecycle.create_before_destroy,
+                    create_before_destroy: r.desired.lifecycle.create_before_destroy,
                     changes: changes_list,
                     reasons: Vec::new(),
-                    desired: Some(desired_of(r)),
+                    desired: Some(r.desired.clone()),
                     prior: None,
                 },
             );
@@ -316,42 +345,47 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
         };
         // Fast path: same content hash and no dependency being recreated.
         let mut deps_pending = BTreeSet::new();
-        for dep in &r.deps {
+        for dep in &r.desired.deps {
             if pending.contains(dep) {
                 deps_pending.insert(dep.clone());
             }
         }
-        if old.hash == r.hash && deps_pending.is_empty() && old.provider == r.provider {
+        if old.hash == r.desired.hash
+            && deps_pending.is_empty()
+            && old.provider == r.desired.provider
+        {
             changes.insert(
                 r.address.clone(),
                 ResourceChange {
                     address: r.address.clone(),
                     action: Action::NoOp,
-                    create_before_destroy: r.lifecycle.create_before_destroy,
+                    create_before_destroy: r.desired.lifecycle.create_before_destroy,
                     changes: Vec::new(),
                     reasons: Vec::new(),
-                    desired: Some(desired_of(r)),
+                    desired: Some(r.desired.clone()),
                     prior: Some((*old).clone()),
                 },
             );
             continue;
         }
-        let stored_new =
-            attrs_for_state(&r.attrs, &r.sensitive.iter().cloned().collect::<Vec<_>>());
+        let stored_new = attrs_for_state(
+            &r.desired.attrs,
+            &r.desired.sensitive.iter().cloned().collect::<Vec<_>>(),
+        );
         let mut keys: BTreeSet<&String> = stored_new.keys().collect();
         keys.extend(old.attrs.keys());
         let mut list = Vec::new();
         let mut reasons = Vec::new();
         let mut replace = false;
-        if old.provider != r.provider || old.native_region != r.native_region {
+        if old.provider != r.desired.provider || old.native_region != r.desired.native_region {
             replace = true;
             reasons.push(format!(
                 "moving from {} {} to {} {} forces replacement",
-                old.provider, old.native_region, r.provider, r.native_region
+                old.provider, old.native_region, r.desired.provider, r.desired.native_region
             ));
         }
         for k in keys {
-            if r.lifecycle.ignore_changes.iter().any(|i| i == k) {
+            if r.desired.lifecycle.ignore_changes.iter().any(|i| i == k) {
                 continue;
             }
             let before = old.attrs.get(k).filter(|v| !v.is_null());
@@ -380,7 +414,8 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
                     is_sensitive,
                 ),
                 after: shown(
-                    r.attrs
+                    r.desired
+                        .attrs
                         .get(k)
                         .map(|v| display(v, &pending, &prior_by))
                         .as_ref(),
@@ -391,7 +426,7 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
             });
         }
         let action = if replace {
-            if r.lifecycle.prevent_destroy {
+            if r.desired.lifecycle.prevent_destroy {
                 diags.push(prevent_destroy_diag(&r.address, "replace"));
             }
             pending.insert(r.address.clone());
@@ -406,10 +441,10 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
             ResourceChange {
                 address: r.address.clone(),
                 action,
-                create_before_destroy: r.lifecycle.create_before_destroy,
+                create_before_destroy: r.desired.lifecycle.create_before_destroy,
                 changes: list,
                 reasons,
-                desired: Some(desired_of(r)),
+                desired: Some(r.desired.clone()),
                 prior: Some((*old).clone()),
             },
         );
@@ -458,8 +493,8 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
         stack: stack.to_string(),
         lineage: prior.lineage.clone(),
         prior_serial: prior.serial,
-        desired_hash: desired.map(|g| g.hash).unwrap_or(ContentHash([0; 32])),
-        destroy: desired.is_none(),
+        desired_hash,
+        destroy,
         changes: changes.into_values().collect(),
     })
 }
@@ -470,4 +505,83 @@ fn prevent_destroy_diag(address: &Address, what: &str) -> Diagnostic {
             "{address} has `lifecycle.prevent_destroy = true`, and this plan would {what} it; remove the protection first if that is really intended, or undo the change that requires it"
         ))
         .address(address)
+}
+
+/// The targets that bring a stack back to the resources it had at some generation, in
+/// dependency order. [`unrestorable`] then says which changes would need a sensitive value that
+/// state keeps only as a digest.
+pub fn rollback_targets(rows: &[StateResource]) -> Vec<Target> {
+    let by: BTreeMap<&Address, &StateResource> = rows.iter().map(|r| (&r.address, r)).collect();
+    let mut done: BTreeSet<&Address> = BTreeSet::new();
+    let mut order = Vec::with_capacity(rows.len());
+    // Kahn's algorithm over recorded dependencies, in address order for determinism.
+    while order.len() < rows.len() {
+        let before = order.len();
+        for (addr, row) in &by {
+            if done.contains(addr) {
+                continue;
+            }
+            if row
+                .deps
+                .iter()
+                .all(|d| done.contains(d) || !by.contains_key(d))
+            {
+                done.insert(addr);
+                order.push(target_of(row));
+            }
+        }
+        if order.len() == before {
+            // A cycle cannot be recorded; take the rest in address order rather than loop.
+            for (addr, row) in &by {
+                if done.insert(addr) {
+                    order.push(target_of(row));
+                }
+            }
+        }
+    }
+    order
+}
+
+fn target_of(row: &StateResource) -> Target {
+    Target {
+        address: row.address.clone(),
+        desired: Desired {
+            provider: row.provider,
+            region: row.region.clone(),
+            native_region: row.native_region.clone(),
+            attrs: row.attrs.clone(),
+            sensitive: row.sensitive.clone(),
+            lifecycle: LifecycleDoc {
+                prevent_destroy: row.prevent_destroy,
+                ..Default::default()
+            },
+            deps: row.deps.clone(),
+            hash: row.hash,
+        },
+    }
+}
+
+/// Changes of a rollback plan that would need a sensitive value state only has a digest of.
+pub fn unrestorable(plan: &Plan) -> Vec<Diagnostic> {
+    plan.changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Replace))
+        .filter_map(|c| {
+            let d = c.desired.as_ref()?;
+            let lost: Vec<&String> = d
+                .sensitive
+                .iter()
+                .filter(|k| d.attrs.get(*k).and_then(|v| v.get("$sensitive")).is_some())
+                .collect();
+            (!lost.is_empty()).then(|| {
+                Diagnostic::error("E0201", "cannot restore a sensitive value")
+                    .detail(format!(
+                        "rolling back {} needs `{}`, which state keeps only as a digest; check out that generation's configuration and apply it instead",
+                        c.address,
+                        lost.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("`, `")
+                    ))
+                    .address(&c.address)
+            })
+        })
+        .collect()
 }

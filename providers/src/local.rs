@@ -109,26 +109,53 @@ impl LocalCloud {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         }
+        // Two processes creating the cloud at once race on its creation: retry contention.
+        let mut attempt = 0;
+        let pool = loop {
+            match Self::try_open(path).await {
+                Ok(pool) => break pool,
+                Err((_, true)) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 + 10 * attempt)).await;
+                }
+                Err((m, _)) => return Err(m),
+            }
+        };
+        Ok(LocalCloud { pool, knobs })
+    }
+
+    async fn try_open(path: &Path) -> std::result::Result<SqlitePool, (String, bool)> {
+        let transient =
+            |m: &str| m.contains("locked") || m.contains("busy") || m.contains("already exists");
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10))
             .journal_mode(SqliteJournalMode::Wal)
             // A killed process never loses a committed WAL transaction whatever this setting;
             // only a power loss would, and this cloud is a simulator. NORMAL saves an fsync per
-            // call (1,000 creates: 0.86 s → see docs/benchmarks.md).
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
+            // call (1,000 creates: 1.25 s → 0.63 s, docs/benchmarks.md).
+            .synchronous(SqliteSynchronous::Normal);
         // One connection: the simulated cloud serialises its own writes, like a control plane.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
             .await
-            .map_err(|e| format!("cannot open the local cloud `{}`: {e}", path.display()))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| format!("`{}` is not a local cloud database: {e}", path.display()))?;
-        Ok(LocalCloud { pool, knobs })
+            .map_err(|e| {
+                let m = e.to_string();
+                (
+                    format!("cannot open the local cloud `{}`: {m}", path.display()),
+                    transient(&m),
+                )
+            })?;
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            let m = e.to_string();
+            return Err((
+                format!("`{}` is not a local cloud database: {m}", path.display()),
+                transient(&m),
+            ));
+        }
+        Ok(pool)
     }
 
     async fn weather(&self, mutating: bool) -> Result<()> {

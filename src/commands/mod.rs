@@ -13,6 +13,7 @@ mod local;
 mod orphans;
 mod plan;
 mod refresh;
+mod rollback;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// List resources tagged for the stack but missing from its state.
     Orphans(orphans::OrphansArgs),
+    /// Plan the way back to generation N's resources, then apply it as usual.
+    Rollback(rollback::RollbackArgs),
     /// Inspect state.
     State(state::StateCmd),
     /// List the stack's generations.
@@ -106,6 +109,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Refresh(args) => refresh::run(&cli.global, args),
         Command::Import(args) => import::run(&cli.global, args),
         Command::Orphans(args) => orphans::run(&cli.global, args),
+        Command::Rollback(args) => rollback::run(&cli.global, args),
         Command::State(args) => state::run(&cli.global, args),
         Command::History(args) => history::run(&cli.global, args),
         Command::ForceUnlock(args) => force_unlock::run(&cli.global, args),

@@ -35,25 +35,50 @@ impl SqliteStore {
                 ))
             })?;
         }
+        // Two processes opening a new database at once race on creating it (WAL switch,
+        // migrations): retry while the error is contention.
+        let mut attempt = 0;
+        loop {
+            match Self::try_open(path).await {
+                Ok(pool) => return Ok(SqliteStore { pool }),
+                Err((_, true)) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 + 10 * attempt)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_open(path: &Path) -> std::result::Result<SqlitePool, (StateError, bool)> {
+        let transient =
+            |m: &str| m.contains("locked") || m.contains("busy") || m.contains("already exists");
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10))
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|e| open_error(path, e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| {
-            StateError::Invalid(format!(
-                "`{}` is not a Chimera state database, or is damaged ({e}); point --state elsewhere or restore a backup",
-                path.display()
-            ))
-        })?;
-        Ok(SqliteStore { pool })
+            .map_err(|e| {
+                let t = transient(&e.to_string());
+                (open_error(path, e), t)
+            })?;
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            let t = transient(&e.to_string());
+            return Err((
+                StateError::Invalid(format!(
+                    "`{}` is not a Chimera state database, or is damaged ({e}); point --state elsewhere or restore a backup",
+                    path.display()
+                )),
+                t,
+            ));
+        }
+        Ok(pool)
     }
 
     async fn check_lock(tx: &mut Transaction<'_, sqlx::Sqlite>, lock: &Lock) -> Result<()> {
