@@ -318,3 +318,36 @@ fn rollback_returns_to_an_earlier_generation() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no such generation"));
 }
+
+#[test]
+fn local_knobs_come_from_the_stack_and_the_environment_overrides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fleet(1, "small").replace(
+        "{ stack = \"crashy\",",
+        "{ providers = { local = { failure_rate = 1 } }, stack = \"crashy\",",
+    );
+    std::fs::write(dir.path().join("main.ncl"), &src).unwrap();
+    let out = run(dir.path(), &["apply", "-y"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("InjectedFailure"), "{}", text(&out));
+    let out = chimera(
+        dir.path(),
+        &["apply", "-y"],
+        &[("CHIMERA_LOCAL_FAILURE_RATE", "0")],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        dir.path().join("main.ncl"),
+        src.replace("failure_rate = 1", "failure_rte = 1"),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["apply", "-y"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("unknown setting `providers.local.failure_rte`"),
+        "{}",
+        text(&out)
+    );
+}

@@ -82,6 +82,9 @@ impl RawResource {
 pub struct Evaluated {
     pub stack: String,
     pub stack_span: Option<Span>,
+    /// The stack's optional `providers` record: per-provider settings (e.g. the local
+    /// cloud's knobs), as JSON.
+    pub provider_settings: Value,
     pub resources: Vec<RawResource>,
     /// The stdlib's catalog, as evaluated.
     pub catalog: Value,
@@ -547,6 +550,18 @@ fn walk_output(
         .map(|s| s.to_string())
         .ok_or_else(|| internal("`stack` is not a string"))?;
     let stack_span = conv.span(pos.get(name_v.pos_idx()));
+    let provider_settings = match sget("providers") {
+        None => Value::Null,
+        Some(v) => to_json(v).map_err(|e| {
+            vec![
+                Diagnostic::error("E0006", "the providers record cannot be exported")
+                    .detail(e)
+                    .at(conv
+                        .span(pos.get(v.pos_idx()))
+                        .and_then(|s| conv.sources.locate(s))),
+            ]
+        })?,
+    };
     let resources_v =
         sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
 
@@ -612,6 +627,7 @@ fn walk_output(
     Ok(Evaluated {
         stack: stack_name,
         stack_span,
+        provider_settings,
         resources,
         catalog,
         files_read: Vec::new(),

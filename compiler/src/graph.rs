@@ -67,6 +67,8 @@ pub struct Graph {
     pub graph: DiGraph<usize, ()>,
     /// Hash of the whole desired state: every resource hash in address order.
     pub hash: ContentHash,
+    /// The stack's `providers` settings (JSON; null when absent).
+    pub provider_settings: Value,
 }
 
 impl Graph {
@@ -312,6 +314,7 @@ pub fn build(
         edges,
         graph,
         hash: whole.finish(),
+        provider_settings: Value::Null,
     })
 }
 

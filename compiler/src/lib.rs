@@ -108,7 +108,10 @@ pub fn lower_evaluated(
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
     }
-    let graph = graph::build(&ev.stack, lowered, sources, diagnostics);
+    let graph = graph::build(&ev.stack, lowered, sources, diagnostics).map(|mut g| {
+        g.provider_settings = ev.provider_settings.clone();
+        g
+    });
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
     }

@@ -124,6 +124,9 @@ pub struct Plan {
     pub destroy: bool,
     /// Every resource in desired or prior state, by address (no-ops included).
     pub changes: Vec<ResourceChange>,
+    /// The stack's `providers` settings at plan time (applied with the plan).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub provider_settings: Value,
 }
 
 impl Plan {
@@ -291,7 +294,11 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
         None => Vec::new(),
     };
     let hash = desired.map(|g| g.hash).unwrap_or(ContentHash([0; 32]));
-    plan_targets(order, stack, prior, hash, desired.is_none())
+    let mut plan = plan_targets(order, stack, prior, hash, desired.is_none())?;
+    plan.provider_settings = desired
+        .map(|g| g.provider_settings.clone())
+        .unwrap_or(Value::Null);
+    Ok(plan)
 }
 
 /// Plans a set of targets, given in dependency order (dependencies first).
@@ -496,6 +503,7 @@ pub fn plan_targets(
         desired_hash,
         destroy,
         changes: changes.into_values().collect(),
+        provider_settings: Value::Null,
     })
 }
 

@@ -31,9 +31,48 @@ pub struct Knobs {
 }
 
 impl Knobs {
-    /// Knobs from `CHIMERA_LOCAL_LATENCY_MS`, `CHIMERA_LOCAL_FAILURE_RATE`,
-    /// `CHIMERA_LOCAL_THROTTLE_RATE` and `CHIMERA_LOCAL_CONSISTENCY_MS`, given as a lookup so
-    /// the caller decides where the environment comes from.
+    /// Knobs from a stack's `providers.local` settings (`latency_ms`, `failure_rate`,
+    /// `throttle_rate`, `consistency_ms`), overridden by `CHIMERA_LOCAL_LATENCY_MS`,
+    /// `CHIMERA_LOCAL_FAILURE_RATE`, `CHIMERA_LOCAL_THROTTLE_RATE` and
+    /// `CHIMERA_LOCAL_CONSISTENCY_MS` (given as a lookup: the caller owns the environment).
+    pub fn from_settings(
+        settings: &Value,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Knobs, String> {
+        let local = settings.get("local");
+        if let Some(l) = local
+            && let Some(obj) = l.as_object()
+        {
+            for k in obj.keys() {
+                if ![
+                    "latency_ms",
+                    "failure_rate",
+                    "throttle_rate",
+                    "consistency_ms",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(format!(
+                        "unknown setting `providers.local.{k}`: the local provider takes latency_ms, failure_rate, throttle_rate, consistency_ms"
+                    ));
+                }
+            }
+        }
+        Self::from_lookup(|var| {
+            env(var).or_else(|| {
+                let key = match var {
+                    "CHIMERA_LOCAL_LATENCY_MS" => "latency_ms",
+                    "CHIMERA_LOCAL_FAILURE_RATE" => "failure_rate",
+                    "CHIMERA_LOCAL_THROTTLE_RATE" => "throttle_rate",
+                    "CHIMERA_LOCAL_CONSISTENCY_MS" => "consistency_ms",
+                    _ => return None,
+                };
+                local.and_then(|l| l.get(key)).map(|v| v.to_string())
+            })
+        })
+    }
+
+    /// Knobs from environment-style variables, given as a lookup.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> std::result::Result<Knobs, String> {
         let num = |k: &str| -> std::result::Result<Option<f64>, String> {
             match get(k) {

@@ -3,9 +3,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chimera_compiler::render;
-use chimera_engine::{ApplyOptions, Providers};
+use chimera_engine::ApplyOptions;
 use chimera_model::Diagnostic;
-use chimera_providers::local::{Knobs, LocalCloud};
 use clap::Args;
 
 use super::Global;
@@ -82,7 +81,13 @@ pub async fn recover_first(global: &Global, path: &std::path::Path, state: &Stat
     let Some(store) = ctx::open_state(global, &ctx::state_url(state, path)).await else {
         return false;
     };
-    let Some(providers) = ctx::providers(global, path).await else {
+    let Some(providers) = ctx::providers_with(
+        global,
+        &ctx::local_cloud_path(path),
+        &graph.provider_settings,
+    )
+    .await
+    else {
         return false;
     };
     match chimera_engine::recover(store.as_ref(), &providers, &graph.stack, "chimera").await {
@@ -139,27 +144,15 @@ pub async fn execute(
     let Some(store) = ctx::open_state(global, &planned.state_url).await else {
         return ExitStatus::Failure;
     };
-    let knobs = match Knobs::from_lookup(|k| std::env::var(k).ok()) {
-        Ok(k) => k,
-        Err(m) => {
-            ctx::fail(
-                global,
-                Diagnostic::error("E0304", "invalid local provider setting").detail(m),
-            );
-            return ExitStatus::Failure;
-        }
+    let Some(providers) = ctx::providers_with(
+        global,
+        std::path::Path::new(&planned.local_cloud),
+        &planned.plan.provider_settings,
+    )
+    .await
+    else {
+        return ExitStatus::Failure;
     };
-    let local = match LocalCloud::open(std::path::Path::new(&planned.local_cloud), knobs).await {
-        Ok(c) => c,
-        Err(m) => {
-            ctx::fail(
-                global,
-                Diagnostic::error("E0304", "cannot open the local cloud").detail(m),
-            );
-            return ExitStatus::Failure;
-        }
-    };
-    let providers = Providers::default().with(Arc::new(local));
     let progress = Arc::new(ui::ApplyProgress::new());
     let opts = ApplyOptions {
         parallelism,

@@ -96,7 +96,17 @@ pub fn local_cloud_path(path: &Path) -> PathBuf {
 }
 
 pub async fn open_local(global: &Global, path: &Path) -> Option<LocalCloud> {
-    let knobs = match Knobs::from_lookup(|k| std::env::var(k).ok()) {
+    open_local_at(global, &local_cloud_path(path), &serde_json::Value::Null).await
+}
+
+/// Opens the local cloud at `file` with knobs from the stack's `providers` settings, overridden
+/// by the environment.
+pub async fn open_local_at(
+    global: &Global,
+    file: &Path,
+    settings: &serde_json::Value,
+) -> Option<LocalCloud> {
+    let knobs = match Knobs::from_settings(settings, |k| std::env::var(k).ok()) {
         Ok(k) => k,
         Err(m) => {
             fail(
@@ -106,7 +116,7 @@ pub async fn open_local(global: &Global, path: &Path) -> Option<LocalCloud> {
             return None;
         }
     };
-    match LocalCloud::open(&local_cloud_path(path), knobs).await {
+    match LocalCloud::open(file, knobs).await {
         Ok(c) => Some(c),
         Err(m) => {
             fail(
@@ -119,6 +129,14 @@ pub async fn open_local(global: &Global, path: &Path) -> Option<LocalCloud> {
 }
 
 pub async fn providers(global: &Global, path: &Path) -> Option<Providers> {
-    let local = open_local(global, path).await?;
+    providers_with(global, &local_cloud_path(path), &serde_json::Value::Null).await
+}
+
+pub async fn providers_with(
+    global: &Global,
+    local_cloud: &Path,
+    settings: &serde_json::Value,
+) -> Option<Providers> {
+    let local = open_local_at(global, local_cloud, settings).await?;
     Some(Providers::default().with(Arc::new(local)))
 }

@@ -88,8 +88,11 @@ pub async fn make_plan(
     };
     let desired = if destroy { None } else { Some(&graph) };
     match plan::plan(desired, &stack, &prior) {
-        Ok(plan) => Some(Planned {
-            plan,
+        Ok(mut plan) => Some(Planned {
+            plan: {
+                plan.provider_settings = graph.provider_settings.clone();
+                plan
+            },
             state_url: url,
             local_cloud: ctx::local_cloud_path(path).display().to_string(),
         }),
