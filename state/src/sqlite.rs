@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chimera_model::{Address, ContentHash, StateResource};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, SqlitePool, Transaction};
 
 use crate::{
     GenerationInfo, GenerationMeta, GenerationStatus, Intent, Lock, LockRequest, NewIntent,
@@ -457,6 +457,9 @@ fn process_alive(pid: i64) -> bool {
     }
 }
 
+/// Rows per multi-row statement (11 binds each stays far below SQLite's parameter limit).
+const CHUNK: usize = 64;
+
 async fn write_results(
     tx: &mut Transaction<'_, sqlx::Sqlite>,
     stack: &str,
@@ -464,67 +467,99 @@ async fn write_results(
     results: &[(i64, Outcome)],
 ) -> Result<()> {
     let t = now();
-    for (intent, outcome) in results {
-        let (status, error) = match outcome {
-            Outcome::Put(r) => {
-                let a = r.address.to_string();
-                // End the row this one replaces (from an earlier generation)...
-                sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND valid_to IS NULL AND valid_from < ?")
-                        .bind(serial as i64)
-                        .bind(stack)
-                        .bind(&a)
-                        .bind(serial as i64)
-                        .execute(&mut **tx)
-                        .await?;
-                // ...and write this generation's row (replacing one written earlier in it).
-                sqlx::query(
-                        "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?) \
-                         ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps",
-                    )
-                    .bind(stack)
-                    .bind(&a)
-                    .bind(serial as i64)
-                    .bind(r.address.kind.as_str())
-                    .bind(r.provider.as_str())
-                    .bind(spec_json(r))
-                    .bind(r.hash.to_hex())
-                    .bind(Value::Object(r.outputs.clone()).to_string())
-                    .bind(&r.cloud_id)
-                    .bind(serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()))
-                    .execute(&mut **tx)
-                    .await?;
-                ("succeeded", None)
-            }
-            Outcome::Remove { address, cloud_id } => {
-                let a = address.to_string();
-                sqlx::query("DELETE FROM resources WHERE stack = ? AND address = ? AND cloud_id = ? AND valid_from = ?")
-                        .bind(stack)
-                        .bind(&a)
-                        .bind(cloud_id)
-                        .bind(serial as i64)
-                        .execute(&mut **tx)
-                        .await?;
-                sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND cloud_id = ? AND valid_to IS NULL")
-                        .bind(serial as i64)
-                        .bind(stack)
-                        .bind(&a)
-                        .bind(cloud_id)
-                        .execute(&mut **tx)
-                        .await?;
-                ("succeeded", None)
-            }
-            Outcome::Failed(e) => ("failed", Some(e.clone())),
-        };
-        sqlx::query(
-            "UPDATE intents SET status = ?, finished_at = ?, error = ? WHERE id = ? AND stack = ?",
-        )
-        .bind(status)
-        .bind(&t)
-        .bind(error)
-        .bind(intent)
-        .bind(stack)
-        .execute(&mut **tx)
-        .await?;
+    let serial = serial as i64;
+    // Removals (few): end exactly the row with that cloud id, or drop it if this generation
+    // wrote it.
+    for (_, outcome) in results {
+        if let Outcome::Remove { address, cloud_id } = outcome {
+            let a = address.to_string();
+            sqlx::query("DELETE FROM resources WHERE stack = ? AND address = ? AND cloud_id = ? AND valid_from = ?")
+                .bind(stack)
+                .bind(&a)
+                .bind(cloud_id)
+                .bind(serial)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("UPDATE resources SET valid_to = ? WHERE stack = ? AND address = ? AND cloud_id = ? AND valid_to IS NULL")
+                .bind(serial)
+                .bind(stack)
+                .bind(&a)
+                .bind(cloud_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    // Puts, a chunk at a time: end the rows they replace, then write this generation's rows
+    // (replacing one written earlier in it).
+    let puts: Vec<&StateResource> = results
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Put(r) => Some(r.as_ref()),
+            _ => None,
+        })
+        .collect();
+    for chunk in puts.chunks(CHUNK) {
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new("UPDATE resources SET valid_to = ");
+        q.push_bind(serial)
+            .push(" WHERE stack = ")
+            .push_bind(stack.to_string())
+            .push(" AND valid_to IS NULL AND valid_from < ")
+            .push_bind(serial)
+            .push(" AND address IN (");
+        let mut list = q.separated(", ");
+        for r in chunk {
+            list.push_bind(r.address.to_string());
+        }
+        list.push_unseparated(")");
+        q.build().execute(&mut **tx).await?;
+
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(stack.to_string())
+                .push_bind(r.address.to_string())
+                .push_bind(serial)
+                .push("NULL")
+                .push_bind(r.address.kind.as_str())
+                .push_bind(r.provider.as_str())
+                .push_bind(spec_json(r))
+                .push_bind(r.hash.to_hex())
+                .push_bind(Value::Object(r.outputs.clone()).to_string())
+                .push_bind(r.cloud_id.clone())
+                .push_bind(serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()));
+        });
+        q.push(
+            " ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    // Intent statuses: successes in bulk, failures (with their errors) one by one.
+    let succeeded: Vec<i64> = results
+        .iter()
+        .filter(|(_, o)| !matches!(o, Outcome::Failed(_)))
+        .map(|(id, _)| *id)
+        .collect();
+    for chunk in succeeded.chunks(CHUNK * 8) {
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new("UPDATE intents SET status = 'succeeded', finished_at = ");
+        q.push_bind(t.clone()).push(" WHERE stack = ").push_bind(stack.to_string()).push(" AND id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    for (id, outcome) in results {
+        if let Outcome::Failed(e) = outcome {
+            sqlx::query("UPDATE intents SET status = 'failed', finished_at = ?, error = ? WHERE id = ? AND stack = ?")
+                .bind(&t)
+                .bind(e)
+                .bind(id)
+                .bind(stack)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -537,20 +572,28 @@ async fn write_intents(
 ) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(intents.len());
     let t = now();
-    for i in intents {
-        let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
-            )
-            .bind(stack)
-            .bind(serial as i64)
-            .bind(i.address.to_string())
-            .bind(i.action.as_str())
-            .bind(&i.client_token)
-            .bind(i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
-            .bind(&t)
-            .fetch_one(&mut **tx)
+    for chunk in intents.chunks(CHUNK) {
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(stack.to_string())
+                .push_bind(serial as i64)
+                .push_bind(i.address.to_string())
+                .push_bind(i.action.as_str())
+                .push_bind(i.client_token.clone())
+                .push_bind(i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
+                .push("'pending'")
+                .push_bind(t.clone());
+        });
+        q.push(" RETURNING id");
+        let mut got: Vec<i64> = q
+            .build_query_scalar::<i64>()
+            .fetch_all(&mut **tx)
             .await?;
-        ids.push(id);
+        // Ids are assigned in VALUES order; RETURNING's own order is unspecified.
+        got.sort_unstable();
+        ids.extend(got);
     }
     Ok(ids)
 }
