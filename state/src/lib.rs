@@ -5,6 +5,7 @@
 //! generation is opened with a compare-and-swap on the serial (the fencing token), and every
 //! write checks that the caller still holds the stack's lock.
 
+pub mod conformance;
 mod sqlite;
 
 use std::time::SystemTime;

@@ -541,8 +541,13 @@ async fn write_results(
         .map(|(id, _)| *id)
         .collect();
     for chunk in succeeded.chunks(CHUNK * 8) {
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new("UPDATE intents SET status = 'succeeded', finished_at = ");
-        q.push_bind(t.clone()).push(" WHERE stack = ").push_bind(stack.to_string()).push(" AND id IN (");
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "UPDATE intents SET status = 'succeeded', finished_at = ",
+        );
+        q.push_bind(t.clone())
+            .push(" WHERE stack = ")
+            .push_bind(stack.to_string())
+            .push(" AND id IN (");
         let mut list = q.separated(", ");
         for id in chunk {
             list.push_bind(*id);
@@ -582,15 +587,16 @@ async fn write_intents(
                 .push_bind(i.address.to_string())
                 .push_bind(i.action.as_str())
                 .push_bind(i.client_token.clone())
-                .push_bind(i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
+                .push_bind(
+                    i.payload
+                        .as_ref()
+                        .map(|p| serde_json::to_string(p).unwrap_or_default()),
+                )
                 .push("'pending'")
                 .push_bind(t.clone());
         });
         q.push(" RETURNING id");
-        let mut got: Vec<i64> = q
-            .build_query_scalar::<i64>()
-            .fetch_all(&mut **tx)
-            .await?;
+        let mut got: Vec<i64> = q.build_query_scalar::<i64>().fetch_all(&mut **tx).await?;
         // Ids are assigned in VALUES order; RETURNING's own order is unspecified.
         got.sort_unstable();
         ids.extend(got);

@@ -1,0 +1,330 @@
+//! The conformance suite every state store passes (tests call [`run`] on each backend).
+
+use chimera_model::{ContentHash, ProviderName, StateResource};
+use serde_json::{Map, json};
+
+use crate::{
+    GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateError,
+    StateStore,
+};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
+fn row(addr: &str, cloud_id: &str, cidr: &str) -> StateResource {
+    let mut attrs = Map::new();
+    attrs.insert("cidr".into(), json!(cidr));
+    StateResource {
+        address: addr.parse().expect("address"),
+        provider: ProviderName::Local,
+        region: "us-east".into(),
+        native_region: "local-us-east".into(),
+        attrs,
+        sensitive: vec![],
+        hash: ContentHash([7; 32]),
+        cloud_id: cloud_id.into(),
+        outputs: json!({ "id": cloud_id })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        deps: vec![],
+        prevent_destroy: false,
+    }
+}
+
+fn intent(addr: &str, action: IntentAction) -> NewIntent {
+    NewIntent {
+        address: addr.parse().expect("address"),
+        action,
+        client_token: format!("tok-{addr}"),
+        payload: None,
+    }
+}
+
+/// Runs the suite on `store`, using stack names that start with `prefix`.
+pub async fn run(store: &dyn StateStore, prefix: &str) -> Result<(), String> {
+    let e = |what: &'static str| move |err: StateError| format!("{what}: {err}");
+    let stack = format!("{prefix}-conformance");
+    ensure!(
+        store.stack(&stack).await.map_err(e("stack"))?.is_none(),
+        "a new stack must not exist"
+    );
+    ensure!(
+        store
+            .current(&stack)
+            .await
+            .map_err(e("current"))?
+            .is_empty(),
+        "a new stack has no resources"
+    );
+
+    // Locks: one holder; the second is told who holds it; force-unlock frees it.
+    let req = LockRequest {
+        owner: "alice".into(),
+        operation: "apply".into(),
+    };
+    let lock = store.lock(&stack, &req).await.map_err(e("lock"))?;
+    match store
+        .lock(
+            &stack,
+            &LockRequest {
+                owner: "bob".into(),
+                operation: "apply".into(),
+            },
+        )
+        .await
+    {
+        Err(StateError::Locked {
+            owner, operation, ..
+        }) => ensure!(
+            owner == "alice" && operation == "apply",
+            "the holder must be named"
+        ),
+        other => return Err(format!("a second lock must be refused, got {other:?}")),
+    }
+
+    // Generation 1: create two resources.
+    let meta = GenerationMeta {
+        actor: "alice".into(),
+        message: "first".into(),
+        ..Default::default()
+    };
+    let lineage = "lineage-a";
+    let g1 = store
+        .begin_generation(&lock, 0, lineage, &meta)
+        .await
+        .map_err(e("begin 1"))?;
+    ensure!(g1 == 1, "the first generation is 1, got {g1}");
+    let ids = store
+        .record_intents(
+            &lock,
+            g1,
+            &[
+                intent("network.a", IntentAction::Create),
+                intent("network.b", IntentAction::Create),
+            ],
+        )
+        .await
+        .map_err(e("intents"))?;
+    ensure!(
+        ids.len() == 2 && ids[0] < ids[1],
+        "intent ids come back in order: {ids:?}"
+    );
+    ensure!(
+        store
+            .pending_intents(&stack)
+            .await
+            .map_err(e("pending"))?
+            .len()
+            == 2,
+        "both intents are pending"
+    );
+    store
+        .record_results(
+            &lock,
+            g1,
+            &[
+                (
+                    ids[0],
+                    Outcome::Put(Box::new(row("network.a", "id-a", "10.1.0.0/16"))),
+                ),
+                (
+                    ids[1],
+                    Outcome::Put(Box::new(row("network.b", "id-b", "10.2.0.0/16"))),
+                ),
+            ],
+        )
+        .await
+        .map_err(e("results"))?;
+    ensure!(
+        store
+            .pending_intents(&stack)
+            .await
+            .map_err(e("pending"))?
+            .is_empty(),
+        "recorded intents are no longer pending"
+    );
+    store
+        .finish_generation(&lock, g1, GenerationStatus::Complete)
+        .await
+        .map_err(e("finish"))?;
+    let info = store
+        .stack(&stack)
+        .await
+        .map_err(e("stack"))?
+        .ok_or("the stack exists now")?;
+    ensure!(
+        info.serial == 1 && info.lineage == lineage,
+        "stack info {info:?}"
+    );
+
+    // Compare-and-swap: a stale expectation and a foreign lineage are refused.
+    match store.begin_generation(&lock, 0, lineage, &meta).await {
+        Err(StateError::Stale {
+            expected: 0,
+            found: 1,
+            ..
+        }) => {}
+        other => return Err(format!("a stale generation must be refused, got {other:?}")),
+    }
+    ensure!(
+        store
+            .begin_generation(&lock, 1, "lineage-b", &meta)
+            .await
+            .is_err(),
+        "another lineage must be refused"
+    );
+
+    // Generation 2: update a, delete b, a failed intent for c.
+    let g2 = store
+        .begin_generation(&lock, 1, lineage, &meta)
+        .await
+        .map_err(e("begin 2"))?;
+    let ids = store
+        .record(
+            &lock,
+            g2,
+            &[],
+            &[
+                intent("network.a", IntentAction::Update),
+                intent("network.b", IntentAction::Delete),
+                intent("network.c", IntentAction::Create),
+            ],
+        )
+        .await
+        .map_err(e("record"))?;
+    store
+        .record(
+            &lock,
+            g2,
+            &[
+                (
+                    ids[0],
+                    Outcome::Put(Box::new(row("network.a", "id-a", "10.3.0.0/16"))),
+                ),
+                (
+                    ids[1],
+                    Outcome::Remove {
+                        address: "network.b".parse().map_err(|x: String| x)?,
+                        cloud_id: "id-b".into(),
+                    },
+                ),
+                (ids[2], Outcome::Failed("boom".into())),
+            ],
+            &[],
+        )
+        .await
+        .map_err(e("record results"))?;
+    store
+        .finish_generation(&lock, g2, GenerationStatus::Partial)
+        .await
+        .map_err(e("finish 2"))?;
+    let now = store.current(&stack).await.map_err(e("current"))?;
+    ensure!(
+        now.len() == 1 && now[0].attrs["cidr"] == json!("10.3.0.0/16"),
+        "current after g2: {now:?}"
+    );
+    let then = store
+        .resources_at(&stack, 1)
+        .await
+        .map_err(e("resources_at"))?;
+    ensure!(
+        then.len() == 2 && then[0].attrs["cidr"] == json!("10.1.0.0/16"),
+        "generation 1 as it was: {then:?}"
+    );
+    ensure!(
+        then == vec![
+            row("network.a", "id-a", "10.1.0.0/16"),
+            row("network.b", "id-b", "10.2.0.0/16")
+        ],
+        "rows round-trip exactly"
+    );
+    let history = store.history(&stack).await.map_err(e("history"))?;
+    ensure!(
+        history.len() == 2 && history[1].status == "partial" && history[1].parent == Some(1),
+        "history {history:?}"
+    );
+
+    // Create-before-destroy in one generation: the new row survives the old one's removal.
+    let g3 = store
+        .begin_generation(&lock, 2, lineage, &meta)
+        .await
+        .map_err(e("begin 3"))?;
+    let ids = store
+        .record_intents(&lock, g3, &[intent("network.a", IntentAction::Create)])
+        .await
+        .map_err(e("intents 3"))?;
+    store
+        .record_results(
+            &lock,
+            g3,
+            &[(
+                ids[0],
+                Outcome::Put(Box::new(row("network.a", "id-a2", "10.4.0.0/16"))),
+            )],
+        )
+        .await
+        .map_err(e("put 3"))?;
+    let ids = store
+        .record_intents(&lock, g3, &[intent("network.a", IntentAction::Delete)])
+        .await
+        .map_err(e("intents 3b"))?;
+    store
+        .record_results(
+            &lock,
+            g3,
+            &[(
+                ids[0],
+                Outcome::Remove {
+                    address: "network.a".parse().map_err(|x: String| x)?,
+                    cloud_id: "id-a".into(),
+                },
+            )],
+        )
+        .await
+        .map_err(e("remove 3"))?;
+    let now = store.current(&stack).await.map_err(e("current 3"))?;
+    ensure!(
+        now.len() == 1 && now[0].cloud_id == "id-a2",
+        "the new resource stays: {now:?}"
+    );
+
+    // A lost lock stops every write.
+    ensure!(
+        store
+            .force_unlock(&stack)
+            .await
+            .map_err(e("force_unlock"))?,
+        "there was a lock"
+    );
+    match store
+        .record_intents(&lock, g3, &[intent("network.z", IntentAction::Create)])
+        .await
+    {
+        Err(StateError::LockLost(_)) => {}
+        other => {
+            return Err(format!(
+                "a write after losing the lock must fail, got {other:?}"
+            ));
+        }
+    }
+    ensure!(
+        !store
+            .force_unlock(&stack)
+            .await
+            .map_err(e("force_unlock again"))?,
+        "no lock left"
+    );
+    let again = store.lock(&stack, &req).await.map_err(e("relock"))?;
+    store.unlock(&again).await.map_err(e("unlock"))?;
+    store
+        .audit("alice", "test", &stack, "ok", "conformance")
+        .await
+        .map_err(e("audit"))?;
+    Ok(())
+}
