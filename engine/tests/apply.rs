@@ -7,34 +7,11 @@ use chimera_compiler::plan::{self, Action, Plan, Prior};
 use chimera_compiler::{EvalOptions, compile};
 use chimera_engine::{ApplyOptions, Providers, apply};
 use chimera_providers::local::{Knobs, LocalCloud};
-use chimera_state::{SqliteStore, StateStore};
+use chimera_state::StateStore;
+
+mod common;
+use common::{Env, apply_ok, env};
 use proptest::prelude::*;
-
-struct Env {
-    dir: tempfile::TempDir,
-    store: SqliteStore,
-    cloud: Arc<LocalCloud>,
-    providers: Providers,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db"))
-        .await
-        .unwrap();
-    let cloud = Arc::new(
-        LocalCloud::open(&dir.path().join("cloud.db"), Knobs::default())
-            .await
-            .unwrap(),
-    );
-    let providers = Providers::default().with(cloud.clone());
-    Env {
-        dir,
-        store,
-        cloud,
-        providers,
-    }
-}
 
 async fn plan_for(env: &Env, source: &str) -> Plan {
     let file = env.dir.path().join("main.ncl");
@@ -58,13 +35,6 @@ async fn plan_file(env: &Env, file: &Path, destroy: bool) -> Plan {
         resources: &current,
     };
     plan::plan(if destroy { None } else { Some(&g) }, &g.stack, &prior).unwrap()
-}
-
-async fn apply_ok(env: &Env, p: &Plan) {
-    let report = apply(p, &env.store, &env.providers, &ApplyOptions::default())
-        .await
-        .unwrap();
-    assert!(report.ok(), "failed: {:?}", report.failed);
 }
 
 fn actions(p: &Plan) -> Vec<(String, Action)> {

@@ -2,40 +2,15 @@
 //! the examples against fixture states: empty, partly applied, drifted.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chimera_compiler::plan::{self, Action, Plan, Prior};
 use chimera_compiler::{EvalOptions, compile, render};
-use chimera_engine::{ApplyOptions, DriftKind, Providers, apply};
+use chimera_engine::DriftKind;
 use chimera_model::ProviderName;
-use chimera_providers::local::{Knobs, LocalCloud};
 use chimera_state::{SqliteStore, StateStore};
 
-struct Env {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    cloud: Arc<LocalCloud>,
-    providers: Providers,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db"))
-        .await
-        .unwrap();
-    let cloud = Arc::new(
-        LocalCloud::open(&dir.path().join("cloud.db"), Knobs::default())
-            .await
-            .unwrap(),
-    );
-    let providers = Providers::default().with(cloud.clone());
-    Env {
-        _dir: dir,
-        store,
-        cloud,
-        providers,
-    }
-}
+mod common;
+use common::{Env, apply_ok, env};
 
 async fn plan_example(env: &Env, example: &str) -> Plan {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,13 +26,6 @@ async fn plan_example(env: &Env, example: &str) -> Plan {
         resources: &current,
     };
     plan::plan(Some(&g), &g.stack, &prior).unwrap()
-}
-
-async fn apply_ok(env: &Env, p: &Plan) {
-    let r = apply(p, &env.store, &env.providers, &ApplyOptions::default())
-        .await
-        .unwrap();
-    assert!(r.ok(), "{:?}", r.failed);
 }
 
 fn cloud_id_of(rows: &[chimera_model::StateResource], addr: &str) -> String {

@@ -2,7 +2,7 @@ use clap::Args;
 
 use super::Global;
 use super::ctx;
-use super::state::{StackState, stack_name};
+use super::state::{StackState, open_stack};
 use crate::ui::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -12,13 +12,8 @@ pub struct ForceUnlockArgs {
 }
 
 pub fn run(global: &Global, args: &ForceUnlockArgs) -> ExitStatus {
-    let Some(stack) = stack_name(global, &args.at) else {
-        return ExitStatus::Failure;
-    };
     ctx::runtime().block_on(async {
-        let Some(store) =
-            ctx::open_state(global, &ctx::state_url(&args.at.state, &args.at.stack.path)).await
-        else {
+        let Some((stack, store)) = open_stack(global, &args.at).await else {
             return ExitStatus::Failure;
         };
         match store.force_unlock(&stack).await {

@@ -44,16 +44,23 @@ pub fn stack_name(global: &Global, s: &StackState) -> Option<String> {
         .map(|g| g.stack)
 }
 
+/// The stack's name and its state store, or `None` once the reason is reported.
+pub async fn open_stack(
+    global: &Global,
+    at: &StackState,
+) -> Option<(String, Box<dyn chimera_state::StateStore>)> {
+    let stack = stack_name(global, at)?;
+    let store = ctx::open_state(global, &ctx::state_url(&at.state, &at.stack.path)).await?;
+    Some((stack, store))
+}
+
 pub fn run(global: &Global, cmd: &StateCmd) -> ExitStatus {
     let (at, address) = match &cmd.command {
         StateSub::List(at) => (at, None),
         StateSub::Show { address, at } => (at, Some(address)),
     };
-    let Some(stack) = stack_name(global, at) else {
-        return ExitStatus::Failure;
-    };
     ctx::runtime().block_on(async {
-        let Some(store) = ctx::open_state(global, &ctx::state_url(&at.state, &at.stack.path)).await else {
+        let Some((stack, store)) = open_stack(global, at).await else {
             return ExitStatus::Failure;
         };
         let current = match store.current(&stack).await {
