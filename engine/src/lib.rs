@@ -224,6 +224,18 @@ async fn apply_locked(
         plan_hash: Some(plan.digest().to_hex()),
         desired_hash: Some(plan.desired_hash.to_hex()),
     };
+    // Every provider the plan needs must be there before anything is recorded.
+    for s in &steps {
+        let c = &plan.changes[s.change];
+        if let Some(p) = c
+            .desired
+            .as_ref()
+            .map(|d| d.provider)
+            .or(c.prior.as_ref().map(|p| p.provider))
+        {
+            providers.get(p)?;
+        }
+    }
     let serial = store
         .begin_generation(lock, plan.prior_serial, &lineage, &meta)
         .await?;

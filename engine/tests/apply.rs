@@ -330,3 +330,21 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_missing_provider_is_refused_before_anything_is_recorded() {
+    let env = env().await;
+    let src = r#"
+let c = import "chimera.ncl" in
+{ stack = "clouds", resources = [ c.Network & { name = "n", cidr = "10.1.0.0/16", provider = 'aws } ] }
+"#;
+    let p = plan_for(&env, src).await;
+    let err = apply(&p, &env.store, &env.providers, &ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("aws"), "{err}");
+    assert!(
+        env.store.history("clouds").await.unwrap().is_empty(),
+        "no generation may be opened"
+    );
+}
