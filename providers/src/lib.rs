@@ -136,3 +136,57 @@ impl<P: Provider> Provider for Retrying<P> {
         with_retries(|| self.0.list_managed(stack)).await
     }
 }
+
+/// Serves a provider under another provider's name: lets tests and demos run a multi-cloud
+/// stack against simulated clouds (`Alias(ProviderName::Aws, local)`).
+pub struct Alias<P>(pub ProviderName, pub P);
+
+#[async_trait]
+impl<P: Provider> Provider for Alias<P> {
+    fn name(&self) -> ProviderName {
+        self.0
+    }
+    async fn create(&self, req: &Request<'_>) -> Result<Observed> {
+        self.1.create(req).await
+    }
+    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
+        self.1.read(kind, cloud_id).await
+    }
+    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
+        self.1.update(req, cloud_id).await
+    }
+    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
+        self.1.delete(kind, cloud_id).await
+    }
+    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
+        self.1.find_by_token(kind, token).await
+    }
+    async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
+        self.1.list_managed(stack).await
+    }
+}
+
+#[async_trait]
+impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
+    fn name(&self) -> ProviderName {
+        (**self).name()
+    }
+    async fn create(&self, req: &Request<'_>) -> Result<Observed> {
+        (**self).create(req).await
+    }
+    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
+        (**self).read(kind, cloud_id).await
+    }
+    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
+        (**self).update(req, cloud_id).await
+    }
+    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
+        (**self).delete(kind, cloud_id).await
+    }
+    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
+        (**self).find_by_token(kind, token).await
+    }
+    async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
+        (**self).list_managed(stack).await
+    }
+}
