@@ -13,7 +13,7 @@ mod dag;
 mod observe;
 mod recover;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chimera_compiler::plan::{Desired, Plan, attrs_for_state};
@@ -399,16 +399,16 @@ async fn apply_locked(
             let s = &steps[i];
             let change = &plan.changes[s.change];
             let outcome = match (&r, s.kind) {
-                (Ok(Some(obs)), StepKind::Create | StepKind::Update) => {
-                    let mut row = change
-                        .desired
-                        .as_ref()
-                        .map(|d| row_for(&s.address, d))
-                        .unwrap_or_else(|| unreachable_row(&s.address));
-                    row.cloud_id = obs.cloud_id.clone();
-                    row.outputs = obs.outputs.clone();
-                    Outcome::Put(Box::new(row))
-                }
+                (Ok(Some(obs)), StepKind::Create | StepKind::Update) => match &change.desired {
+                    Some(d) => {
+                        let mut row = row_for(&s.address, d);
+                        row.cloud_id = obs.cloud_id.clone();
+                        row.outputs = obs.outputs.clone();
+                        Outcome::Put(Box::new(row))
+                    }
+                    // dag::steps makes creates and updates only from changes with a desired side.
+                    None => Outcome::Failed("the plan has no desired state for this step".into()),
+                },
                 (Ok(_), _) => Outcome::Remove {
                     address: s.address.clone(),
                     cloud_id: change
@@ -478,30 +478,4 @@ async fn apply_locked(
         )
         .await;
     Ok(report)
-}
-
-fn unreachable_row(address: &Address) -> StateResource {
-    // A create or update always carries its desired state; keep a well-formed row regardless.
-    StateResource {
-        address: address.clone(),
-        provider: ProviderName::Local,
-        region: String::new(),
-        native_region: String::new(),
-        attrs: Map::new(),
-        sensitive: Vec::new(),
-        hash: chimera_model::ContentHash([0; 32]),
-        cloud_id: String::new(),
-        outputs: Map::new(),
-        deps: Vec::new(),
-        prevent_destroy: false,
-    }
-}
-
-/// Counts of a report, by step kind, for summaries.
-pub fn summarize(report: &ApplyReport) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for s in &report.succeeded {
-        *m.entry(s.kind.as_str()).or_insert(0) += 1;
-    }
-    m
 }

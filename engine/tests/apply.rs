@@ -1,6 +1,5 @@
 //! The apply spine in-process on the local provider: compile → plan → apply → plan again.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use chimera_compiler::plan::{self, Action, Plan, Prior};
@@ -10,31 +9,13 @@ use chimera_providers::local::{Knobs, LocalCloud};
 use chimera_state::StateStore;
 
 mod common;
-use common::{Env, apply_ok, env};
+use common::{Env, apply_ok, env, plan_file};
 use proptest::prelude::*;
 
 async fn plan_for(env: &Env, source: &str) -> Plan {
     let file = env.dir.path().join("main.ncl");
     std::fs::write(&file, source).unwrap();
     plan_file(env, &file, false).await
-}
-
-async fn plan_file(env: &Env, file: &Path, destroy: bool) -> Plan {
-    let c = compile(file, &EvalOptions::default());
-    assert!(
-        c.diagnostics.is_empty(),
-        "{}",
-        c.sources.render(&c.diagnostics, false)
-    );
-    let g = c.graph.unwrap();
-    let info = env.store.stack(&g.stack).await.unwrap();
-    let current = env.store.current(&g.stack).await.unwrap();
-    let prior = Prior {
-        lineage: info.as_ref().map(|i| i.lineage.clone()),
-        serial: info.map(|i| i.serial).unwrap_or(0),
-        resources: &current,
-    };
-    plan::plan(if destroy { None } else { Some(&g) }, &g.stack, &prior).unwrap()
 }
 
 fn actions(p: &Plan) -> Vec<(String, Action)> {

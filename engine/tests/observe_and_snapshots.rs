@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use chimera_compiler::plan::{self, Action, Plan, Prior};
-use chimera_compiler::{EvalOptions, compile, render};
+use chimera_compiler::plan::{Action, Plan};
+use chimera_compiler::render;
 use std::sync::Arc;
 
 use chimera_engine::DriftKind;
@@ -14,7 +14,7 @@ use chimera_providers::Alias;
 use chimera_state::{SqliteStore, StateStore};
 
 mod common;
-use common::{Env, apply_ok, env};
+use common::{Env, apply_ok, env, plan_file};
 
 async fn plan_example(env: &Env, example: &str) -> Plan {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
@@ -34,16 +34,7 @@ async fn plan_example(env: &Env, example: &str) -> Plan {
     } else {
         examples.join(example)
     };
-    let c = compile(&path, &EvalOptions::default());
-    let g = c.graph.expect("example compiles");
-    let info = env.store.stack(&g.stack).await.unwrap();
-    let current = env.store.current(&g.stack).await.unwrap();
-    let prior = Prior {
-        lineage: info.as_ref().map(|i| i.lineage.clone()),
-        serial: info.map(|i| i.serial).unwrap_or(0),
-        resources: &current,
-    };
-    plan::plan(Some(&g), &g.stack, &prior).unwrap()
+    plan_file(env, &path, false).await
 }
 
 fn cloud_id_of(rows: &[chimera_model::StateResource], addr: &str) -> String {
