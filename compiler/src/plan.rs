@@ -144,9 +144,9 @@ impl Plan {
 
     /// Integrity hash over the canonical plan, stored in plan files.
     pub fn digest(&self) -> ContentHash {
-        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        // Plan holds no HashMap, so its JSON is canonical as serialised.
         let mut h = Hasher::new();
-        h.part(b"chimera-plan-v1").value(&v);
+        h.part(b"chimera-plan-v2").serialized(self);
         h.finish()
     }
 }

@@ -30,7 +30,7 @@ impl chimera_providers::Provider for Waiting {
         &self,
         req: &chimera_providers::Request<'_>,
     ) -> chimera_providers::Result<chimera_providers::Observed> {
-        tokio::time::sleep(self.0).await;
+        chimera_providers::clock::sleep(self.0).await;
         let n = self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("mem-{n}");
         let mut outputs = serde_json::Map::new();
@@ -59,7 +59,7 @@ impl chimera_providers::Provider for Waiting {
         self.create(req).await
     }
     async fn delete(&self, _: chimera_model::Kind, _: &str) -> chimera_providers::Result<()> {
-        tokio::time::sleep(self.0).await;
+        chimera_providers::clock::sleep(self.0).await;
         Ok(())
     }
     async fn find_by_token(

@@ -1,10 +1,11 @@
 //! The engine: applies a saved plan over the resource DAG, in parallel, through providers,
 //! with the intent protocol that makes a crash at any moment recoverable.
 //!
-//! For each action: (1) its intent is committed, in a group with every action starting at the
-//! same time, carrying a deterministic client token; (2) the provider is called with that
-//! token; (3) the resource row and the intent's result are committed in one transaction, in
-//! small batches as calls finish. A failure stops only its dependents.
+//! For each action: (1) its intent is committed, carrying a deterministic client token; intents
+//! are written one level ahead (when the first step an action waits for starts), so a finished
+//! call releases its dependents without waiting for a commit; (2) the provider is called with
+//! that token; (3) the resource row and the intent's result are committed in one transaction,
+//! grouped with whatever else finished meanwhile. A failure stops only its dependents.
 //!
 //! **Architecture Invariant:** `apply` executes exactly the plan it is given; it never
 //! evaluates configuration.
@@ -156,6 +157,57 @@ pub fn resolve(v: &Value, outputs: &HashMap<Address, Map<String, Value>>) -> Res
     }
 }
 
+const SKIPPED: &str = "skipped: a step it depends on failed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntentState {
+    Unwritten,
+    Queued,
+    Durable(i64),
+}
+
+/// The one state transaction in flight: it yields the intent ids of the steps it wrote.
+type Commit<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Result<Vec<i64>, StateError>, Vec<usize>)> + Send + 'a>,
+>;
+
+enum Event {
+    Finished(
+        Result<
+            (
+                usize,
+                i64,
+                Result<Option<chimera_providers::Observed>, ProviderError>,
+            ),
+            tokio::task::JoinError,
+        >,
+    ),
+    Committed(Result<Vec<i64>, StateError>, Vec<usize>),
+}
+
+/// The intent of a step: its action, deterministic token and, for creates and updates, the state
+/// row to adopt if the call succeeds but its result is never recorded.
+fn new_intent(plan: &Plan, s: &Step, lineage: &str, serial: u64) -> NewIntent {
+    let change = &plan.changes[s.change];
+    let (action, payload) = match s.kind {
+        StepKind::Create => (
+            IntentAction::Create,
+            change.desired.as_ref().map(|d| row_for(&s.address, d)),
+        ),
+        StepKind::Update => (
+            IntentAction::Update,
+            change.desired.as_ref().map(|d| row_for(&s.address, d)),
+        ),
+        StepKind::Delete => (IntentAction::Delete, None),
+    };
+    NewIntent {
+        address: s.address.clone(),
+        action,
+        client_token: client_token(lineage, &s.address, serial, s.kind),
+        payload,
+    }
+}
+
 fn row_for(address: &Address, d: &Desired) -> StateResource {
     StateResource {
         address: address.clone(),
@@ -259,8 +311,6 @@ async fn apply_locked(
             dependents[b].push(i);
         }
     }
-    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut blocked = vec![false; steps.len()];
     let semaphores: HashMap<ProviderName, Arc<Semaphore>> = ProviderName::ALL
         .iter()
         .map(|p| (*p, Arc::new(Semaphore::new(opts.parallelism.max(1)))))
@@ -271,132 +321,161 @@ async fn apply_locked(
         Result<Option<chimera_providers::Observed>, ProviderError>,
     )> = JoinSet::new();
 
-    // Results of finished calls not yet written; they go in the same transaction as the next
-    // group of intents (one fsync per round, not two).
-    let mut unwritten: Vec<(i64, Outcome)> = Vec::new();
+    // Every step's intent is committed before its call, and one level ahead: a step's intent
+    // is queued when the first step it waits for starts. A finished call therefore releases its
+    // dependents at once; its result is committed by the next group commit, off the critical
+    // path. Only one transaction is in flight at a time; everything that queues meanwhile goes
+    // into the next one.
+    let mut intent = vec![IntentState::Unwritten; steps.len()];
+    let mut blocked = vec![false; steps.len()];
+    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut queued_intents: Vec<usize> = Vec::new();
+    let mut queued_results: Vec<(i64, Outcome)> = Vec::new();
+    let mut inflight: Option<Commit<'_>> = None;
     loop {
-        // Start everything ready: its intents are committed first, with the results of the
-        // calls that just finished.
-        if !ready.is_empty() || !unwritten.is_empty() {
-            let batch: Vec<usize> = std::mem::take(&mut ready);
-            let mut intents = Vec::with_capacity(batch.len());
-            let mut calls = Vec::with_capacity(batch.len());
-            for &i in &batch {
-                let s = &steps[i];
-                let change = &plan.changes[s.change];
-                let (action, payload) = match s.kind {
-                    StepKind::Create => (
-                        IntentAction::Create,
-                        change.desired.as_ref().map(|d| row_for(&s.address, d)),
-                    ),
-                    StepKind::Update => (
-                        IntentAction::Update,
-                        change.desired.as_ref().map(|d| row_for(&s.address, d)),
-                    ),
-                    StepKind::Delete => (IntentAction::Delete, None),
-                };
-                let token = client_token(&lineage, &s.address, serial, s.kind);
-                // Resolve references now: everything this step depends on has finished.
-                let resolved = match (&s.kind, &change.desired) {
-                    (StepKind::Delete, _) | (_, None) => Ok(Map::new()),
-                    (_, Some(d)) => resolve(&Value::Object(d.attrs.clone()), &outputs)
-                        .map(|v| v.as_object().cloned().unwrap_or_default()),
-                };
-                intents.push(NewIntent {
-                    address: s.address.clone(),
-                    action,
-                    client_token: token.clone(),
-                    payload,
-                });
-                calls.push((i, token, resolved));
+        // Start every ready step whose intent is durable.
+        let mut unwritten_yet = Vec::new();
+        for i in std::mem::take(&mut ready) {
+            let id = match intent[i] {
+                IntentState::Durable(id) => id,
+                IntentState::Unwritten => {
+                    intent[i] = IntentState::Queued;
+                    queued_intents.push(i);
+                    unwritten_yet.push(i);
+                    continue;
+                }
+                IntentState::Queued => {
+                    unwritten_yet.push(i);
+                    continue;
+                }
+            };
+            for &d in &dependents[i] {
+                if intent[d] == IntentState::Unwritten && !blocked[d] {
+                    intent[d] = IntentState::Queued;
+                    queued_intents.push(d);
+                }
             }
-            let ids = store.record(lock, serial, &unwritten, &intents).await?;
-            unwritten.clear();
-            for ((i, token, resolved), id) in calls.into_iter().zip(ids) {
-                let s = steps[i].clone();
-                opts.progress.started(&s);
-                let change = &plan.changes[s.change];
-                let provider_name = change
-                    .desired
-                    .as_ref()
-                    .map(|d| d.provider)
-                    .or(change.prior.as_ref().map(|p| p.provider))
-                    .unwrap_or(ProviderName::Local);
-                let provider = providers.get(provider_name)?.clone();
-                let sem = semaphores[&provider_name].clone();
-                let stack = plan.stack.clone();
-                let native_region = change
-                    .desired
-                    .as_ref()
-                    .map(|d| d.native_region.clone())
-                    .or(change.prior.as_ref().map(|p| p.native_region.clone()))
-                    .unwrap_or_default();
-                // Updates and deletes act on the resource state knew; in a create-before-destroy
-                // replace, the delete must hit the old resource, not the new one.
-                let cloud_id = change.prior.as_ref().map(|p| p.cloud_id.clone());
-                running.spawn(async move {
-                    let attrs = match resolved {
-                        Ok(a) => a,
-                        Err(e) => {
-                            return (
-                                i,
-                                id,
-                                Err(ProviderError::Failed {
-                                    code: "UnresolvedReference".into(),
-                                    message: e,
-                                }),
-                            );
-                        }
-                    };
-                    let _permit = sem.acquire_owned().await;
-                    let req = Request {
-                        stack: &stack,
-                        address: &s.address,
-                        native_region: &native_region,
-                        attrs: &attrs,
-                        token: &token,
-                    };
-                    let r = match s.kind {
-                        StepKind::Create => {
-                            chimera_providers::with_retries(|| provider.create(&req))
-                                .await
-                                .map(Some)
-                        }
-                        StepKind::Update => match &cloud_id {
-                            Some(c) => chimera_providers::with_retries(|| provider.update(&req, c))
-                                .await
-                                .map(Some),
-                            None => Err(ProviderError::Failed {
-                                code: "NoCloudId".into(),
-                                message: "state has no id for this resource".into(),
+            let s = steps[i].clone();
+            let change = &plan.changes[s.change];
+            let token = client_token(&lineage, &s.address, serial, s.kind);
+            // Resolve references now: everything this step depends on has finished.
+            let resolved = match (&s.kind, &change.desired) {
+                (StepKind::Delete, _) | (_, None) => Ok(Map::new()),
+                (_, Some(d)) => resolve(&Value::Object(d.attrs.clone()), &outputs)
+                    .map(|v| v.as_object().cloned().unwrap_or_default()),
+            };
+            opts.progress.started(&s);
+            let provider_name = change
+                .desired
+                .as_ref()
+                .map(|d| d.provider)
+                .or(change.prior.as_ref().map(|p| p.provider))
+                .unwrap_or(ProviderName::Local);
+            let provider = providers.get(provider_name)?.clone();
+            let sem = semaphores[&provider_name].clone();
+            let stack = plan.stack.clone();
+            let native_region = change
+                .desired
+                .as_ref()
+                .map(|d| d.native_region.clone())
+                .or(change.prior.as_ref().map(|p| p.native_region.clone()))
+                .unwrap_or_default();
+            // Updates and deletes act on the resource state knew; in a create-before-destroy
+            // replace, the delete must hit the old resource, not the new one.
+            let cloud_id = change.prior.as_ref().map(|p| p.cloud_id.clone());
+            running.spawn(async move {
+                let attrs = match resolved {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return (
+                            i,
+                            id,
+                            Err(ProviderError::Failed {
+                                code: "UnresolvedReference".into(),
+                                message: e,
                             }),
-                        },
-                        StepKind::Delete => match &cloud_id {
-                            Some(c) => chimera_providers::with_retries(|| {
-                                provider.delete(s.address.kind, c)
-                            })
+                        );
+                    }
+                };
+                let _permit = sem.acquire_owned().await;
+                let req = Request {
+                    stack: &stack,
+                    address: &s.address,
+                    native_region: &native_region,
+                    attrs: &attrs,
+                    token: &token,
+                };
+                let r = match s.kind {
+                    StepKind::Create => chimera_providers::with_retries(|| provider.create(&req))
+                        .await
+                        .map(Some),
+                    StepKind::Update => match &cloud_id {
+                        Some(c) => chimera_providers::with_retries(|| provider.update(&req, c))
                             .await
-                            .map(|_| None),
-                            None => Ok(None),
-                        },
-                    };
-                    (i, id, r)
-                });
+                            .map(Some),
+                        None => Err(ProviderError::Failed {
+                            code: "NoCloudId".into(),
+                            message: "state has no id for this resource".into(),
+                        }),
+                    },
+                    StepKind::Delete => match &cloud_id {
+                        Some(c) => {
+                            chimera_providers::with_retries(|| provider.delete(s.address.kind, c))
+                                .await
+                                .map(|_| None)
+                        }
+                        None => Ok(None),
+                    },
+                };
+                (i, id, r)
+            });
+        }
+        ready = unwritten_yet;
+
+        if inflight.is_none() && (!queued_intents.is_empty() || !queued_results.is_empty()) {
+            let idx = std::mem::take(&mut queued_intents);
+            let results = std::mem::take(&mut queued_results);
+            let intents: Vec<NewIntent> = idx
+                .iter()
+                .map(|&i| new_intent(plan, &steps[i], &lineage, serial))
+                .collect();
+            inflight = Some(Box::pin(async move {
+                let r = store.record(lock, serial, &results, &intents).await;
+                (r, idx)
+            }));
+        }
+        let event = tokio::select! {
+            Some(joined) = running.join_next(), if !running.is_empty() => Event::Finished(joined),
+            (r, idx) = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                Event::Committed(r, idx)
             }
-        }
-        // Wait for at least one call, then take every other finished one: one transaction.
-        let Some(first) = running.join_next().await else {
-            break;
+            else => break,
         };
-        let mut done = vec![first];
-        while let Some(more) = running.try_join_next() {
-            done.push(more);
-        }
-        let mut finished = Vec::with_capacity(done.len());
-        for joined in done {
+        let joined = match event {
+            Event::Committed(r, idx) => {
+                inflight = None;
+                for (i, id) in idx.into_iter().zip(r?) {
+                    intent[i] = IntentState::Durable(id);
+                    // Written ahead for a step that a failure has since ruled out.
+                    if blocked[i] {
+                        queued_results.push((id, Outcome::Failed(SKIPPED.into())));
+                    }
+                }
+                continue;
+            }
+            Event::Finished(first) => {
+                // Take every other finished call too: they share the next commit.
+                let mut done = vec![first];
+                while let Some(more) = running.try_join_next() {
+                    done.push(more);
+                }
+                done
+            }
+        };
+        for joined in joined {
             let (i, id, r) = joined
                 .map_err(|e| EngineError::Unresolved(format!("an apply task panicked: {e}")))?;
-            let s = &steps[i];
+            let s = steps[i].clone();
             let change = &plan.changes[s.change];
             let outcome = match (&r, s.kind) {
                 (Ok(Some(obs)), StepKind::Create | StepKind::Update) => match &change.desired {
@@ -419,15 +498,11 @@ async fn apply_locked(
                 },
                 (Err(e), _) => Outcome::Failed(e.to_string()),
             };
-            unwritten.push((id, outcome));
-            finished.push((i, r));
-        }
-        for (i, r) in finished {
-            let s = steps[i].clone();
+            queued_results.push((id, outcome));
             match r {
                 Ok(obs) => {
                     if let Some(obs) = obs {
-                        outputs.insert(s.address.clone(), obs.outputs.clone());
+                        outputs.insert(s.address.clone(), obs.outputs);
                     }
                     opts.progress.finished(&s, None);
                     for &d in &dependents[i] {
@@ -441,11 +516,14 @@ async fn apply_locked(
                 Err(e) => {
                     let msg = e.to_string();
                     opts.progress.finished(&s, Some(&msg));
-                    // Everything downstream is skipped.
+                    // Everything downstream is skipped; intents already written say so.
                     let mut stack = dependents[i].clone();
                     while let Some(d) = stack.pop() {
                         if !blocked[d] {
                             blocked[d] = true;
+                            if let IntentState::Durable(id) = intent[d] {
+                                queued_results.push((id, Outcome::Failed(SKIPPED.into())));
+                            }
                             report.skipped.push(steps[d].clone());
                             stack.extend(dependents[d].iter().copied());
                         }

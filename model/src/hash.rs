@@ -103,6 +103,20 @@ impl Hasher {
         self
     }
 
+    /// Adds a serialisable value as JSON, streamed into the hash without building a `Value`.
+    /// Canonical only for types whose maps are ordered (structs, `BTreeMap`, serde_json's
+    /// default `Map`), never for a `HashMap`. The end of the part is marked, not its length.
+    pub fn serialized<T: serde::Serialize>(&mut self, v: &T) -> &mut Self {
+        // Writing into a hasher cannot fail; a type whose serialisation fails hashes its prefix.
+        // Buffered: serde_json writes many tiny slices, and each hasher update has a fixed cost.
+        let mut w = std::io::BufWriter::with_capacity(16 * 1024, &mut self.0);
+        let _ = serde_json::to_writer(&mut w, v);
+        let _ = std::io::Write::flush(&mut w);
+        drop(w);
+        self.0.update(b"\0end");
+        self
+    }
+
     pub fn object(&mut self, map: &serde_json::Map<String, Value>) -> &mut Self {
         let mut buf = Vec::with_capacity(256);
         write_canonical_object(map, &mut buf);

@@ -5,6 +5,7 @@
 //! **Architecture Invariant:** only this crate links cloud SDKs. `local` keeps its simulated
 //! cloud in its own SQLite file; that file is a cloud, not Chimera state.
 
+pub mod clock;
 pub mod conformance;
 pub mod local;
 

@@ -3,15 +3,18 @@
 //! latency, injected failures, throttling and eventual consistency. `mutate` and `remove`
 //! change resources out of band, to cause drift in tests and demos.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chimera_model::{Kind, ProviderName};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use tokio::sync::oneshot;
 
 use crate::{Observed, Provider, ProviderError, Request, Result, managed_tags};
 
@@ -109,6 +112,274 @@ impl Knobs {
 pub struct LocalCloud {
     pool: SqlitePool,
     knobs: Knobs,
+    creates: Arc<CreateQueue>,
+}
+
+/// Group commit for creates: concurrent creates queue here and one drainer task writes
+/// everything queued in one transaction with a fixed number of statements, however many there
+/// are. (One transaction per create serialised 100 concurrent creates for ~25 ms.)
+struct CreateQueue {
+    pool: SqlitePool,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<PendingCreate>,
+    draining: bool,
+}
+
+struct PendingCreate {
+    kind: Kind,
+    native_region: String,
+    attrs: Map<String, Value>,
+    tags: BTreeMap<String, String>,
+    token: String,
+    reply: oneshot::Sender<Result<Observed>>,
+}
+
+/// Resets the queue if the drainer stops early (its runtime shut down): waiting creates get an
+/// error instead of hanging, and the next create starts a new drainer.
+struct DrainGuard {
+    queue: Arc<CreateQueue>,
+    finished: bool,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut q = self.queue.state.lock().unwrap_or_else(|e| e.into_inner());
+        q.draining = false;
+        q.pending.clear();
+    }
+}
+
+impl CreateQueue {
+    fn push(self: &Arc<Self>, p: PendingCreate) {
+        let mut q = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        q.pending.push(p);
+        if !q.draining {
+            q.draining = true;
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut guard = DrainGuard {
+                    queue: me.clone(),
+                    finished: false,
+                };
+                loop {
+                    let batch = {
+                        let mut q = me.state.lock().unwrap_or_else(|e| e.into_inner());
+                        if q.pending.is_empty() {
+                            q.draining = false;
+                            break;
+                        }
+                        std::mem::take(&mut q.pending)
+                    };
+                    let results = match me.write(&batch).await {
+                        Ok(r) => r,
+                        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+                    };
+                    for (p, r) in batch.into_iter().zip(results) {
+                        let _ = p.reply.send(r);
+                    }
+                }
+                guard.finished = true;
+            });
+        }
+    }
+
+    /// Creates a batch in one transaction: returns each create's result, in order.
+    async fn write(&self, batch: &[PendingCreate]) -> Result<Vec<Result<Observed>>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Idempotency: a token seen before returns what it created.
+        let tokens: Vec<&str> = batch.iter().map(|p| p.token.as_str()).collect();
+        let mut by_token: HashMap<String, Observed> = HashMap::new();
+        for row in sqlx::query("SELECT * FROM objects WHERE token IN (SELECT value FROM json_each(?))")
+            .bind(json_list(&tokens))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+        {
+            let token: String = row.try_get("token").map_err(db_err)?;
+            by_token.insert(token, LocalCloud::row_to_observed(&row)?);
+        }
+        // Everything the batch refers to, with its attributes (a subnet's CIDR).
+        let refs: Vec<&str> = batch
+            .iter()
+            .flat_map(|p| referenced(&p.attrs).map(|(_, id)| id))
+            .collect();
+        let mut known: HashMap<String, Value> = HashMap::new();
+        for row in sqlx::query("SELECT id, attrs FROM objects WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(json_list(&refs))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?
+        {
+            let id: String = row.try_get("id").map_err(db_err)?;
+            let attrs: String = row.try_get("attrs").map_err(db_err)?;
+            known.insert(id, serde_json::from_str(&attrs).unwrap_or(Value::Null));
+        }
+        // Which creates go ahead, and how many ids and addresses they need.
+        let mut out: Vec<Option<Result<Observed>>> = Vec::with_capacity(batch.len());
+        let mut seen = HashMap::new();
+        let mut need: BTreeMap<String, i64> = BTreeMap::new();
+        for (i, p) in batch.iter().enumerate() {
+            if by_token.contains_key(&p.token) || seen.contains_key(p.token.as_str()) {
+                out.push(None);
+                continue;
+            }
+            if let Some((k, id)) = referenced(&p.attrs).find(|(_, id)| !known.contains_key(*id)) {
+                out.push(Some(Err(ProviderError::Failed {
+                    code: "InvalidParameterValue".into(),
+                    message: format!("`{k}` refers to `{id}`, which does not exist"),
+                })));
+                continue;
+            }
+            seen.insert(p.token.as_str(), i);
+            *need.entry(prefix(p.kind).to_string()).or_default() += 1;
+            if p.kind == Kind::Instance {
+                *need.entry(format!("ip:{}", subnet_of(&p.attrs))).or_default() += 1;
+                if wants_public_ip(&p.attrs) {
+                    *need.entry("public-ip".into()).or_default() += 1;
+                }
+            }
+            out.push(None);
+        }
+        // One counter bump per counter: `next[name]` is the first value this batch may use.
+        let mut next: HashMap<String, i64> = HashMap::new();
+        for (name, n) in &need {
+            let (last,): (i64,) = sqlx::query_as(
+                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value RETURNING value",
+            )
+            .bind(name)
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            next.insert(name.clone(), last - n + 1);
+        }
+        let mut take = |name: &str| -> i64 {
+            let v = next.get_mut(name).expect("counted above");
+            *v += 1;
+            *v - 1
+        };
+        let mut rows = Vec::new();
+        let created_ms = now_ms();
+        for (i, p) in batch.iter().enumerate() {
+            if out[i].is_some() || seen.get(p.token.as_str()) != Some(&i) {
+                continue;
+            }
+            let id = format!("{}-{:08x}", prefix(p.kind), take(prefix(p.kind)));
+            let mut outputs = Map::new();
+            outputs.insert("id".into(), Value::String(id.clone()));
+            if p.kind == Kind::Instance {
+                let subnet = subnet_of(&p.attrs);
+                let n = take(&format!("ip:{subnet}"));
+                let cidr = known
+                    .get(subnet)
+                    .and_then(|a| a.get("cidr"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("10.0.0.0/24");
+                match address_in(cidr, n) {
+                    Some(ip) => outputs.insert("private_ip".into(), Value::String(ip)),
+                    None => {
+                        out[i] = Some(Err(ProviderError::Failed {
+                            code: "InsufficientFreeAddressesInSubnet".into(),
+                            message: format!("subnet `{subnet}` ({cidr}) has no free addresses"),
+                        }));
+                        continue;
+                    }
+                };
+                let public = if wants_public_ip(&p.attrs) {
+                    let k = take("public-ip");
+                    Value::String(format!("198.51.{}.{}", 100 + (k / 250) % 100, 1 + k % 250))
+                } else {
+                    Value::Null
+                };
+                outputs.insert("public_ip".into(), public);
+            }
+            let mut attrs = p.attrs.clone();
+            attrs.remove("tags");
+            rows.push(serde_json::json!({
+                "id": id,
+                "kind": p.kind.as_str(),
+                "region": p.native_region,
+                "attrs": Value::Object(attrs.clone()).to_string(),
+                "outputs": Value::Object(outputs.clone()).to_string(),
+                "tags": serde_json::to_string(&p.tags).unwrap_or_default(),
+                "token": p.token,
+            }));
+            let obs = Observed {
+                cloud_id: id,
+                kind: p.kind,
+                native_region: p.native_region.clone(),
+                attrs,
+                outputs,
+                tags: p.tags.clone(),
+            };
+            by_token.insert(p.token.clone(), obs.clone());
+            out[i] = Some(Ok(obs));
+        }
+        if !rows.is_empty() {
+            sqlx::query(
+                "INSERT INTO objects (id, kind, native_region, attrs, outputs, tags, token, created_ms) \
+                 SELECT json_extract(value, '$.id'), json_extract(value, '$.kind'), json_extract(value, '$.region'), \
+                 json_extract(value, '$.attrs'), json_extract(value, '$.outputs'), json_extract(value, '$.tags'), \
+                 json_extract(value, '$.token'), ? FROM json_each(?)",
+            )
+            .bind(created_ms)
+            .bind(Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(batch
+            .iter()
+            .zip(out)
+            .map(|(p, r)| match r {
+                Some(r) => r,
+                None => Ok(by_token[&p.token].clone()),
+            })
+            .collect())
+    }
+}
+
+fn json_list(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// The ids a create refers to: its network, subnet or instance.
+fn referenced(attrs: &Map<String, Value>) -> impl Iterator<Item = (&str, &str)> {
+    ["network", "subnet", "instance"]
+        .into_iter()
+        .filter_map(|k| attrs.get(k).and_then(Value::as_str).map(|v| (k, v)))
+}
+
+fn subnet_of(attrs: &Map<String, Value>) -> &str {
+    attrs.get("subnet").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn wants_public_ip(attrs: &Map<String, Value>) -> bool {
+    attrs
+        .get("public_ip")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// The `n`th assignable address of `cidr` (the first three are the cloud's, like AWS's), or
+/// `None` once the subnet is full.
+fn address_in(cidr: &str, n: i64) -> Option<String> {
+    let (base, prefix) = cidr.split_once('/').unwrap_or(("10.0.0.0", "24"));
+    let base: Ipv4Addr = base.parse().unwrap_or(Ipv4Addr::new(10, 0, 0, 0));
+    let prefix: u32 = prefix.parse().unwrap_or(24).min(30);
+    let size = 1i64 << (32 - prefix);
+    if n < 1 || n + 4 >= size {
+        return None;
+    }
+    Some(Ipv4Addr::from(u32::from(base).wrapping_add(3 + n as u32)).to_string())
 }
 
 fn db_err(e: sqlx::Error) -> ProviderError {
@@ -160,7 +431,14 @@ impl LocalCloud {
                 Err((m, _)) => return Err(m),
             }
         };
-        Ok(LocalCloud { pool, knobs })
+        Ok(LocalCloud {
+            creates: Arc::new(CreateQueue {
+                pool: pool.clone(),
+                state: Mutex::default(),
+            }),
+            pool,
+            knobs,
+        })
     }
 
     async fn try_open(path: &Path) -> std::result::Result<SqlitePool, (String, bool)> {
@@ -197,10 +475,19 @@ impl LocalCloud {
         Ok(pool)
     }
 
-    async fn weather(&self, mutating: bool) -> Result<()> {
-        if !self.knobs.latency.is_zero() {
-            tokio::time::sleep(self.knobs.latency).await;
-        }
+    /// Runs one call: throttling and injected failures first, then the work, and the answer
+    /// once the call's latency has passed.
+    async fn call<T>(&self, mutating: bool, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let deadline = Instant::now() + self.knobs.latency;
+        let r = match self.weather(mutating) {
+            Ok(()) => work.await,
+            Err(e) => Err(e),
+        };
+        crate::clock::sleep_until(deadline).await;
+        r
+    }
+
+    fn weather(&self, mutating: bool) -> Result<()> {
         if self.knobs.throttle_rate > 0.0 && fastrand::f64() < self.knobs.throttle_rate {
             return Err(ProviderError::Retryable(
                 "RequestLimitExceeded: request rate exceeded".into(),
@@ -240,17 +527,6 @@ impl LocalCloud {
     fn visible(&self, row: &sqlx::sqlite::SqliteRow) -> bool {
         let created: i64 = row.try_get("created_ms").unwrap_or(0);
         now_ms() - created >= self.knobs.consistency_delay.as_millis() as i64
-    }
-
-    async fn next(&self, tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str) -> Result<i64> {
-        let (v,): (i64,) = sqlx::query_as(
-            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-        )
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(v)
     }
 
     /// Drift: sets attribute `key` of the resource with `cloud_id` out of band.
@@ -301,131 +577,28 @@ impl LocalCloud {
             .collect()
     }
 
-    /// Assigns a private address inside the instance's subnet.
-    async fn private_ip(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        subnet_id: &str,
-    ) -> Result<String> {
-        let row = sqlx::query("SELECT attrs FROM objects WHERE id = ?")
-            .bind(subnet_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| ProviderError::Failed {
-                code: "InvalidSubnetID.NotFound".into(),
-                message: format!("subnet `{subnet_id}` does not exist"),
-            })?;
-        let attrs: String = row.try_get("attrs").map_err(db_err)?;
-        let attrs: Value = serde_json::from_str(&attrs).unwrap_or(Value::Null);
-        let cidr = attrs
-            .get("cidr")
-            .and_then(Value::as_str)
-            .unwrap_or("10.0.0.0/24");
-        let (base, prefix) = cidr.split_once('/').unwrap_or(("10.0.0.0", "24"));
-        let base: Ipv4Addr = base.parse().unwrap_or(Ipv4Addr::new(10, 0, 0, 0));
-        let prefix: u32 = prefix.parse().unwrap_or(24).min(30);
-        let n = self.next(tx, &format!("ip:{subnet_id}")).await? as u32;
-        let size = 1u64 << (32 - prefix);
-        if u64::from(n) + 4 >= size {
-            return Err(ProviderError::Failed {
-                code: "InsufficientFreeAddressesInSubnet".into(),
-                message: format!("subnet `{subnet_id}` ({cidr}) has no free addresses"),
-            });
-        }
-        Ok(Ipv4Addr::from(u32::from(base) + 3 + n).to_string())
-    }
 }
 
-#[async_trait]
-impl Provider for LocalCloud {
-    fn name(&self) -> ProviderName {
-        ProviderName::Local
-    }
-
-    async fn create(&self, req: &Request<'_>) -> Result<Observed> {
-        self.weather(true).await?;
-        let kind = req.address.kind;
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        if let Some(row) = sqlx::query("SELECT * FROM objects WHERE token = ?")
-            .bind(req.token)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-        {
-            // Idempotent: the same token returns what it created.
-            return Self::row_to_observed(&row);
-        }
-        let n = self.next(&mut tx, prefix(kind)).await?;
-        let id = format!("{}-{n:08x}", prefix(kind));
-        let mut outputs = Map::new();
-        outputs.insert("id".into(), Value::String(id.clone()));
-        if kind == Kind::Instance {
-            let subnet = req
-                .attrs
-                .get("subnet")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let ip = self.private_ip(&mut tx, &subnet).await?;
-            outputs.insert("private_ip".into(), Value::String(ip));
-            let public = if req
-                .attrs
-                .get("public_ip")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-            {
-                let k = self.next(&mut tx, "public-ip").await?;
-                Value::String(format!("198.51.{}.{}", 100 + (k / 250) % 100, 1 + k % 250))
-            } else {
-                Value::Null
-            };
-            outputs.insert("public_ip".into(), public);
-        }
-        for (k, v) in req.attrs {
-            if let Some(s) = v.as_str()
-                && matches!(k.as_str(), "network" | "subnet" | "instance")
-                && sqlx::query("SELECT 1 FROM objects WHERE id = ?")
-                    .bind(s)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .is_none()
-            {
-                return Err(ProviderError::Failed {
-                    code: "InvalidParameterValue".into(),
-                    message: format!("`{k}` refers to `{s}`, which does not exist"),
-                });
-            }
-        }
-        let tags = managed_tags(req);
-        let mut attrs = req.attrs.clone();
-        attrs.remove("tags");
-        sqlx::query("INSERT INTO objects (id, kind, native_region, attrs, outputs, tags, token, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(kind.as_str())
-            .bind(req.native_region)
-            .bind(Value::Object(attrs.clone()).to_string())
-            .bind(Value::Object(outputs.clone()).to_string())
-            .bind(serde_json::to_string(&tags).unwrap_or_default())
-            .bind(req.token)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Observed {
-            cloud_id: id,
-            kind,
+/// The calls themselves, without latency or injected failures.
+impl LocalCloud {
+    async fn create_now(&self, req: &Request<'_>) -> Result<Observed> {
+        let (reply, answer) = oneshot::channel();
+        self.creates.push(PendingCreate {
+            kind: req.address.kind,
             native_region: req.native_region.into(),
-            attrs,
-            outputs,
-            tags,
+            attrs: req.attrs.clone(),
+            tags: managed_tags(req),
+            token: req.token.into(),
+            reply,
+        });
+        answer.await.unwrap_or_else(|_| {
+            Err(ProviderError::Retryable(
+                "the local cloud stopped before answering".into(),
+            ))
         })
     }
 
-    async fn read(&self, _kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
-        self.weather(false).await?;
+    async fn read_now(&self, _kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
         let row = sqlx::query("SELECT * FROM objects WHERE id = ?")
             .bind(cloud_id)
             .fetch_optional(&self.pool)
@@ -437,8 +610,7 @@ impl Provider for LocalCloud {
         }
     }
 
-    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
-        self.weather(true).await?;
+    async fn update_now(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         let mut attrs = req.attrs.clone();
         attrs.remove("tags");
         let mut tags = managed_tags(req);
@@ -468,8 +640,7 @@ impl Provider for LocalCloud {
         Ok(Observed { attrs, tags, ..old })
     }
 
-    async fn delete(&self, _kind: Kind, cloud_id: &str) -> Result<()> {
-        self.weather(true).await?;
+    async fn delete_now(&self, _kind: Kind, cloud_id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let users: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM objects WHERE id != ? AND (json_extract(attrs, '$.network') = ? OR json_extract(attrs, '$.subnet') = ?)",
@@ -495,8 +666,7 @@ impl Provider for LocalCloud {
         Ok(())
     }
 
-    async fn find_by_token(&self, _kind: Kind, token: &str) -> Result<Option<Observed>> {
-        self.weather(false).await?;
+    async fn find_by_token_now(&self, _kind: Kind, token: &str) -> Result<Option<Observed>> {
         let row = sqlx::query("SELECT * FROM objects WHERE token = ?")
             .bind(token)
             .fetch_optional(&self.pool)
@@ -511,8 +681,7 @@ impl Provider for LocalCloud {
         }
     }
 
-    async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
-        self.weather(false).await?;
+    async fn list_managed_now(&self, stack: &str) -> Result<Vec<Observed>> {
         let rows = sqlx::query(
             "SELECT * FROM objects WHERE json_extract(tags, '$.\"chimera-stack\"') = ? ORDER BY id",
         )
@@ -530,5 +699,32 @@ impl Provider for LocalCloud {
                 .cmp(&b.tags.get(crate::TAG_ADDRESS))
         });
         Ok(out)
+    }
+}
+
+/// Every call takes the configured latency in all, including the simulated control plane's own
+/// work (done first, like a real API's server side), and may be throttled or fail.
+#[async_trait]
+impl Provider for LocalCloud {
+    fn name(&self) -> ProviderName {
+        ProviderName::Local
+    }
+    async fn create(&self, req: &Request<'_>) -> Result<Observed> {
+        self.call(true, self.create_now(req)).await
+    }
+    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
+        self.call(false, self.read_now(kind, cloud_id)).await
+    }
+    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
+        self.call(true, self.update_now(req, cloud_id)).await
+    }
+    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
+        self.call(true, self.delete_now(kind, cloud_id)).await
+    }
+    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
+        self.call(false, self.find_by_token_now(kind, token)).await
+    }
+    async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
+        self.call(false, self.list_managed_now(stack)).await
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chimera_model::{Address, ContentHash, StateResource};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlitePool, Transaction};
+use sqlx::{Row, SqlitePool, Transaction};
 
 use crate::{
     GenerationInfo, GenerationMeta, GenerationStatus, Intent, Lock, LockRequest, NewIntent,
@@ -457,8 +457,9 @@ fn process_alive(pid: i64) -> bool {
     }
 }
 
-/// Rows per multi-row statement (11 binds each stays far below SQLite's parameter limit).
-const CHUNK: usize = 64;
+// Batches travel as one JSON array bound to a constant statement (`json_each`): the statement
+// is prepared once and cached, where a multi-row VALUES list is a new statement for every batch
+// size (preparing it cost more than running it: ~200 µs for 10 rows).
 
 async fn write_results(
     tx: &mut Transaction<'_, sqlx::Sqlite>,
@@ -489,50 +490,49 @@ async fn write_results(
                 .await?;
         }
     }
-    // Puts, a chunk at a time: end the rows they replace, then write this generation's rows
-    // (replacing one written earlier in it).
-    let puts: Vec<&StateResource> = results
+    // Puts: end the rows they replace, then write this generation's rows (replacing one
+    // written earlier in it).
+    let puts: Vec<Value> = results
         .iter()
         .filter_map(|(_, o)| match o {
-            Outcome::Put(r) => Some(r.as_ref()),
+            Outcome::Put(r) => Some(serde_json::json!({
+                "a": r.address.to_string(),
+                "k": r.address.kind.as_str(),
+                "p": r.provider.as_str(),
+                "s": spec_json(r),
+                "h": r.hash.to_hex(),
+                "o": Value::Object(r.outputs.clone()).to_string(),
+                "c": r.cloud_id,
+                "d": serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()),
+            })),
             _ => None,
         })
         .collect();
-    for chunk in puts.chunks(CHUNK) {
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new("UPDATE resources SET valid_to = ");
-        q.push_bind(serial)
-            .push(" WHERE stack = ")
-            .push_bind(stack.to_string())
-            .push(" AND valid_to IS NULL AND valid_from < ")
-            .push_bind(serial)
-            .push(" AND address IN (");
-        let mut list = q.separated(", ");
-        for r in chunk {
-            list.push_bind(r.address.to_string());
-        }
-        list.push_unseparated(")");
-        q.build().execute(&mut **tx).await?;
-
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) ",
-        );
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(stack.to_string())
-                .push_bind(r.address.to_string())
-                .push_bind(serial)
-                .push("NULL")
-                .push_bind(r.address.kind.as_str())
-                .push_bind(r.provider.as_str())
-                .push_bind(spec_json(r))
-                .push_bind(r.hash.to_hex())
-                .push_bind(Value::Object(r.outputs.clone()).to_string())
-                .push_bind(r.cloud_id.clone())
-                .push_bind(serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()));
-        });
-        q.push(
-            " ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps",
-        );
-        q.build().execute(&mut **tx).await?;
+    if !puts.is_empty() {
+        let batch = Value::Array(puts).to_string();
+        sqlx::query(
+            "UPDATE resources SET valid_to = ? WHERE stack = ? AND valid_to IS NULL AND valid_from < ? \
+             AND address IN (SELECT json_extract(value, '$.a') FROM json_each(?))",
+        )
+        .bind(serial)
+        .bind(stack)
+        .bind(serial)
+        .bind(&batch)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) \
+             SELECT ?, json_extract(value, '$.a'), ?, NULL, json_extract(value, '$.k'), json_extract(value, '$.p'), \
+             json_extract(value, '$.s'), json_extract(value, '$.h'), json_extract(value, '$.o'), json_extract(value, '$.c'), \
+             json_extract(value, '$.d') FROM json_each(?) WHERE true \
+             ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, \
+             spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps",
+        )
+        .bind(stack)
+        .bind(serial)
+        .bind(&batch)
+        .execute(&mut **tx)
+        .await?;
     }
     // Intent statuses: successes in bulk, failures (with their errors) one by one.
     let succeeded: Vec<i64> = results
@@ -540,24 +540,21 @@ async fn write_results(
         .filter(|(_, o)| !matches!(o, Outcome::Failed(_)))
         .map(|(id, _)| *id)
         .collect();
-    for chunk in succeeded.chunks(CHUNK * 8) {
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "UPDATE intents SET status = 'succeeded', finished_at = ",
-        );
-        q.push_bind(t.clone())
-            .push(" WHERE stack = ")
-            .push_bind(stack.to_string())
-            .push(" AND id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        list.push_unseparated(")");
-        q.build().execute(&mut **tx).await?;
+    if !succeeded.is_empty() {
+        // `+stack`: find the rows by id, not by scanning the stack's whole intent log.
+        sqlx::query(
+            "UPDATE intents SET status = 'succeeded', finished_at = ? \
+             WHERE +stack = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&t)
+        .bind(stack)
+        .bind(serde_json::to_string(&succeeded).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut **tx)
+        .await?;
     }
     for (id, outcome) in results {
         if let Outcome::Failed(e) = outcome {
-            sqlx::query("UPDATE intents SET status = 'failed', finished_at = ?, error = ? WHERE id = ? AND stack = ?")
+            sqlx::query("UPDATE intents SET status = 'failed', finished_at = ?, error = ? WHERE id = ? AND +stack = ?")
                 .bind(&t)
                 .bind(e)
                 .bind(id)
@@ -575,31 +572,32 @@ async fn write_intents(
     serial: u64,
     intents: &[NewIntent],
 ) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(intents.len());
-    let t = now();
-    for chunk in intents.chunks(CHUNK) {
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) ",
-        );
-        q.push_values(chunk, |mut b, i| {
-            b.push_bind(stack.to_string())
-                .push_bind(serial as i64)
-                .push_bind(i.address.to_string())
-                .push_bind(i.action.as_str())
-                .push_bind(i.client_token.clone())
-                .push_bind(
-                    i.payload
-                        .as_ref()
-                        .map(|p| serde_json::to_string(p).unwrap_or_default()),
-                )
-                .push("'pending'")
-                .push_bind(t.clone());
-        });
-        q.push(" RETURNING id");
-        let mut got: Vec<i64> = q.build_query_scalar::<i64>().fetch_all(&mut **tx).await?;
-        // Ids are assigned in VALUES order; RETURNING's own order is unspecified.
-        got.sort_unstable();
-        ids.extend(got);
+    if intents.is_empty() {
+        return Ok(Vec::new());
     }
+    let batch: Vec<Value> = intents
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "a": i.address.to_string(),
+                "x": i.action.as_str(),
+                "t": i.client_token,
+                "p": i.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()),
+            })
+        })
+        .collect();
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO intents (stack, serial, address, action, client_token, payload, status, started_at) \
+         SELECT ?, ?, json_extract(value, '$.a'), json_extract(value, '$.x'), json_extract(value, '$.t'), \
+         json_extract(value, '$.p'), 'pending', ? FROM json_each(?) ORDER BY key RETURNING id",
+    )
+    .bind(stack)
+    .bind(serial as i64)
+    .bind(now())
+    .bind(Value::Array(batch).to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    // Ids are assigned in the order of the array; RETURNING's own order is unspecified.
+    ids.sort_unstable();
     Ok(ids)
 }
