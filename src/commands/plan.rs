@@ -108,7 +108,8 @@ pub async fn make_plan(
     }
 }
 
-pub const PLAN_FILE_VERSION: u64 = 1;
+/// 2: the plan digest is streamed (`Hasher::serialized`); version 1 files are refused, not misread.
+pub const PLAN_FILE_VERSION: u64 = 2;
 
 fn envelope_integrity(p: &Planned) -> String {
     let mut h = Hasher::new();
