@@ -2,7 +2,7 @@
 //! observed drift as a generation), `import` (adopt an existing resource) and `orphans`
 //! (tagged for the stack but unknown to state).
 
-use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource};
+use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource, schema};
 use chimera_providers::{Observed, TAG_ADDRESS};
 use chimera_state::{
     GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateStore,
@@ -49,7 +49,9 @@ fn user_tags(obs: &Observed) -> Value {
     )
 }
 
-/// Compares one state row with what its provider reports.
+/// Compares one state row with what its provider reports. An attribute the provider does not
+/// observe (a size class, an image family: names that exist only in Chimera) cannot drift;
+/// firewall rules compare in canonical form, since clouds regroup and reorder them.
 fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
     let mut out = Vec::new();
     for (k, recorded) in &row.attrs {
@@ -59,9 +61,17 @@ fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
         let observed = if k == "tags" {
             user_tags(obs)
         } else {
-            obs.attrs.get(k).cloned().unwrap_or(Value::Null)
+            match obs.attrs.get(k) {
+                Some(v) => v.clone(),
+                None => continue,
+            }
         };
-        if &observed != recorded {
+        let differs = if schema::is_rules(row.address.kind, k) {
+            schema::canonical_rules(&observed) != schema::canonical_rules(recorded)
+        } else {
+            &observed != recorded
+        };
+        if differs {
             out.push((k.clone(), recorded.clone(), observed));
         }
     }

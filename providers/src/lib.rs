@@ -5,6 +5,8 @@
 //! **Architecture Invariant:** only this crate links cloud SDKs. `local` keeps its simulated
 //! cloud in its own SQLite file; that file is a cloud, not Chimera state.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod clock;
 pub mod conformance;
 pub mod local;

@@ -138,5 +138,21 @@ pub async fn providers_with(
     settings: &serde_json::Value,
 ) -> Option<Providers> {
     let local = open_local_at(global, local_cloud, settings).await?;
-    Some(Providers::default().with(Arc::new(local)))
+    let providers = Providers::default().with(Arc::new(local));
+    #[cfg(feature = "aws")]
+    let providers = {
+        use chimera_providers::aws::{AwsCloud, AwsSettings};
+        match AwsSettings::from_settings(settings) {
+            // Credentials load on first use: stacks without 'aws never touch the AWS chain.
+            Ok(s) => providers.with(Arc::new(AwsCloud::new(s))),
+            Err(m) => {
+                fail(
+                    global,
+                    Diagnostic::error("E0304", "invalid aws provider setting").detail(m),
+                );
+                return None;
+            }
+        }
+    };
+    Some(providers)
 }

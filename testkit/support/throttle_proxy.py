@@ -1,0 +1,70 @@
+"""A loopback HTTP proxy in front of an EC2 endpoint (moto) that answers every Nth request with
+EC2's throttling error, RequestLimitExceeded (HTTP 503). Used by Chimera's tests of retries.
+
+usage: throttle_proxy.py PORT UPSTREAM EVERY
+GET /proxy-health returns how many requests were throttled so far.
+"""
+import http.client
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT, UPSTREAM, EVERY = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+UP = urllib.parse.urlparse(UPSTREAM)
+lock = threading.Lock()
+seen = 0
+throttled = 0
+
+THROTTLE = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            b'<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>'
+            b'</Error></Errors><RequestID>throttle-proxy</RequestID></Response>')
+
+
+class Proxy(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/proxy-health":
+            with lock:
+                n = throttled
+            return self.reply(200, str(n).encode())
+        self.forward()
+
+    def do_POST(self):
+        global seen, throttled
+        with lock:
+            seen += 1
+            throttle = seen % EVERY == 0
+            if throttle:
+                throttled += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if throttle:
+            return self.reply(503, THROTTLE, [("Content-Type", "text/xml")])
+        self.forward(body)
+
+    def forward(self, body=b""):
+        conn = http.client.HTTPConnection(UP.hostname, UP.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        headers["Host"] = f"{UP.hostname}:{UP.port}"
+        conn.request(self.command, self.path, body=body or None, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        skip = {"transfer-encoding", "connection", "content-length"}
+        self.reply(r.status, data, [(k, v) for k, v in r.getheaders() if k.lower() not in skip])
+        conn.close()
+
+
+ThreadingHTTPServer(("127.0.0.1", PORT), Proxy).serve_forever()
