@@ -44,7 +44,7 @@ async fn webapp_lifecycle_on_local() {
     assert!(!p.has_changes(), "{:?}", actions(&p));
 
     // An in-place update.
-    let p = plan_for(&env, &src.replace("size = 'small", "size = 'large")).await;
+    let p = plan_for(&env, &src.replace("web_size | default = 'small", "web_size | default = 'large")).await;
     assert_eq!(
         actions(&p),
         vec![
@@ -54,7 +54,7 @@ async fn webapp_lifecycle_on_local() {
         ]
     );
     apply_ok(&env, &p).await;
-    let changed = src.replace("size = 'small", "size = 'large");
+    let changed = src.replace("web_size | default = 'small", "web_size | default = 'large");
     assert!(!plan_for(&env, &changed).await.has_changes());
 
     // A force-new change replaces the subnet and everything attached to it through a
