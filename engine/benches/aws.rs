@@ -2,7 +2,9 @@
 //!
 //! Applies N instances (default 200, plus a network and a subnet) on the AWS provider against
 //! moto on 127.0.0.1 (started here, reset before every run), with parallelism 1 and 16, and
-//! prints the medians (default 3 runs each) and the speed-up.
+//! prints the medians (default 3 runs each) and the speed-up: once straight to moto, once
+//! through a proxy that adds 50 ms to every request (a region's round trip and API time; moto
+//! answers in a few ms, one request at a time).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +14,7 @@ use chimera_compiler::{EvalOptions, compile};
 use chimera_engine::{ApplyOptions, Providers, apply};
 use chimera_providers::aws::{AwsCloud, AwsSettings};
 use chimera_state::{SqliteStore, StateStore};
-use chimera_testkit::{MOTO_AMI, Moto};
+use chimera_testkit::{MOTO_AMI, Moto, ThrottleProxy};
 
 fn fleet(n: usize) -> String {
     format!(
@@ -31,7 +33,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn once(moto: &Moto, n: usize, parallelism: usize) -> f64 {
+async fn once(moto: &Moto, endpoint: &str, n: usize, parallelism: usize) -> f64 {
     moto.reset();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.ncl"), fleet(n)).unwrap();
@@ -40,7 +42,7 @@ async fn once(moto: &Moto, n: usize, parallelism: usize) -> f64 {
         images: [("ubuntu-24.04".to_string(), MOTO_AMI.to_string())].into(),
         ..AwsSettings::default()
     };
-    let aws = AwsCloud::with_config(settings, moto.sdk_config().await);
+    let aws = AwsCloud::with_config(settings, chimera_testkit::sdk_config(endpoint).await);
     let providers = Providers::default().with(Arc::new(aws));
     let g = compile(&dir.path().join("main.ncl"), &EvalOptions::default())
         .graph
@@ -74,14 +76,19 @@ fn main() {
     let runs = args.get(1).copied().unwrap_or(3);
     let moto = Moto::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    println!("| instances | parallelism | apply median (s) | runs |");
-    println!("|---:|---:|---:|---:|");
-    let mut medians = Vec::new();
-    for p in [1, 16] {
-        let times: Vec<f64> = (0..runs).map(|_| rt.block_on(once(&moto, n, p))).collect();
-        let m = median(times);
-        medians.push(m);
-        println!("| {n} | {p} | {m:.2} | {runs} |");
+    let proxy = ThrottleProxy::start_with_delay(&moto.endpoint, 0, 50);
+    println!("| instances | endpoint | parallelism | apply median (s) | runs | p16 speed-up |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for (label, endpoint) in [("moto", moto.endpoint.as_str()), ("moto + 50 ms per request", proxy.endpoint.as_str())] {
+        let mut medians = Vec::new();
+        for p in [1, 16] {
+            let times: Vec<f64> = (0..runs)
+                .map(|_| rt.block_on(once(&moto, endpoint, n, p)))
+                .collect();
+            let m = median(times);
+            medians.push(m);
+            let speedup = if p == 16 { format!("{:.2}×", medians[0] / m) } else { String::new() };
+            println!("| {n} | {label} | {p} | {m:.2} | {runs} | {speedup} |");
+        }
     }
-    println!("\nspeed-up p16 / p1: {:.2}×", medians[0] / medians[1]);
 }

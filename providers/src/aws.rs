@@ -270,63 +270,45 @@ impl AwsCloud {
         region: &str,
         filters: Vec<Filter>,
     ) -> Result<Vec<Observed>> {
+        // Every page: EC2 paginates describe calls (moto at 100 instances).
         let mut out = Vec::new();
         match kind {
             Kind::Network => {
-                let r = client
-                    .describe_vpcs()
-                    .set_filters(Some(filters))
-                    .send()
-                    .await
-                    .map_err(aws_err)?;
-                for v in r.vpcs() {
-                    out.push(observe_vpc(v, region));
+                let mut pages = client.describe_vpcs().set_filters(Some(filters)).into_paginator().send();
+                while let Some(page) = pages.try_next().await.map_err(aws_err)? {
+                    out.extend(page.vpcs().iter().map(|v| observe_vpc(v, region)));
                 }
             }
             Kind::Subnet => {
-                let r = client
-                    .describe_subnets()
-                    .set_filters(Some(filters))
-                    .send()
-                    .await
-                    .map_err(aws_err)?;
-                for s in r.subnets() {
-                    out.push(observe_subnet(s, region));
+                let mut pages = client.describe_subnets().set_filters(Some(filters)).into_paginator().send();
+                while let Some(page) = pages.try_next().await.map_err(aws_err)? {
+                    out.extend(page.subnets().iter().map(|s| observe_subnet(s, region)));
                 }
             }
             Kind::Firewall => {
-                let r = client
+                let mut pages = client
                     .describe_security_groups()
                     .set_filters(Some(filters))
-                    .send()
-                    .await
-                    .map_err(aws_err)?;
-                for g in r.security_groups() {
-                    out.push(observe_sg(g, region));
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.try_next().await.map_err(aws_err)? {
+                    out.extend(page.security_groups().iter().map(|g| observe_sg(g, region)));
                 }
             }
             Kind::Instance => {
-                let r = client
-                    .describe_instances()
-                    .set_filters(Some(filters))
-                    .send()
-                    .await
-                    .map_err(aws_err)?;
-                for i in r.reservations().iter().flat_map(|r| r.instances()) {
-                    if !gone(i) {
-                        out.push(observe_instance(i, region));
+                let mut pages = client.describe_instances().set_filters(Some(filters)).into_paginator().send();
+                while let Some(page) = pages.try_next().await.map_err(aws_err)? {
+                    for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                        if !gone(i) {
+                            out.push(observe_instance(i, region));
+                        }
                     }
                 }
             }
             Kind::Volume => {
-                let r = client
-                    .describe_volumes()
-                    .set_filters(Some(filters))
-                    .send()
-                    .await
-                    .map_err(aws_err)?;
-                for v in r.volumes() {
-                    out.push(observe_volume(v, region));
+                let mut pages = client.describe_volumes().set_filters(Some(filters)).into_paginator().send();
+                while let Some(page) = pages.try_next().await.map_err(aws_err)? {
+                    out.extend(page.volumes().iter().map(|v| observe_volume(v, region)));
                 }
             }
         }
@@ -481,17 +463,20 @@ impl AwsCloud {
                 .build()
         };
         let a = req.attrs;
+        // What the create's own response describes completely needs no read after it.
+        let mut described: Option<Observed> = None;
         let id = match kind {
-            Kind::Network => client
-                .create_vpc()
-                .cidr_block(str_attr(a, "cidr"))
-                .tag_specifications(spec(ResourceType::Vpc))
-                .send()
-                .await
-                .map_err(aws_err)?
-                .vpc()
-                .and_then(|v| v.vpc_id())
-                .map(str::to_string),
+            Kind::Network => {
+                let out = client
+                    .create_vpc()
+                    .cidr_block(str_attr(a, "cidr"))
+                    .tag_specifications(spec(ResourceType::Vpc))
+                    .send()
+                    .await
+                    .map_err(aws_err)?;
+                described = out.vpc().map(|v| observe_vpc(v, req.native_region));
+                out.vpc().and_then(|v| v.vpc_id()).map(str::to_string)
+            }
             Kind::Subnet => {
                 let id = client
                     .create_subnet()
@@ -557,13 +542,10 @@ impl AwsCloud {
                 if let Some(ud) = a.get("user_data").and_then(Value::as_str) {
                     run = run.user_data(base64::engine::general_purpose::STANDARD.encode(ud));
                 }
-                run.send()
-                    .await
-                    .map_err(aws_err)?
-                    .instances()
-                    .first()
-                    .and_then(|i| i.instance_id())
-                    .map(str::to_string)
+                let out = run.send().await.map_err(aws_err)?;
+                let instance = out.instances().first();
+                described = instance.map(|i| observe_instance(i, req.native_region));
+                instance.and_then(|i| i.instance_id()).map(str::to_string)
             }
             Kind::Volume => {
                 let id = client
@@ -591,6 +573,9 @@ impl AwsCloud {
             message: format!("EC2 returned no id for {}", req.address),
         })?;
         self.created(&id);
+        if let Some(o) = described.filter(|o| o.cloud_id == id && o.tags.contains_key(TAG_TOKEN)) {
+            return Ok(o);
+        }
         with_consistency(|| self.read_in(&client, kind, &id, req.native_region))
             .await?
             .ok_or_else(|| ProviderError::Retryable(format!("{id} is not visible yet")))

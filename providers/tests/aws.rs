@@ -215,3 +215,41 @@ async fn an_unreachable_endpoint_is_a_clear_error() {
     let err = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" })).await.unwrap_err();
     assert!(err.to_string().contains("ConnectionError") && err.to_string().contains("endpoint"), "{err}");
 }
+
+#[tokio::test]
+async fn list_managed_and_find_by_token_page_through_every_result() {
+    // moto pages DescribeInstances at 100.
+    let moto = Moto::start();
+    let aws = Arc::new(cloud(&moto.endpoint).await);
+    let net = create(aws.as_ref(), Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" })).await.unwrap();
+    let sub = create(
+        aws.as_ref(),
+        Kind::Subnet,
+        "s",
+        json!({ "network": net.cloud_id, "cidr": "10.0.0.0/20", "zone": "a", "public": false }),
+    )
+    .await
+    .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..105 {
+        let aws = aws.clone();
+        let subnet = sub.cloud_id.clone();
+        set.spawn(async move {
+            create(
+                aws.as_ref(),
+                Kind::Instance,
+                &format!("w-{i}"),
+                json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": subnet, "firewalls": [], "public_ip": false }),
+            )
+            .await
+            .unwrap()
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let managed = aws.list_managed("moto-test").await.unwrap();
+    assert_eq!(managed.len(), 107, "every page: 105 instances, a subnet and a network");
+    let live = chimera_testkit::live_instances(&moto.endpoint, "moto-test").await;
+    assert_eq!(live.len(), 105);
+}

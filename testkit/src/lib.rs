@@ -167,7 +167,7 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 /// A proxy in front of an EC2 endpoint that answers every `every`-th request with
-/// `RequestLimitExceeded` (HTTP 503), stopped on drop.
+/// `RequestLimitExceeded` (HTTP 503), optionally delaying every request, stopped on drop.
 pub struct ThrottleProxy {
     child: Child,
     /// `http://127.0.0.1:PORT`
@@ -176,11 +176,17 @@ pub struct ThrottleProxy {
 
 impl ThrottleProxy {
     pub fn start(upstream: &str, every: u32) -> ThrottleProxy {
+        Self::start_with_delay(upstream, every, 0)
+    }
+
+    /// Also delays every request by `delay_ms` (a region's round trip and API time); `every`
+    /// = 0 never throttles.
+    pub fn start_with_delay(upstream: &str, every: u32, delay_ms: u32) -> ThrottleProxy {
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/throttle_proxy.py");
         let mut child = Command::new("python3")
             .arg(&script)
-            .args([&port.to_string(), upstream, &every.to_string()])
+            .args([&port.to_string(), upstream, &every.to_string(), &delay_ms.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -218,14 +224,15 @@ pub async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
 pub async fn live_instances(endpoint: &str, stack: &str) -> std::collections::BTreeMap<String, usize> {
     use aws_sdk_ec2::types::{Filter, InstanceStateName};
     let client = ec2(endpoint).await;
-    let r = client
+    let mut pages = client
         .describe_instances()
         .filters(Filter::builder().name("tag:chimera-stack").values(stack).build())
-        .send()
-        .await
-        .expect("describe instances");
+        .into_paginator()
+        .items()
+        .send();
     let mut out = std::collections::BTreeMap::new();
-    for i in r.reservations().iter().flat_map(|r| r.instances()) {
+    while let Some(reservation) = pages.try_next().await.expect("describe instances") {
+      for i in reservation.instances() {
         if matches!(
             i.state().and_then(|s| s.name()),
             Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
@@ -240,6 +247,7 @@ pub async fn live_instances(endpoint: &str, stack: &str) -> std::collections::BT
             .unwrap_or_default()
             .to_string();
         *out.entry(addr).or_insert(0) += 1;
+      }
     }
     out
 }

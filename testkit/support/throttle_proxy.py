@@ -1,9 +1,11 @@
 """A loopback HTTP proxy in front of an EC2 endpoint (moto) that answers every Nth request with
-EC2's throttling error, RequestLimitExceeded (HTTP 503). Used by Chimera's tests of retries.
+EC2's throttling error, RequestLimitExceeded (HTTP 503), and can add latency to every request.
+Used by Chimera's tests of retries and by the AWS benchmark.
 
-usage: throttle_proxy.py PORT UPSTREAM EVERY
+usage: throttle_proxy.py PORT UPSTREAM EVERY [DELAY_MS]   (EVERY = 0: never throttle)
 GET /proxy-health returns how many requests were throttled so far.
 """
+import time
 import http.client
 import sys
 import threading
@@ -11,6 +13,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, UPSTREAM, EVERY = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+DELAY = (int(sys.argv[4]) if len(sys.argv) > 4 else 0) / 1000.0
 UP = urllib.parse.urlparse(UPSTREAM)
 lock = threading.Lock()
 seen = 0
@@ -46,11 +49,13 @@ class Proxy(BaseHTTPRequestHandler):
         global seen, throttled
         with lock:
             seen += 1
-            throttle = seen % EVERY == 0
+            throttle = EVERY > 0 and seen % EVERY == 0
             if throttle:
                 throttled += 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        if DELAY:
+            time.sleep(DELAY)
         if throttle:
             return self.reply(503, THROTTLE, [("Content-Type", "text/xml")])
         self.forward(body)
