@@ -206,3 +206,55 @@ fn throttled_requests_are_retried_and_the_apply_succeeds() {
     let o = run(d, &proxy.endpoint, &["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+#[test]
+fn orphans_and_import_on_aws() {
+    let moto = Moto::start();
+    let ep = moto.endpoint.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("main.ncl"),
+        r#"let c = import "chimera.ncl" in
+{ stack = "adopt", resources = [
+  c.Network & { provider = 'aws, name = "main", cidr = "10.0.0.0/16" },
+  c.Network & { provider = 'aws, name = "legacy", cidr = "10.9.0.0/16" } ] }
+"#,
+    )
+    .unwrap();
+    let o = run(d, ep, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Made outside Chimera: one tagged for the stack (an orphan), one untagged (to import).
+    let (orphan, legacy) = rt().block_on(async {
+        use chimera_testkit::aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+        let ec2 = chimera_testkit::ec2(ep).await;
+        let tagged = TagSpecification::builder()
+            .resource_type(ResourceType::Vpc)
+            .tags(Tag::builder().key("chimera-stack").value("adopt").build())
+            .tags(Tag::builder().key("chimera-address").value("network.stray").build())
+            .build();
+        let orphan = ec2.create_vpc().cidr_block("10.7.0.0/16").tag_specifications(tagged).send().await.unwrap();
+        let legacy = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
+        (
+            orphan.vpc().unwrap().vpc_id().unwrap().to_string(),
+            legacy.vpc().unwrap().vpc_id().unwrap().to_string(),
+        )
+    });
+    let o = run(d, ep, &["orphans"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains(&orphan) && t.contains("network.stray"), "{t}");
+    assert!(!t.contains(&legacy), "untagged resources are not the stack's: {t}");
+
+    // Import the untagged VPC at an address the stack declares, after forgetting ours there.
+    let o = run(d, ep, &["destroy", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(d, ep, &["import", "network.legacy", &legacy, "--provider", "aws"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(d, ep, &["state", "list", "--stack", "adopt"]);
+    assert!(text(&o).contains("network.legacy") && text(&o).contains(&legacy), "{}", text(&o));
+    // The plan keeps the imported VPC (same CIDR) and creates only the missing one.
+    let o = run(d, ep, &["plan"]);
+    let t = text(&o);
+    assert!(t.contains("+ network.main") && !t.contains("network.legacy will be"), "{t}");
+}

@@ -8,6 +8,9 @@ use crate::ui::{self, ExitStatus};
 
 #[derive(Debug, Args)]
 pub struct OrphansArgs {
+    /// Providers to scan (repeatable); default: those the stack's state uses, or local.
+    #[arg(long = "provider")]
+    pub providers: Vec<ProviderName>,
     #[command(flatten)]
     pub at: StackState,
 }
@@ -18,7 +21,22 @@ pub fn run(global: &Global, args: &OrphansArgs) -> ExitStatus {
             return ExitStatus::Failure;
         };
         let Some(providers) = ctx::providers(global, &args.at.stack.path).await else { return ExitStatus::Failure };
-        match chimera_engine::orphans(store.as_ref(), &providers, &stack, &[ProviderName::Local]).await {
+        let mut scan = args.providers.clone();
+        if scan.is_empty() {
+            match store.current(&stack).await {
+                Ok(rows) => scan.extend(rows.iter().map(|r| r.provider)),
+                Err(e) => {
+                    ctx::fail(global, ctx::state_diag(&e));
+                    return ExitStatus::Failure;
+                }
+            }
+            if scan.is_empty() {
+                scan.push(ProviderName::Local);
+            }
+        }
+        scan.sort_by_key(|p| p.as_str());
+        scan.dedup();
+        match chimera_engine::orphans(store.as_ref(), &providers, &stack, &scan).await {
             Ok(found) => {
                 let mut out = String::new();
                 for o in &found {
