@@ -64,15 +64,25 @@ fn webapp_on_aws_end_to_end() {
     let o = run(d, ep, &["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "idempotent: {}", text(&o));
     let rt = rt();
-    assert_eq!(rt.block_on(chimera_testkit::live_instances(ep, "webapp")).len(), 3);
+    assert_eq!(
+        rt.block_on(chimera_testkit::live_instances(ep, "webapp"))
+            .len(),
+        3
+    );
 
     // A bigger size class is an in-place instance type change (stop, modify, start).
     std::fs::write(d.join("main.ncl"), webapp_on_aws("medium")).unwrap();
     let o = run(d, ep, &["plan", "--detailed-exitcode"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("~ instance.web-0") && t.contains("t3.medium"), "{t}");
-    assert!(t.contains("0 to create, 3 to update, 0 to replace, 0 to delete"), "{t}");
+    assert!(
+        t.contains("~ instance.web-0") && t.contains("t3.medium"),
+        "{t}"
+    );
+    assert!(
+        t.contains("0 to create, 3 to update, 0 to replace, 0 to delete"),
+        "{t}"
+    );
     let o = run(d, ep, &["apply", "-y"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run(d, ep, &["plan", "--detailed-exitcode"]);
@@ -84,7 +94,12 @@ fn webapp_on_aws_end_to_end() {
         let ec2 = chimera_testkit::ec2(ep).await;
         let vpcs = ec2
             .describe_vpcs()
-            .filters(Filter::builder().name("tag:chimera-address").values("network.main").build())
+            .filters(
+                Filter::builder()
+                    .name("tag:chimera-address")
+                    .values("network.main")
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -107,8 +122,14 @@ fn webapp_on_aws_end_to_end() {
 
     let o = run(d, ep, &["destroy", "-y"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(rt.block_on(chimera_testkit::live_instances(ep, "webapp")).is_empty());
-    assert_eq!(rt.block_on(chimera_testkit::tagged_non_instances(ep, "webapp")), 0);
+    assert!(
+        rt.block_on(chimera_testkit::live_instances(ep, "webapp"))
+            .is_empty()
+    );
+    assert_eq!(
+        rt.block_on(chimera_testkit::tagged_non_instances(ep, "webapp")),
+        0
+    );
 }
 
 fn fleet_on_aws(count: usize) -> String {
@@ -139,7 +160,9 @@ fn kill_9_during_run_instances_never_duplicates() {
     let mut seed: u64 = 0xa3_5eed;
     let mut interrupted = 0;
     for _ in 0..iterations {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let wait = 150 + (seed >> 33) % 900;
         let mut child = chimera(d, ep, &["apply", "-y", "--parallelism", "16"])
             .stdout(Stdio::null())
@@ -153,7 +176,10 @@ fn kill_9_during_run_instances_never_duplicates() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    assert!(interrupted >= 2, "only {interrupted} kills hit an apply in flight");
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills hit an apply in flight"
+    );
     let o = run(d, ep, &["apply", "-y", "--parallelism", "16"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run(d, ep, &["plan", "--detailed-exitcode"]);
@@ -185,7 +211,12 @@ let sn = c.Subnet & on & {{ name = "s", network = net, cidr = "10.0.1.0/24" }} i
     let o = run(d, ep, &["apply", "-y"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("instance.huge") && t.contains("InvalidInstanceType") && t.contains("m9.enormous"), "{t}");
+    assert!(
+        t.contains("instance.huge")
+            && t.contains("InvalidInstanceType")
+            && t.contains("m9.enormous"),
+        "{t}"
+    );
     // What could be created was, and is in state.
     let o = run(d, ep, &["state", "list", "--stack", "bad"]);
     assert!(text(&o).contains("subnet.s"), "{}", text(&o));
@@ -231,10 +262,26 @@ fn orphans_and_import_on_aws() {
         let tagged = TagSpecification::builder()
             .resource_type(ResourceType::Vpc)
             .tags(Tag::builder().key("chimera-stack").value("adopt").build())
-            .tags(Tag::builder().key("chimera-address").value("network.stray").build())
+            .tags(
+                Tag::builder()
+                    .key("chimera-address")
+                    .value("network.stray")
+                    .build(),
+            )
             .build();
-        let orphan = ec2.create_vpc().cidr_block("10.7.0.0/16").tag_specifications(tagged).send().await.unwrap();
-        let legacy = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
+        let orphan = ec2
+            .create_vpc()
+            .cidr_block("10.7.0.0/16")
+            .tag_specifications(tagged)
+            .send()
+            .await
+            .unwrap();
+        let legacy = ec2
+            .create_vpc()
+            .cidr_block("10.9.0.0/16")
+            .send()
+            .await
+            .unwrap();
         (
             orphan.vpc().unwrap().vpc_id().unwrap().to_string(),
             legacy.vpc().unwrap().vpc_id().unwrap().to_string(),
@@ -244,17 +291,31 @@ fn orphans_and_import_on_aws() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains(&orphan) && t.contains("network.stray"), "{t}");
-    assert!(!t.contains(&legacy), "untagged resources are not the stack's: {t}");
+    assert!(
+        !t.contains(&legacy),
+        "untagged resources are not the stack's: {t}"
+    );
 
     // Import the untagged VPC at an address the stack declares, after forgetting ours there.
     let o = run(d, ep, &["destroy", "-y"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = run(d, ep, &["import", "network.legacy", &legacy, "--provider", "aws"]);
+    let o = run(
+        d,
+        ep,
+        &["import", "network.legacy", &legacy, "--provider", "aws"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = run(d, ep, &["state", "list", "--stack", "adopt"]);
-    assert!(text(&o).contains("network.legacy") && text(&o).contains(&legacy), "{}", text(&o));
+    assert!(
+        text(&o).contains("network.legacy") && text(&o).contains(&legacy),
+        "{}",
+        text(&o)
+    );
     // The plan keeps the imported VPC (same CIDR) and creates only the missing one.
     let o = run(d, ep, &["plan"]);
     let t = text(&o);
-    assert!(t.contains("+ network.main") && !t.contains("network.legacy will be"), "{t}");
+    assert!(
+        t.contains("+ network.main") && !t.contains("network.legacy will be"),
+        "{t}"
+    );
 }

@@ -37,7 +37,9 @@ async fn once(moto: &Moto, endpoint: &str, n: usize, parallelism: usize) -> f64 
     moto.reset();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.ncl"), fleet(n)).unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
     let settings = AwsSettings {
         images: [("ubuntu-24.04".to_string(), MOTO_AMI.to_string())].into(),
         ..AwsSettings::default()
@@ -79,7 +81,10 @@ fn main() {
     let proxy = ThrottleProxy::start_with_delay(&moto.endpoint, 0, 50);
     println!("| instances | endpoint | parallelism | apply median (s) | runs | p16 speed-up |");
     println!("|---:|---|---:|---:|---:|---:|");
-    for (label, endpoint) in [("moto", moto.endpoint.as_str()), ("moto + 50 ms per request", proxy.endpoint.as_str())] {
+    for (label, endpoint) in [
+        ("moto", moto.endpoint.as_str()),
+        ("moto + 50 ms per request", proxy.endpoint.as_str()),
+    ] {
         let mut medians = Vec::new();
         for p in [1, 16] {
             let times: Vec<f64> = (0..runs)
@@ -87,7 +92,11 @@ fn main() {
                 .collect();
             let m = median(times);
             medians.push(m);
-            let speedup = if p == 16 { format!("{:.2}×", medians[0] / m) } else { String::new() };
+            let speedup = if p == 16 {
+                format!("{:.2}×", medians[0] / m)
+            } else {
+                String::new()
+            };
             println!("| {n} | {label} | {p} | {m:.2} | {runs} | {speedup} |");
         }
     }

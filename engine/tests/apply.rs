@@ -44,7 +44,11 @@ async fn webapp_lifecycle_on_local() {
     assert!(!p.has_changes(), "{:?}", actions(&p));
 
     // An in-place update.
-    let p = plan_for(&env, &src.replace("web_size | default = 'small", "web_size | default = 'large")).await;
+    let p = plan_for(
+        &env,
+        &src.replace("web_size | default = 'small", "web_size | default = 'large"),
+    )
+    .await;
     assert_eq!(
         actions(&p),
         vec![
@@ -212,7 +216,11 @@ let b = c.Network & { name = "b", cidr = "10.2.0.0/16" } in
     // Intents are written ahead (a step's intent when the first step it waits for starts);
     // those of skipped steps are closed, so nothing is left for recovery to chase.
     assert!(
-        env.store.pending_intents("partial").await.unwrap().is_empty(),
+        env.store
+            .pending_intents("partial")
+            .await
+            .unwrap()
+            .is_empty(),
         "no pending intents after a finished apply"
     );
     // A later apply with a healthy cloud converges.

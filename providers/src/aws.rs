@@ -34,7 +34,9 @@ use chimera_model::{Kind, ProviderName, schema};
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
-use crate::{Observed, Provider, ProviderError, Request, Result, TAG_STACK, TAG_TOKEN, managed_tags};
+use crate::{
+    Observed, Provider, ProviderError, Request, Result, TAG_STACK, TAG_TOKEN, managed_tags,
+};
 
 /// The `providers.aws` settings of a stack.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,9 +56,7 @@ impl AwsSettings {
         let Some(aws) = settings.get("aws") else {
             return Ok(out);
         };
-        let obj = aws
-            .as_object()
-            .ok_or("`providers.aws` must be a record")?;
+        let obj = aws.as_object().ok_or("`providers.aws` must be a record")?;
         for (k, v) in obj {
             match (k.as_str(), v) {
                 ("endpoint", Value::String(s)) => out.endpoint = Some(s.clone()),
@@ -91,7 +91,7 @@ impl AwsSettings {
 /// How the SDK configuration is obtained: the standard chain, or given (tests).
 enum Source {
     Chain,
-    Given(aws_config::SdkConfig),
+    Given(Box<aws_config::SdkConfig>),
 }
 
 pub struct AwsCloud {
@@ -117,7 +117,7 @@ impl AwsCloud {
 
     /// With a given SDK configuration (static test credentials, for instance).
     pub fn with_config(settings: AwsSettings, config: aws_config::SdkConfig) -> Self {
-        Self::with_source(settings, Source::Given(config))
+        Self::with_source(settings, Source::Given(Box::new(config)))
     }
 
     fn with_source(settings: AwsSettings, source: Source) -> Self {
@@ -134,7 +134,7 @@ impl AwsCloud {
         self.config
             .get_or_init(|| async {
                 match &self.source {
-                    Source::Given(c) => c.clone(),
+                    Source::Given(c) => c.as_ref().clone(),
                     Source::Chain => {
                         aws_config::defaults(aws_config::BehaviorVersion::latest())
                             .load()
@@ -274,13 +274,21 @@ impl AwsCloud {
         let mut out = Vec::new();
         match kind {
             Kind::Network => {
-                let mut pages = client.describe_vpcs().set_filters(Some(filters)).into_paginator().send();
+                let mut pages = client
+                    .describe_vpcs()
+                    .set_filters(Some(filters))
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.try_next().await.map_err(aws_err)? {
                     out.extend(page.vpcs().iter().map(|v| observe_vpc(v, region)));
                 }
             }
             Kind::Subnet => {
-                let mut pages = client.describe_subnets().set_filters(Some(filters)).into_paginator().send();
+                let mut pages = client
+                    .describe_subnets()
+                    .set_filters(Some(filters))
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.try_next().await.map_err(aws_err)? {
                     out.extend(page.subnets().iter().map(|s| observe_subnet(s, region)));
                 }
@@ -296,7 +304,11 @@ impl AwsCloud {
                 }
             }
             Kind::Instance => {
-                let mut pages = client.describe_instances().set_filters(Some(filters)).into_paginator().send();
+                let mut pages = client
+                    .describe_instances()
+                    .set_filters(Some(filters))
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.try_next().await.map_err(aws_err)? {
                     for i in page.reservations().iter().flat_map(|r| r.instances()) {
                         if !gone(i) {
@@ -306,7 +318,11 @@ impl AwsCloud {
                 }
             }
             Kind::Volume => {
-                let mut pages = client.describe_volumes().set_filters(Some(filters)).into_paginator().send();
+                let mut pages = client
+                    .describe_volumes()
+                    .set_filters(Some(filters))
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.try_next().await.map_err(aws_err)? {
                     out.extend(page.volumes().iter().map(|v| observe_volume(v, region)));
                 }
@@ -315,7 +331,13 @@ impl AwsCloud {
         Ok(out)
     }
 
-    async fn read_in(&self, client: &Client, kind: Kind, id: &str, region: &str) -> Result<Option<Observed>> {
+    async fn read_in(
+        &self,
+        client: &Client,
+        kind: Kind,
+        id: &str,
+        region: &str,
+    ) -> Result<Option<Observed>> {
         let found = match kind {
             Kind::Network => client
                 .describe_vpcs()
@@ -362,7 +384,11 @@ impl AwsCloud {
         match found {
             Ok(Some(o)) => Ok(Some(o)),
             Ok(None) => Ok(None),
-            Err(ProviderError::Failed { code, .. }) if code.ends_with(".NotFound") || code.ends_with(".Malformed") => Ok(None),
+            Err(ProviderError::Failed { code, .. })
+                if code.ends_with(".NotFound") || code.ends_with(".Malformed") =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -384,7 +410,13 @@ impl AwsCloud {
         Ok(None)
     }
 
-    async fn sync_tags(&self, client: &Client, id: &str, want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Result<()> {
+    async fn sync_tags(
+        &self,
+        client: &Client,
+        id: &str,
+        want: &BTreeMap<String, String>,
+        have: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let set: Vec<Tag> = want
             .iter()
             .filter(|(k, v)| have.get(*k) != Some(v))
@@ -417,26 +449,64 @@ impl AwsCloud {
     }
 
     /// Makes a security group's rules exactly `ingress` and `egress`.
-    async fn sync_rules(&self, client: &Client, group: &str, attrs: &Map<String, Value>, current: Option<&Observed>) -> Result<()> {
+    async fn sync_rules(
+        &self,
+        client: &Client,
+        group: &str,
+        attrs: &Map<String, Value>,
+        current: Option<&Observed>,
+    ) -> Result<()> {
         for (attr, egress) in [("ingress", false), ("egress", true)] {
             let want = schema::canonical_rules(attrs.get(attr).unwrap_or(&Value::Null));
             let have = current
                 .map(|c| schema::canonical_rules(c.attrs.get(attr).unwrap_or(&Value::Null)))
                 .unwrap_or_default();
-            let add: Vec<IpPermission> = want.iter().filter(|r| !have.contains(r)).map(permission).collect();
-            let remove: Vec<IpPermission> = have.iter().filter(|r| !want.contains(r)).map(permission).collect();
+            let add: Vec<IpPermission> = want
+                .iter()
+                .filter(|r| !have.contains(r))
+                .map(permission)
+                .collect();
+            let remove: Vec<IpPermission> = have
+                .iter()
+                .filter(|r| !want.contains(r))
+                .map(permission)
+                .collect();
             if !remove.is_empty() {
                 if egress {
-                    client.revoke_security_group_egress().group_id(group).set_ip_permissions(Some(remove)).send().await.map_err(aws_err)?;
+                    client
+                        .revoke_security_group_egress()
+                        .group_id(group)
+                        .set_ip_permissions(Some(remove))
+                        .send()
+                        .await
+                        .map_err(aws_err)?;
                 } else {
-                    client.revoke_security_group_ingress().group_id(group).set_ip_permissions(Some(remove)).send().await.map_err(aws_err)?;
+                    client
+                        .revoke_security_group_ingress()
+                        .group_id(group)
+                        .set_ip_permissions(Some(remove))
+                        .send()
+                        .await
+                        .map_err(aws_err)?;
                 }
             }
             if !add.is_empty() {
                 if egress {
-                    client.authorize_security_group_egress().group_id(group).set_ip_permissions(Some(add)).send().await.map_err(aws_err)?;
+                    client
+                        .authorize_security_group_egress()
+                        .group_id(group)
+                        .set_ip_permissions(Some(add))
+                        .send()
+                        .await
+                        .map_err(aws_err)?;
                 } else {
-                    client.authorize_security_group_ingress().group_id(group).set_ip_permissions(Some(add)).send().await.map_err(aws_err)?;
+                    client
+                        .authorize_security_group_ingress()
+                        .group_id(group)
+                        .set_ip_permissions(Some(add))
+                        .send()
+                        .await
+                        .map_err(aws_err)?;
                 }
             }
         }
@@ -448,7 +518,12 @@ impl AwsCloud {
         let kind = req.address.kind;
         // Idempotency by tag for every kind (RunInstances and CreateVolume also get ClientToken).
         if let Some(o) = self
-            .by_filter(&client, kind, req.native_region, vec![tag_filter(TAG_TOKEN, req.token)])
+            .by_filter(
+                &client,
+                kind,
+                req.native_region,
+                vec![tag_filter(TAG_TOKEN, req.token)],
+            )
             .await?
             .into_iter()
             .next()
@@ -459,7 +534,11 @@ impl AwsCloud {
         let spec = |rt: ResourceType| {
             TagSpecification::builder()
                 .resource_type(rt)
-                .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                        .collect(),
+                ))
                 .build()
         };
         let a = req.attrs;
@@ -509,7 +588,10 @@ impl AwsCloud {
                     .map(str::to_string);
                 if let Some(id) = &id {
                     self.created(id);
-                    let current = with_consistency(|| self.read_in(&client, Kind::Firewall, id, req.native_region)).await?;
+                    let current = with_consistency(|| {
+                        self.read_in(&client, Kind::Firewall, id, req.native_region)
+                    })
+                    .await?;
                     self.sync_rules(&client, id, a, current.as_ref()).await?;
                 }
                 id
@@ -561,7 +643,8 @@ impl AwsCloud {
                     .map_err(aws_err)?
                     .volume_id()
                     .map(str::to_string);
-                if let (Some(id), Some(instance)) = (&id, a.get("instance").and_then(Value::as_str)) {
+                if let (Some(id), Some(instance)) = (&id, a.get("instance").and_then(Value::as_str))
+                {
                     self.created(id);
                     self.attach(&client, id, instance).await?;
                 }
@@ -669,7 +752,12 @@ impl AwsCloud {
                 let want = instance_type(a);
                 if current.attrs.get("instance_type").and_then(Value::as_str) != Some(want) {
                     // EC2 changes an instance type only while stopped: stop, modify, start.
-                    client.stop_instances().instance_ids(id).send().await.map_err(aws_err)?;
+                    client
+                        .stop_instances()
+                        .instance_ids(id)
+                        .send()
+                        .await
+                        .map_err(aws_err)?;
                     client
                         .wait_until_instance_stopped()
                         .instance_ids(id)
@@ -683,7 +771,12 @@ impl AwsCloud {
                         .send()
                         .await
                         .map_err(aws_err)?;
-                    client.start_instances().instance_ids(id).send().await.map_err(aws_err)?;
+                    client
+                        .start_instances()
+                        .instance_ids(id)
+                        .send()
+                        .await
+                        .map_err(aws_err)?;
                 }
             }
             Kind::Volume => {
@@ -728,11 +821,34 @@ impl AwsCloud {
         };
         let client = self.client(&current.native_region).await?;
         let r = match kind {
-            Kind::Network => client.delete_vpc().vpc_id(id).send().await.map(|_| ()).map_err(aws_err),
-            Kind::Subnet => client.delete_subnet().subnet_id(id).send().await.map(|_| ()).map_err(aws_err),
-            Kind::Firewall => client.delete_security_group().group_id(id).send().await.map(|_| ()).map_err(aws_err),
+            Kind::Network => client
+                .delete_vpc()
+                .vpc_id(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_err),
+            Kind::Subnet => client
+                .delete_subnet()
+                .subnet_id(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_err),
+            Kind::Firewall => client
+                .delete_security_group()
+                .group_id(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_err),
             Kind::Instance => {
-                client.terminate_instances().instance_ids(id).send().await.map_err(aws_err)?;
+                client
+                    .terminate_instances()
+                    .instance_ids(id)
+                    .send()
+                    .await
+                    .map_err(aws_err)?;
                 client
                     .wait_until_instance_terminated()
                     .instance_ids(id)
@@ -745,15 +861,21 @@ impl AwsCloud {
                 if let Some(i) = current.attrs.get("instance").and_then(Value::as_str) {
                     self.detach(&client, id, i).await?;
                 }
-                client.delete_volume().volume_id(id).send().await.map(|_| ()).map_err(aws_err)
+                client
+                    .delete_volume()
+                    .volume_id(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(aws_err)
             }
         };
         match r {
             Err(ProviderError::Failed { code, .. }) if code.ends_with(".NotFound") => Ok(()),
             // Dependents may still be terminating (an instance's interface in a subnet).
-            Err(ProviderError::Failed { code, message }) if code == "DependencyViolation" => {
-                Err(ProviderError::Retryable(format!("DependencyViolation: {message}")))
-            }
+            Err(ProviderError::Failed { code, message }) if code == "DependencyViolation" => Err(
+                ProviderError::Retryable(format!("DependencyViolation: {message}")),
+            ),
             other => other,
         }
     }
@@ -807,7 +929,11 @@ impl Provider for AwsCloud {
                 );
             }
         }
-        out.sort_by(|a, b| a.tags.get(crate::TAG_ADDRESS).cmp(&b.tags.get(crate::TAG_ADDRESS)));
+        out.sort_by(|a, b| {
+            a.tags
+                .get(crate::TAG_ADDRESS)
+                .cmp(&b.tags.get(crate::TAG_ADDRESS))
+        });
         Ok(out)
     }
 }
@@ -844,13 +970,17 @@ where
         .map(str::to_string)
         .unwrap_or_else(|| DisplayErrorContext(&e).to_string());
     match (&e, code) {
-        (SdkError::TimeoutError(_), _) => ProviderError::Retryable(format!("EC2 timed out: {message}")),
+        (SdkError::TimeoutError(_), _) => {
+            ProviderError::Retryable(format!("EC2 timed out: {message}"))
+        }
         (SdkError::DispatchFailure(d), _) if d.is_timeout() => {
             ProviderError::Retryable(format!("EC2 timed out: {message}"))
         }
         (SdkError::DispatchFailure(_), _) => ProviderError::Failed {
             code: "ConnectionError".into(),
-            message: format!("cannot reach EC2 ({message}); check the endpoint (AWS_ENDPOINT_URL or providers.aws.endpoint) and the network"),
+            message: format!(
+                "cannot reach EC2 ({message}); check the endpoint (AWS_ENDPOINT_URL or providers.aws.endpoint) and the network"
+            ),
         },
         (_, Some(code)) if retryable_code(&code) => {
             ProviderError::Retryable(format!("{code}: {message}"))
@@ -858,7 +988,9 @@ where
         (_, None) if server_error => {
             ProviderError::Retryable(format!("EC2 server error: {message}"))
         }
-        (SdkError::ResponseError(_), None) => ProviderError::Retryable(format!("unreadable EC2 response: {message}")),
+        (SdkError::ResponseError(_), None) => {
+            ProviderError::Retryable(format!("unreadable EC2 response: {message}"))
+        }
         (_, Some(code)) => ProviderError::Failed { code, message },
         (_, None) => ProviderError::Failed {
             code: "AwsError".into(),
@@ -888,7 +1020,10 @@ fn wait_err<E: std::fmt::Debug>(what: &str, e: E) -> ProviderError {
 }
 
 fn tag_filter(key: &str, value: &str) -> Filter {
-    Filter::builder().name(format!("tag:{key}")).values(value).build()
+    Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
 }
 
 fn str_attr<'a>(a: &'a Map<String, Value>, k: &str) -> &'a str {
@@ -911,7 +1046,11 @@ fn bool_attr(a: &Map<String, Value>, k: &str) -> bool {
 fn str_list(a: &Map<String, Value>, k: &str) -> Vec<String> {
     a.get(k)
         .and_then(Value::as_array)
-        .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -927,7 +1066,12 @@ fn zone_of(region: &str, a: &Map<String, Value>) -> String {
 
 fn tags_of(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -938,7 +1082,14 @@ fn gone(i: &aws_sdk_ec2::types::Instance) -> bool {
     )
 }
 
-fn observed(kind: Kind, id: &str, region: &str, attrs: Value, mut outputs: Map<String, Value>, tags: BTreeMap<String, String>) -> Observed {
+fn observed(
+    kind: Kind,
+    id: &str,
+    region: &str,
+    attrs: Value,
+    mut outputs: Map<String, Value>,
+    tags: BTreeMap<String, String>,
+) -> Observed {
     outputs.insert("id".into(), Value::String(id.to_string()));
     Observed {
         cloud_id: id.to_string(),
@@ -1067,18 +1218,33 @@ fn permission(r: &Value) -> IpPermission {
 
 /// Rules as Chimera writes them: one per (protocol, ports, description), CIDRs together.
 fn rules_of(perms: &[IpPermission]) -> Value {
-    let mut grouped: BTreeMap<(String, Option<i64>, Option<i64>, Option<String>), Vec<String>> = BTreeMap::new();
+    // (protocol, from, to, description) → CIDRs
+    type Key = (String, Option<i64>, Option<i64>, Option<String>);
+    let mut grouped: BTreeMap<Key, Vec<String>> = BTreeMap::new();
     for p in perms {
         let protocol = match p.ip_protocol().unwrap_or("-1") {
             "-1" | "all" => "all".to_string(),
             other => other.to_string(),
         };
         let all = protocol == "all";
-        let from = if all { None } else { p.from_port().map(i64::from) };
-        let to = if all { None } else { p.to_port().map(i64::from) };
+        let from = if all {
+            None
+        } else {
+            p.from_port().map(i64::from)
+        };
+        let to = if all {
+            None
+        } else {
+            p.to_port().map(i64::from)
+        };
         for r in p.ip_ranges() {
             grouped
-                .entry((protocol.clone(), from, to, r.description().map(str::to_string)))
+                .entry((
+                    protocol.clone(),
+                    from,
+                    to,
+                    r.description().map(str::to_string),
+                ))
                 .or_default()
                 .push(r.cidr_ip().unwrap_or_default().to_string());
         }
@@ -1113,8 +1279,14 @@ mod tests {
             { "protocol": "tcp", "from_port": 22, "to_port": 22, "cidrs": ["10.0.0.0/16", "10.1.0.0/16"], "description": "ssh" },
             { "protocol": "all", "from_port": null, "to_port": null, "cidrs": ["0.0.0.0/0"] },
         ]);
-        let perms: Vec<IpPermission> = schema::canonical_rules(&rules).iter().map(permission).collect();
-        assert_eq!(schema::canonical_rules(&rules_of(&perms)), schema::canonical_rules(&rules));
+        let perms: Vec<IpPermission> = schema::canonical_rules(&rules)
+            .iter()
+            .map(permission)
+            .collect();
+        assert_eq!(
+            schema::canonical_rules(&rules_of(&perms)),
+            schema::canonical_rules(&rules)
+        );
     }
 
     #[test]

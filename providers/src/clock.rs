@@ -68,7 +68,10 @@ pub async fn sleep(d: Duration) {
 
 /// Sleeps until `at`, to within tens of microseconds.
 pub async fn sleep_until(at: Instant) {
-    let Some(d) = at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+    let Some(d) = at
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    else {
         return;
     };
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -196,11 +196,12 @@ impl CreateQueue {
         // Idempotency: a token seen before returns what it created.
         let tokens: Vec<&str> = batch.iter().map(|p| p.token.as_str()).collect();
         let mut by_token: HashMap<String, Observed> = HashMap::new();
-        for row in sqlx::query("SELECT * FROM objects WHERE token IN (SELECT value FROM json_each(?))")
-            .bind(json_list(&tokens))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?
+        for row in
+            sqlx::query("SELECT * FROM objects WHERE token IN (SELECT value FROM json_each(?))")
+                .bind(json_list(&tokens))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?
         {
             let token: String = row.try_get("token").map_err(db_err)?;
             by_token.insert(token, LocalCloud::row_to_observed(&row)?);
@@ -211,11 +212,13 @@ impl CreateQueue {
             .flat_map(|p| referenced(&p.attrs).map(|(_, id)| id))
             .collect();
         let mut known: HashMap<String, Value> = HashMap::new();
-        for row in sqlx::query("SELECT id, attrs FROM objects WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json_list(&refs))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?
+        for row in sqlx::query(
+            "SELECT id, attrs FROM objects WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_list(&refs))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?
         {
             let id: String = row.try_get("id").map_err(db_err)?;
             let attrs: String = row.try_get("attrs").map_err(db_err)?;
@@ -240,7 +243,9 @@ impl CreateQueue {
             seen.insert(p.token.as_str(), i);
             *need.entry(prefix(p.kind).to_string()).or_default() += 1;
             if p.kind == Kind::Instance {
-                *need.entry(format!("ip:{}", subnet_of(&p.attrs))).or_default() += 1;
+                *need
+                    .entry(format!("ip:{}", subnet_of(&p.attrs)))
+                    .or_default() += 1;
                 if wants_public_ip(&p.attrs) {
                     *need.entry("public-ip".into()).or_default() += 1;
                 }
@@ -359,7 +364,10 @@ fn referenced(attrs: &Map<String, Value>) -> impl Iterator<Item = (&str, &str)> 
 }
 
 fn subnet_of(attrs: &Map<String, Value>) -> &str {
-    attrs.get("subnet").and_then(Value::as_str).unwrap_or_default()
+    attrs
+        .get("subnet")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn wants_public_ip(attrs: &Map<String, Value>) -> bool {
@@ -576,7 +584,6 @@ impl LocalCloud {
             .map(|r| Self::row_to_observed(r).map_err(|e| e.to_string()))
             .collect()
     }
-
 }
 
 /// The calls themselves, without latency or injected failures.

@@ -69,7 +69,11 @@ async fn throttling_is_retried_until_the_calls_succeed() {
     chimera_providers::conformance::run(&aws, REGION, "throttled")
         .await
         .unwrap();
-    assert!(proxy.throttled() > 5, "the proxy throttled {} requests", proxy.throttled());
+    assert!(
+        proxy.throttled() > 5,
+        "the proxy throttled {} requests",
+        proxy.throttled()
+    );
 }
 
 #[tokio::test]
@@ -77,9 +81,14 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
     let moto = Moto::start();
     let aws = Arc::new(cloud(&moto.endpoint).await);
     let p: &dyn Provider = aws.as_ref();
-    let net = create(p, Kind::Network, "main", json!({ "cidr": "10.0.0.0/16", "tags": { "app": "t" } }))
-        .await
-        .unwrap();
+    let net = create(
+        p,
+        Kind::Network,
+        "main",
+        json!({ "cidr": "10.0.0.0/16", "tags": { "app": "t" } }),
+    )
+    .await
+    .unwrap();
     let sub = create(
         p,
         Kind::Subnet,
@@ -94,7 +103,8 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
         { "protocol": "tcp", "from_port": 443, "to_port": 443, "cidrs": ["0.0.0.0/0"] },
         { "protocol": "tcp", "from_port": 22, "to_port": 22, "cidrs": ["10.0.0.0/16"], "description": "ssh" },
     ]);
-    let all_out = json!([{ "protocol": "all", "from_port": null, "to_port": null, "cidrs": ["0.0.0.0/0"] }]);
+    let all_out =
+        json!([{ "protocol": "all", "from_port": null, "to_port": null, "cidrs": ["0.0.0.0/0"] }]);
     let fw = create(
         p,
         Kind::Firewall,
@@ -111,12 +121,16 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
         "instance_type": "t3.small", "image": "ubuntu-24.04", "subnet": sub.cloud_id,
         "firewalls": [fw.cloud_id], "public_ip": true, "user_data": "#!/bin/sh\necho hi\n",
     });
-    let vm = create(p, Kind::Instance, "web-0", instance.clone()).await.unwrap();
+    let vm = create(p, Kind::Instance, "web-0", instance.clone())
+        .await
+        .unwrap();
     assert!(vm.cloud_id.starts_with("i-"), "{}", vm.cloud_id);
     assert!(vm.outputs["private_ip"].is_string(), "{:?}", vm.outputs);
     assert_eq!(vm.attrs["instance_type"], json!("t3.small"));
     // The same token again is the same instance.
-    let again = create(p, Kind::Instance, "web-0", instance.clone()).await.unwrap();
+    let again = create(p, Kind::Instance, "web-0", instance.clone())
+        .await
+        .unwrap();
     assert_eq!(again.cloud_id, vm.cloud_id);
     let vol = create(
         p,
@@ -147,11 +161,15 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
         .unwrap();
     assert_eq!(updated.cloud_id, vm.cloud_id);
     assert_eq!(updated.attrs["instance_type"], json!("t3.medium"));
-    assert_eq!(updated.tags["chimera-token"], "tok-instance-web-0", "the creation token stays");
+    assert_eq!(
+        updated.tags["chimera-token"], "tok-instance-web-0",
+        "the creation token stays"
+    );
 
     // Rules change in place.
     let fw_address = Address::new(Kind::Firewall, "web");
-    let fewer = attrs(json!({ "network": net.cloud_id, "ingress": [rules[0].clone()], "egress": all_out }));
+    let fewer =
+        attrs(json!({ "network": net.cloud_id, "ingress": [rules[0].clone()], "egress": all_out }));
     let fw2 = p
         .update(
             &Request {
@@ -173,7 +191,12 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
     p.delete(Kind::Firewall, &fw.cloud_id).await.unwrap();
     p.delete(Kind::Subnet, &sub.cloud_id).await.unwrap();
     p.delete(Kind::Network, &net.cloud_id).await.unwrap();
-    assert!(p.read(Kind::Instance, &vm.cloud_id).await.unwrap().is_none());
+    assert!(
+        p.read(Kind::Instance, &vm.cloud_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(p.list_managed("moto-test").await.unwrap().is_empty());
 }
 
@@ -181,7 +204,9 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
 async fn an_instance_type_ec2_rejects_is_an_error_with_its_aws_code() {
     let moto = Moto::start_with_env(&[("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")]);
     let aws = cloud(&moto.endpoint).await;
-    let net = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" })).await.unwrap();
+    let net = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
+        .await
+        .unwrap();
     let sub = create(
         &aws,
         Kind::Subnet,
@@ -210,10 +235,22 @@ async fn an_instance_type_ec2_rejects_is_an_error_with_its_aws_code() {
 #[tokio::test]
 async fn an_unreachable_endpoint_is_a_clear_error() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let aws = AwsCloud::with_config(settings(), chimera_testkit::sdk_config(&format!("http://127.0.0.1:{port}")).await);
-    let err = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" })).await.unwrap_err();
-    assert!(err.to_string().contains("ConnectionError") && err.to_string().contains("endpoint"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let aws = AwsCloud::with_config(
+        settings(),
+        chimera_testkit::sdk_config(&format!("http://127.0.0.1:{port}")).await,
+    );
+    let err = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ConnectionError") && err.to_string().contains("endpoint"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +258,14 @@ async fn list_managed_and_find_by_token_page_through_every_result() {
     // moto pages DescribeInstances at 100.
     let moto = Moto::start();
     let aws = Arc::new(cloud(&moto.endpoint).await);
-    let net = create(aws.as_ref(), Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" })).await.unwrap();
+    let net = create(
+        aws.as_ref(),
+        Kind::Network,
+        "n",
+        json!({ "cidr": "10.0.0.0/16" }),
+    )
+    .await
+    .unwrap();
     let sub = create(
         aws.as_ref(),
         Kind::Subnet,
@@ -249,7 +293,11 @@ async fn list_managed_and_find_by_token_page_through_every_result() {
         r.unwrap();
     }
     let managed = aws.list_managed("moto-test").await.unwrap();
-    assert_eq!(managed.len(), 107, "every page: 105 instances, a subnet and a network");
+    assert_eq!(
+        managed.len(),
+        107,
+        "every page: 105 instances, a subnet and a network"
+    );
     let live = chimera_testkit::live_instances(&moto.endpoint, "moto-test").await;
     assert_eq!(live.len(), 105);
 }

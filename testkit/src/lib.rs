@@ -29,7 +29,9 @@ fn moto_installed() -> bool {
     Command::new("python3")
         .args([
             "-c",
-            &format!("import moto, moto.server, flask_cors; assert moto.__version__ == '{MOTO_VERSION}'"),
+            &format!(
+                "import moto, moto.server, flask_cors; assert moto.__version__ == '{MOTO_VERSION}'"
+            ),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -48,7 +50,13 @@ fn ensure_moto() {
     lock.lock().expect("take the install lock");
     if !moto_installed() {
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", &format!("moto[server]=={MOTO_VERSION}")])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                &format!("moto[server]=={MOTO_VERSION}"),
+            ])
             .status()
             .expect("run pip");
         assert!(
@@ -99,10 +107,17 @@ impl Moto {
         ensure_moto();
         let port = free_port();
         let mut cmd = Command::new("python3");
-        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -159,7 +174,11 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_sdk_ec2::config::Region::new(REGION))
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "chimera-tests",
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "chimera-tests",
         ))
         .endpoint_url(endpoint)
         .load()
@@ -186,14 +205,23 @@ impl ThrottleProxy {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/throttle_proxy.py");
         let mut child = Command::new("python3")
             .arg(&script)
-            .args([&port.to_string(), upstream, &every.to_string(), &delay_ms.to_string()])
+            .args([
+                &port.to_string(),
+                upstream,
+                &every.to_string(),
+                &delay_ms.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the throttling proxy: {e}"));
         let endpoint = format!("http://127.0.0.1:{port}");
-        wait_ready(&format!("{endpoint}/proxy-health"), &mut child, "throttle proxy");
+        wait_ready(
+            &format!("{endpoint}/proxy-health"),
+            &mut child,
+            "throttle proxy",
+        );
         ThrottleProxy { child, endpoint }
     }
 
@@ -221,33 +249,41 @@ pub async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
 }
 
 /// Instances not terminated that carry `chimera-stack = stack`, by `chimera-address`.
-pub async fn live_instances(endpoint: &str, stack: &str) -> std::collections::BTreeMap<String, usize> {
+pub async fn live_instances(
+    endpoint: &str,
+    stack: &str,
+) -> std::collections::BTreeMap<String, usize> {
     use aws_sdk_ec2::types::{Filter, InstanceStateName};
     let client = ec2(endpoint).await;
     let mut pages = client
         .describe_instances()
-        .filters(Filter::builder().name("tag:chimera-stack").values(stack).build())
+        .filters(
+            Filter::builder()
+                .name("tag:chimera-stack")
+                .values(stack)
+                .build(),
+        )
         .into_paginator()
         .items()
         .send();
     let mut out = std::collections::BTreeMap::new();
     while let Some(reservation) = pages.try_next().await.expect("describe instances") {
-      for i in reservation.instances() {
-        if matches!(
-            i.state().and_then(|s| s.name()),
-            Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-        ) {
-            continue;
+        for i in reservation.instances() {
+            if matches!(
+                i.state().and_then(|s| s.name()),
+                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+            ) {
+                continue;
+            }
+            let addr = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("chimera-address"))
+                .and_then(|t| t.value())
+                .unwrap_or_default()
+                .to_string();
+            *out.entry(addr).or_insert(0) += 1;
         }
-        let addr = i
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some("chimera-address"))
-            .and_then(|t| t.value())
-            .unwrap_or_default()
-            .to_string();
-        *out.entry(addr).or_insert(0) += 1;
-      }
     }
     out
 }
@@ -256,9 +292,28 @@ pub async fn live_instances(endpoint: &str, stack: &str) -> std::collections::BT
 pub async fn tagged_non_instances(endpoint: &str, stack: &str) -> usize {
     use aws_sdk_ec2::types::Filter;
     let client = ec2(endpoint).await;
-    let f = || Filter::builder().name("tag:chimera-stack").values(stack).build();
-    let vpcs = client.describe_vpcs().filters(f()).send().await.expect("vpcs").vpcs().len();
-    let subnets = client.describe_subnets().filters(f()).send().await.expect("subnets").subnets().len();
+    let f = || {
+        Filter::builder()
+            .name("tag:chimera-stack")
+            .values(stack)
+            .build()
+    };
+    let vpcs = client
+        .describe_vpcs()
+        .filters(f())
+        .send()
+        .await
+        .expect("vpcs")
+        .vpcs()
+        .len();
+    let subnets = client
+        .describe_subnets()
+        .filters(f())
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()
+        .len();
     let groups = client
         .describe_security_groups()
         .filters(f())
@@ -267,6 +322,13 @@ pub async fn tagged_non_instances(endpoint: &str, stack: &str) -> usize {
         .expect("groups")
         .security_groups()
         .len();
-    let volumes = client.describe_volumes().filters(f()).send().await.expect("volumes").volumes().len();
+    let volumes = client
+        .describe_volumes()
+        .filters(f())
+        .send()
+        .await
+        .expect("volumes")
+        .volumes()
+        .len();
     vpcs + subnets + groups + volumes
 }
