@@ -301,3 +301,45 @@ async fn list_managed_and_find_by_token_page_through_every_result() {
     let live = chimera_testkit::live_instances(&moto.endpoint, "moto-test").await;
     assert_eq!(live.len(), 105);
 }
+
+#[tokio::test]
+async fn not_found_right_after_a_create_is_eventual_consistency_not_absence() {
+    let moto = Moto::start();
+    // The first three describes of an instance by id say it does not exist.
+    let proxy = ThrottleProxy::start_not_found(&moto.endpoint, 3);
+    let aws = cloud(&proxy.endpoint).await;
+    let net = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
+        .await
+        .unwrap();
+    let sub = create(
+        &aws,
+        Kind::Subnet,
+        "s",
+        json!({ "network": net.cloud_id, "cidr": "10.0.1.0/24", "zone": "a", "public": false }),
+    )
+    .await
+    .unwrap();
+    let vm = create(
+        &aws,
+        Kind::Instance,
+        "fresh",
+        json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": sub.cloud_id, "firewalls": [], "public_ip": false }),
+    )
+    .await
+    .unwrap();
+    // Not "absent": retried until EC2 shows it.
+    let seen = aws.read(Kind::Instance, &vm.cloud_id).await.unwrap();
+    assert_eq!(seen.map(|o| o.cloud_id), Some(vm.cloud_id.clone()));
+    assert_eq!(
+        proxy.throttled(),
+        3,
+        "three not-found answers were absorbed"
+    );
+    // A stranger's id that this process never created is absent at once.
+    assert!(
+        aws.read(Kind::Instance, "i-0123456789abcdef0")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

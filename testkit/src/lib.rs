@@ -201,6 +201,16 @@ impl ThrottleProxy {
     /// Also delays every request by `delay_ms` (a region's round trip and API time); `every`
     /// = 0 never throttles.
     pub fn start_with_delay(upstream: &str, every: u32, delay_ms: u32) -> ThrottleProxy {
+        Self::spawn(upstream, every, delay_ms, 0)
+    }
+
+    /// Answers the first `count` DescribeInstances-by-id requests with
+    /// `InvalidInstanceID.NotFound`, as EC2 may right after RunInstances.
+    pub fn start_not_found(upstream: &str, count: u32) -> ThrottleProxy {
+        Self::spawn(upstream, 0, 0, count)
+    }
+
+    fn spawn(upstream: &str, every: u32, delay_ms: u32, not_found: u32) -> ThrottleProxy {
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/throttle_proxy.py");
         let mut child = Command::new("python3")
@@ -210,6 +220,7 @@ impl ThrottleProxy {
                 upstream,
                 &every.to_string(),
                 &delay_ms.to_string(),
+                &not_found.to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -225,7 +236,7 @@ impl ThrottleProxy {
         ThrottleProxy { child, endpoint }
     }
 
-    /// How many requests it has throttled so far.
+    /// How many requests it has throttled (or answered "not found") so far.
     pub fn throttled(&self) -> u64 {
         ureq::get(&format!("{}/proxy-health", self.endpoint))
             .call()

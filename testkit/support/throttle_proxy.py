@@ -2,7 +2,9 @@
 EC2's throttling error, RequestLimitExceeded (HTTP 503), and can add latency to every request.
 Used by Chimera's tests of retries and by the AWS benchmark.
 
-usage: throttle_proxy.py PORT UPSTREAM EVERY [DELAY_MS]   (EVERY = 0: never throttle)
+usage: throttle_proxy.py PORT UPSTREAM EVERY [DELAY_MS [NOT_FOUND]]   (EVERY = 0: never throttle)
+NOT_FOUND: answer the first NOT_FOUND DescribeInstances-by-id requests with
+InvalidInstanceID.NotFound, as EC2 does right after RunInstances (eventual consistency).
 GET /proxy-health returns how many requests were throttled so far.
 """
 import time
@@ -14,6 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, UPSTREAM, EVERY = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 DELAY = (int(sys.argv[4]) if len(sys.argv) > 4 else 0) / 1000.0
+NOT_FOUND = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+
+MISSING = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+           b'<Code>InvalidInstanceID.NotFound</Code><Message>The instance ID does not exist</Message>'
+           b'</Error></Errors><RequestID>throttle-proxy</RequestID></Response>')
 UP = urllib.parse.urlparse(UPSTREAM)
 lock = threading.Lock()
 seen = 0
@@ -58,6 +65,15 @@ class Proxy(BaseHTTPRequestHandler):
             time.sleep(DELAY)
         if throttle:
             return self.reply(503, THROTTLE, [("Content-Type", "text/xml")])
+        global NOT_FOUND
+        if b"Action=DescribeInstances" in body and b"InstanceId.1=" in body:
+            with lock:
+                missing = NOT_FOUND > 0
+                if missing:
+                    NOT_FOUND -= 1
+                    throttled += 1
+            if missing:
+                return self.reply(400, MISSING, [("Content-Type", "text/xml")])
         self.forward(body)
 
     def forward(self, body=b""):
