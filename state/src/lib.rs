@@ -6,6 +6,7 @@
 //! write checks that the caller still holds the stack's lock.
 
 pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use std::time::SystemTime;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use chimera_model::{Address, StateResource};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -246,15 +248,19 @@ pub trait StateStore: Send + Sync {
     ) -> Result<()>;
 }
 
-/// Opens a state store from a URL: `sqlite://PATH` (PostgreSQL arrives with issue #5).
+/// Opens a state store from a URL: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
 pub async fn open(url: &str) -> Result<Box<dyn StateStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Box::new(
             SqliteStore::open(std::path::Path::new(path)).await?,
         ));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(PgStore::open(url).await?));
+    }
     Err(StateError::Invalid(format!(
-        "unsupported state URL `{url}`: use sqlite://PATH"
+        "unsupported state URL `{}`: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+        postgres::redact(url)
     )))
 }
 
@@ -287,4 +293,72 @@ pub fn new_id() -> String {
 
 pub(crate) fn parse_intent_action(s: &str) -> Result<IntentAction> {
     IntentAction::parse(s)
+}
+
+/// A resource row's text columns, as every backend stores them.
+pub(crate) struct ResourceColumns {
+    pub address: String,
+    pub spec: String,
+    pub outputs: String,
+    pub deps: String,
+    pub provider: String,
+    pub spec_hash: String,
+    pub cloud_id: String,
+}
+
+pub(crate) fn resource_from(c: ResourceColumns) -> Result<StateResource> {
+    use chimera_model::ContentHash;
+    use serde_json::{Map, Value};
+    use std::str::FromStr;
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        StateError::Invalid(format!("corrupt state row ({what}): {e}"))
+    };
+    let spec: Value = serde_json::from_str(&c.spec).map_err(|e| bad("spec", &e))?;
+    let outputs: Map<String, Value> =
+        serde_json::from_str(&c.outputs).map_err(|e| bad("outputs", &e))?;
+    let deps: Vec<Address> = serde_json::from_str(&c.deps).map_err(|e| bad("deps", &e))?;
+    let get_str = |k: &str| {
+        spec.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(StateResource {
+        address: Address::from_str(&c.address).map_err(|e| bad("address", &e))?,
+        provider: c
+            .provider
+            .parse()
+            .map_err(|e: String| bad("provider", &e))?,
+        region: get_str("region"),
+        native_region: get_str("native_region"),
+        attrs: spec
+            .get("attrs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        sensitive: spec
+            .get("sensitive")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
+        hash: ContentHash::from_hex(&c.spec_hash).map_err(|e| bad("hash", &e))?,
+        cloud_id: c.cloud_id,
+        outputs,
+        deps,
+        prevent_destroy: spec
+            .get("prevent_destroy")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// The `spec` column: what a row holds besides its identity, outputs and dependencies.
+pub(crate) fn spec_json(r: &StateResource) -> String {
+    serde_json::json!({
+        "region": r.region,
+        "native_region": r.native_region,
+        "attrs": r.attrs,
+        "sensitive": r.sensitive,
+        "prevent_destroy": r.prevent_destroy,
+    })
+    .to_string()
 }

@@ -1,12 +1,11 @@
 //! The embedded default backend: SQLite in WAL mode with `synchronous=FULL`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chimera_model::{Address, ContentHash, StateResource};
-use serde_json::{Map, Value};
+use chimera_model::StateResource;
+use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool, Transaction};
 
@@ -115,59 +114,15 @@ fn open_error(path: &Path, e: sqlx::Error) -> StateError {
 }
 
 fn row_to_resource(row: &sqlx::sqlite::SqliteRow) -> Result<StateResource> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        StateError::Invalid(format!("corrupt state row ({what}): {e}"))
-    };
-    let address: String = row.try_get("address")?;
-    let spec: String = row.try_get("spec")?;
-    let spec: Value = serde_json::from_str(&spec).map_err(|e| bad("spec", &e))?;
-    let outputs: String = row.try_get("outputs")?;
-    let outputs: Map<String, Value> =
-        serde_json::from_str(&outputs).map_err(|e| bad("outputs", &e))?;
-    let deps: String = row.try_get("deps")?;
-    let deps: Vec<Address> = serde_json::from_str(&deps).map_err(|e| bad("deps", &e))?;
-    let provider: String = row.try_get("provider")?;
-    let hash: String = row.try_get("spec_hash")?;
-    let get_str = |k: &str| {
-        spec.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    Ok(StateResource {
-        address: Address::from_str(&address).map_err(|e| bad("address", &e))?,
-        provider: provider.parse().map_err(|e: String| bad("provider", &e))?,
-        region: get_str("region"),
-        native_region: get_str("native_region"),
-        attrs: spec
-            .get("attrs")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
-        sensitive: spec
-            .get("sensitive")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default(),
-        hash: ContentHash::from_hex(&hash).map_err(|e| bad("hash", &e))?,
+    crate::resource_from(crate::ResourceColumns {
+        address: row.try_get("address")?,
+        spec: row.try_get("spec")?,
+        outputs: row.try_get("outputs")?,
+        deps: row.try_get("deps")?,
+        provider: row.try_get("provider")?,
+        spec_hash: row.try_get("spec_hash")?,
         cloud_id: row.try_get("cloud_id")?,
-        outputs,
-        deps,
-        prevent_destroy: spec
-            .get("prevent_destroy")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
     })
-}
-
-fn spec_json(r: &StateResource) -> String {
-    serde_json::json!({
-        "region": r.region,
-        "native_region": r.native_region,
-        "attrs": r.attrs,
-        "sensitive": r.sensitive,
-        "prevent_destroy": r.prevent_destroy,
-    })
-    .to_string()
 }
 
 const CURRENT: &str =
@@ -499,7 +454,7 @@ async fn write_results(
                 "a": r.address.to_string(),
                 "k": r.address.kind.as_str(),
                 "p": r.provider.as_str(),
-                "s": spec_json(r),
+                "s": crate::spec_json(r),
                 "h": r.hash.to_hex(),
                 "o": Value::Object(r.outputs.clone()).to_string(),
                 "c": r.cloud_id,

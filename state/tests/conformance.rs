@@ -43,3 +43,39 @@ async fn a_state_path_under_a_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn postgres_passes_the_conformance_suite() {
+    // A real server, started for this test on 127.0.0.1 and stopped at the end.
+    let pg = chimera_testkit::Postgres::start(false);
+    let store = chimera_state::open(&pg.url).await.unwrap();
+    chimera_state::conformance::run(store.as_ref(), "postgres")
+        .await
+        .unwrap();
+    // Opening again (migrations already applied) is fine, and sees the same data.
+    let again = chimera_state::open(&pg.url).await.unwrap();
+    assert!(again.stack("postgres-conformance").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn postgres_connection_problems_are_clear_errors() {
+    let pg = chimera_testkit::Postgres::start(false);
+    let missing = pg.url.replace("/postgres", "/no_such_db");
+    let err = chimera_state::open(&missing).await.err().expect("refused");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = chimera_state::open(&format!("postgres://chimera:hunter2@127.0.0.1:{port}/x"))
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("cannot reach the server"), "{msg}");
+    assert!(
+        !msg.contains("hunter2"),
+        "the password must not be shown: {msg}"
+    );
+}

@@ -343,3 +343,147 @@ pub async fn tagged_non_instances(endpoint: &str, stack: &str) -> usize {
         .len();
     vpcs + subnets + groups + volumes
 }
+
+/// A PostgreSQL server in a temporary directory, on 127.0.0.1 with an ephemeral port, stopped
+/// and deleted on drop. The binaries refuse to run as root, so as root they run as the
+/// `postgres` user (`runuser`).
+pub struct Postgres {
+    dir: std::path::PathBuf,
+    /// `postgres://chimera@127.0.0.1:PORT/postgres`
+    pub url: String,
+    pub port: u16,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A PostgreSQL binary, as the `postgres` user when we are root.
+fn pg_command(program: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_ok(mut c: Command, what: &str) {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    /// `durable`: keep `fsync` on (benchmarks); tests turn it off for speed.
+    pub fn start(durable: bool) -> Postgres {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "chimera-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the PostgreSQL directory");
+        if is_root() {
+            run_ok(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["postgres:postgres"]).arg(&dir);
+                    c
+                },
+                "chown",
+            );
+        }
+        let data = dir.join("data");
+        let mut init = pg_command("initdb");
+        init.arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "chimera", "-E", "UTF8", "--no-sync"]);
+        run_ok(init, "initdb");
+        let port = free_port();
+        let mut start = pg_command("pg_ctl");
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
+                dir.display(),
+                if durable { "on" } else { "off" }
+            ))
+            .arg("start");
+        run_ok(start, "pg_ctl start");
+        Postgres {
+            url: format!("postgres://chimera@127.0.0.1:{port}/postgres"),
+            dir,
+            port,
+        }
+    }
+
+    /// A new empty database on this server; returns its URL.
+    pub fn database(&self, name: &str) -> String {
+        let mut c = Command::new("psql");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "chimera",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(format!("CREATE DATABASE \"{name}\""));
+        run_ok(c, "createdb");
+        format!("postgres://chimera@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs one SQL statement through psql and returns its unaligned output.
+    pub fn sql(&self, db: &str, statement: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "chimera",
+                "-d",
+                db,
+                "-At",
+                "-c",
+                statement,
+            ])
+            .output()
+            .expect("run psql");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let mut stop = pg_command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = stop.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
