@@ -46,6 +46,22 @@ async fn create(
     .await
 }
 
+/// A network and a subnet with `cidr` in it (zone a, private): returns the subnet's id.
+async fn subnet(p: &dyn Provider, cidr: &str) -> String {
+    let net = create(p, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
+        .await
+        .unwrap();
+    create(
+        p,
+        Kind::Subnet,
+        "s",
+        json!({ "network": net.cloud_id, "cidr": cidr, "zone": "a", "public": false }),
+    )
+    .await
+    .unwrap()
+    .cloud_id
+}
+
 #[tokio::test]
 async fn aws_passes_the_conformance_suite() {
     let moto = Moto::start();
@@ -204,22 +220,12 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
 async fn an_instance_type_ec2_rejects_is_an_error_with_its_aws_code() {
     let moto = Moto::start_with_env(&[("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")]);
     let aws = cloud(&moto.endpoint).await;
-    let net = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
-        .await
-        .unwrap();
-    let sub = create(
-        &aws,
-        Kind::Subnet,
-        "s",
-        json!({ "network": net.cloud_id, "cidr": "10.0.1.0/24", "zone": "a", "public": false }),
-    )
-    .await
-    .unwrap();
+    let sub = subnet(&aws, "10.0.1.0/24").await;
     let err = create(
         &aws,
         Kind::Instance,
         "bad",
-        json!({ "instance_type": "m9.enormous", "image": "ubuntu-24.04", "subnet": sub.cloud_id, "firewalls": [], "public_ip": false }),
+        json!({ "instance_type": "m9.enormous", "image": "ubuntu-24.04", "subnet": sub, "firewalls": [], "public_ip": false }),
     )
     .await
     .unwrap_err();
@@ -258,26 +264,11 @@ async fn list_managed_and_find_by_token_page_through_every_result() {
     // moto pages DescribeInstances at 100.
     let moto = Moto::start();
     let aws = Arc::new(cloud(&moto.endpoint).await);
-    let net = create(
-        aws.as_ref(),
-        Kind::Network,
-        "n",
-        json!({ "cidr": "10.0.0.0/16" }),
-    )
-    .await
-    .unwrap();
-    let sub = create(
-        aws.as_ref(),
-        Kind::Subnet,
-        "s",
-        json!({ "network": net.cloud_id, "cidr": "10.0.0.0/20", "zone": "a", "public": false }),
-    )
-    .await
-    .unwrap();
+    let sub = subnet(aws.as_ref(), "10.0.0.0/20").await;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..105 {
         let aws = aws.clone();
-        let subnet = sub.cloud_id.clone();
+        let subnet = sub.clone();
         set.spawn(async move {
             create(
                 aws.as_ref(),
@@ -308,22 +299,12 @@ async fn not_found_right_after_a_create_is_eventual_consistency_not_absence() {
     // The first three describes of an instance by id say it does not exist.
     let proxy = ThrottleProxy::start_not_found(&moto.endpoint, 3);
     let aws = cloud(&proxy.endpoint).await;
-    let net = create(&aws, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
-        .await
-        .unwrap();
-    let sub = create(
-        &aws,
-        Kind::Subnet,
-        "s",
-        json!({ "network": net.cloud_id, "cidr": "10.0.1.0/24", "zone": "a", "public": false }),
-    )
-    .await
-    .unwrap();
+    let sub = subnet(&aws, "10.0.1.0/24").await;
     let vm = create(
         &aws,
         Kind::Instance,
         "fresh",
-        json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": sub.cloud_id, "firewalls": [], "public_ip": false }),
+        json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": sub, "firewalls": [], "public_ip": false }),
     )
     .await
     .unwrap();
