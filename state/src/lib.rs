@@ -291,9 +291,6 @@ pub fn new_id() -> String {
     h.finish().to_hex()[..32].to_string()
 }
 
-pub(crate) fn parse_intent_action(s: &str) -> Result<IntentAction> {
-    IntentAction::parse(s)
-}
 
 /// A resource row's text columns, as every backend stores them.
 pub(crate) struct ResourceColumns {
@@ -361,4 +358,36 @@ pub(crate) fn spec_json(r: &StateResource) -> String {
         "prevent_destroy": r.prevent_destroy,
     })
     .to_string()
+}
+
+/// An intent row's columns, as every backend stores them.
+pub(crate) struct IntentColumns {
+    pub id: i64,
+    pub serial: i64,
+    pub address: String,
+    pub action: String,
+    pub client_token: String,
+    pub payload: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+pub(crate) fn intent_from(c: IntentColumns) -> Result<Intent> {
+    let payload = match c.payload {
+        Some(p) => Some(
+            serde_json::from_str(&p)
+                .map_err(|e| StateError::Invalid(format!("corrupt intent payload: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Intent {
+        payload,
+        id: c.id,
+        serial: c.serial as u64,
+        address: c.address.parse().map_err(StateError::Invalid)?,
+        action: IntentAction::parse(&c.action)?,
+        client_token: c.client_token,
+        status: c.status,
+        error: c.error,
+    })
 }

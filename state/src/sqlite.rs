@@ -11,8 +11,7 @@ use sqlx::{Row, SqlitePool, Transaction};
 
 use crate::{
     GenerationInfo, GenerationMeta, GenerationStatus, Intent, Lock, LockRequest, NewIntent,
-    Outcome, Result, StackInfo, StateError, StateStore, new_id, now, parse_intent_action,
-    this_host,
+    Outcome, Result, StackInfo, StateError, StateStore, new_id, now, this_host,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -359,22 +358,13 @@ impl StateStore for SqliteStore {
                 .await?;
         rows.iter()
             .map(|r| {
-                let address: String = r.try_get("address")?;
-                let action: String = r.try_get("action")?;
-                let payload: Option<String> = r.try_get("payload")?;
-                let payload = match payload {
-                    Some(p) => Some(serde_json::from_str(&p).map_err(|e| {
-                        StateError::Invalid(format!("corrupt intent payload: {e}"))
-                    })?),
-                    None => None,
-                };
-                Ok(Intent {
-                    payload,
+                crate::intent_from(crate::IntentColumns {
                     id: r.try_get("id")?,
-                    serial: r.try_get::<i64, _>("serial")? as u64,
-                    address: address.parse().map_err(StateError::Invalid)?,
-                    action: parse_intent_action(&action)?,
+                    serial: r.try_get("serial")?,
+                    address: r.try_get("address")?,
+                    action: r.try_get("action")?,
                     client_token: r.try_get("client_token")?,
+                    payload: r.try_get("payload")?,
                     status: r.try_get("status")?,
                     error: r.try_get("error")?,
                 })
