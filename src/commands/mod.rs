@@ -10,6 +10,7 @@ mod graph;
 mod history;
 mod import;
 mod local;
+mod migrate;
 mod orphans;
 mod plan;
 mod refresh;

@@ -21,6 +21,9 @@ pub enum StateSub {
         #[command(flatten)]
         at: StackState,
     },
+    /// Copy stacks, with their whole history and lineage, from one state store to another
+    /// (e.g. the embedded SQLite file to a team PostgreSQL).
+    Migrate(super::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +61,7 @@ pub fn run(global: &Global, cmd: &StateCmd) -> ExitStatus {
     let (at, address) = match &cmd.command {
         StateSub::List(at) => (at, None),
         StateSub::Show { address, at } => (at, Some(address)),
+        StateSub::Migrate(args) => return super::migrate::run(global, args),
     };
     ctx::runtime().block_on(async {
         let Some((stack, store)) = open_stack(global, at).await else {

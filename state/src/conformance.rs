@@ -326,5 +326,90 @@ pub async fn run(store: &dyn StateStore, prefix: &str) -> Result<(), String> {
         .audit("alice", "test", &stack, "ok", "conformance")
         .await
         .map_err(e("audit"))?;
+    dump_and_restore(store, &stack).await
+}
+
+/// A dump holds the whole stack; restoring it (under another name) gives the same rows, and
+/// restoring over an existing stack writes nothing.
+async fn dump_and_restore(store: &dyn StateStore, stack: &str) -> Result<(), String> {
+    let e = |what: &'static str| move |err: StateError| format!("{what}: {err}");
+    ensure!(
+        store
+            .dump(&format!("{stack}-missing"))
+            .await
+            .map_err(e("dump"))?
+            .is_none(),
+        "no dump of a missing stack"
+    );
+    let dump = store
+        .dump(stack)
+        .await
+        .map_err(e("dump"))?
+        .ok_or("the stack dumps")?;
+    ensure!(
+        dump.lineage == "lineage-a"
+            && dump.generations.len() == 3
+            && dump.intents.len() == 7
+            && dump.audit.len() == 1
+            && dump.resources.len() == 4,
+        "dump of {stack}: {} generations, {} intents, {} audit entries, {} rows",
+        dump.generations.len(),
+        dump.intents.len(),
+        dump.audit.len(),
+        dump.resources.len()
+    );
+    match store.restore(&dump).await {
+        Err(StateError::Invalid(m)) if m.contains("already exists") => {}
+        other => {
+            return Err(format!(
+                "restoring over a stack must be refused, got {other:?}"
+            ));
+        }
+    }
+    ensure!(
+        store.dump(stack).await.map_err(e("dump again"))?.as_ref() == Some(&dump),
+        "a refused restore changes nothing"
+    );
+    let mut copy = dump.clone();
+    copy.name = format!("{stack}-copy");
+    for a in &mut copy.audit {
+        a.target = copy.name.clone();
+    }
+    store.restore(&copy).await.map_err(e("restore"))?;
+    ensure!(
+        store
+            .dump(&copy.name)
+            .await
+            .map_err(e("dump copy"))?
+            .as_ref()
+            == Some(&copy),
+        "a restored stack dumps as it was"
+    );
+    for serial in 1..=3 {
+        ensure!(
+            store.resources_at(stack, serial).await.map_err(e("at"))?
+                == store
+                    .resources_at(&copy.name, serial)
+                    .await
+                    .map_err(e("at copy"))?,
+            "generation {serial} differs after restore"
+        );
+    }
+    ensure!(
+        store.history(stack).await.map_err(e("history"))?
+            == store.history(&copy.name).await.map_err(e("history copy"))?,
+        "history differs after restore"
+    );
+    let names: Vec<String> = store
+        .stacks()
+        .await
+        .map_err(e("stacks"))?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    ensure!(
+        names.contains(&stack.to_string()) && names.contains(&copy.name),
+        "stacks lists both: {names:?}"
+    );
     Ok(())
 }

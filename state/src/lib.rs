@@ -32,7 +32,7 @@ pub enum StateError {
         since: String,
     },
     #[error(
-        "the lock on stack `{0}` was lost (force-unlocked by someone else?); nothing more was written"
+        "the lock on stack `{0}` was lost (force-unlocked by someone else, or the connection holding it dropped); nothing more was written, and the next apply resolves what was in flight"
     )]
     LockLost(String),
     #[error("stack `{stack}` moved on: expected generation {expected}, found {found}; plan again")]
@@ -174,10 +174,126 @@ pub enum GenerationStatus {
     Partial,
 }
 
+/// Everything stored about one stack, row for row: what `chimera state migrate` moves between
+/// backends. Rows keep their timestamps and serials; intents keep their order (not their ids,
+/// which each database assigns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackDump {
+    pub name: String,
+    pub lineage: String,
+    pub created_at: String,
+    pub generations: Vec<GenerationRow>,
+    pub resources: Vec<ResourceRow>,
+    pub intents: Vec<IntentRow>,
+    /// Audit entries about this stack (target `STACK` or `STACK#SERIAL`).
+    pub audit: Vec<AuditRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct GenerationRow {
+    pub serial: i64,
+    pub parent: Option<i64>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub plan_hash: Option<String>,
+    pub desired_hash: Option<String>,
+    pub actor: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ResourceRow {
+    pub address: String,
+    pub valid_from: i64,
+    pub valid_to: Option<i64>,
+    pub kind: String,
+    pub provider: String,
+    pub spec: String,
+    pub spec_hash: String,
+    pub outputs: String,
+    pub cloud_id: String,
+    pub deps: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct IntentRow {
+    pub serial: i64,
+    pub address: String,
+    pub action: String,
+    pub client_token: String,
+    pub payload: Option<String>,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub details: String,
+}
+
+impl From<GenerationRow> for GenerationInfo {
+    fn from(r: GenerationRow) -> Self {
+        GenerationInfo {
+            serial: r.serial as u64,
+            parent: r.parent.map(|p| p as u64),
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            status: r.status,
+            plan_hash: r.plan_hash,
+            desired_hash: r.desired_hash,
+            actor: r.actor,
+            message: r.message,
+        }
+    }
+}
+
+/// Column lists of the dumped tables, in the order of their row types' fields.
+pub(crate) const GENERATION_COLUMNS: &str =
+    "serial, parent, created_at, finished_at, status, plan_hash, desired_hash, actor, message";
+pub(crate) const RESOURCE_COLUMNS: &str =
+    "address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps";
+pub(crate) const INTENT_COLUMNS: &str =
+    "serial, address, action, client_token, payload, status, started_at, finished_at, error";
+pub(crate) const AUDIT_COLUMNS: &str = "time, actor, action, target, outcome, details";
+
+impl StackDump {
+    /// The JSON arrays the backends' restore statements read, one per table.
+    pub(crate) fn batches(&self) -> Result<[String; 4]> {
+        let enc = |e: serde_json::Error| StateError::Db(format!("cannot encode the stack: {e}"));
+        Ok([
+            serde_json::to_string(&self.generations).map_err(enc)?,
+            serde_json::to_string(&self.resources).map_err(enc)?,
+            serde_json::to_string(&self.intents).map_err(enc)?,
+            serde_json::to_string(&self.audit).map_err(enc)?,
+        ])
+    }
+}
+
+pub(crate) fn already_exists(stack: &str, lineage: &str) -> StateError {
+    StateError::Invalid(format!(
+        "stack `{stack}` already exists in the destination (lineage {lineage}); nothing was written: remove it there or migrate to another database"
+    ))
+}
+
 /// The state store: one implementation per backend, chosen by URL.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     async fn stack(&self, stack: &str) -> Result<Option<StackInfo>>;
+    /// Every stack, by name.
+    async fn stacks(&self) -> Result<Vec<StackInfo>>;
+    /// Everything stored about a stack, read in one transaction (`None`: no such stack).
+    async fn dump(&self, stack: &str) -> Result<Option<StackDump>>;
+    /// Writes a dumped stack in one transaction. Fails, writing nothing, if a stack of that
+    /// name exists.
+    async fn restore(&self, dump: &StackDump) -> Result<()>;
     /// Current resources (rows valid now), by address.
     async fn current(&self, stack: &str) -> Result<Vec<StateResource>>;
     /// Resources as they were when generation `serial` finished.
@@ -264,6 +380,11 @@ pub async fn open(url: &str) -> Result<Box<dyn StateStore>> {
     )))
 }
 
+/// A state URL fit to print: without its password.
+pub fn redact_url(url: &str) -> String {
+    postgres::redact(url)
+}
+
 pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -290,7 +411,6 @@ pub fn new_id() -> String {
         .part(this_host().as_bytes());
     h.finish().to_hex()[..32].to_string()
 }
-
 
 /// A resource row's text columns, as every backend stores them.
 pub(crate) struct ResourceColumns {

@@ -2,12 +2,16 @@
 //!
 //! The stack lock is a session advisory lock held by one pinned connection (opened for the lock
 //! and never returned to a pool) for the whole lock lifetime; the `locks` row names the holder
-//! and its backend pid. Every write checks, in its own transaction, that this backend still
-//! holds the advisory lock (`pg_locks`): if the lock connection dropped (network, restart,
-//! `pg_terminate_backend`), the lock is gone and the write fails with `LockLost` before it
-//! commits. Opening a generation is also a compare-and-swap on the serial (the fencing token).
+//! and its backend pid. **Every write under a lock runs on that pinned connection**, so only
+//! the session holding the advisory lock can commit: if it drops (network, server restart,
+//! `pg_terminate_backend`), the lock goes with it and so does any transaction in flight; the
+//! write fails with `LockLost` and nothing more is committed. Each write also reads its `locks`
+//! row `FOR SHARE`, so a `force-unlock` (which deletes the row, then ends the session) waits for
+//! a write in flight, and a later write sees the row gone. Opening a generation is also a
+//! compare-and-swap on the serial (the fencing token).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,17 +22,20 @@ use sqlx::{ConnectOptions, Connection, Row, Transaction};
 use tokio::sync::Mutex;
 
 use crate::{
-    GenerationInfo, GenerationMeta, GenerationStatus, Intent, Lock, LockRequest, NewIntent,
-    Outcome, Result, StackInfo, StateError, StateStore, new_id, now, this_host,
+    AUDIT_COLUMNS, GENERATION_COLUMNS, GenerationInfo, GenerationMeta, GenerationRow,
+    GenerationStatus, INTENT_COLUMNS, Intent, Lock, LockRequest, NewIntent, Outcome,
+    RESOURCE_COLUMNS, Result, StackDump, StackInfo, StateError, StateStore, new_id, now, this_host,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_pg");
+
+type Pinned = Arc<Mutex<PgConnection>>;
 
 pub struct PgStore {
     pool: PgPool,
     options: PgConnectOptions,
     /// The pinned connection of each lock this store holds, by lock id.
-    held: Mutex<HashMap<String, PgConnection>>,
+    held: std::sync::Mutex<HashMap<String, Pinned>>,
 }
 
 fn pg_error(url: &str, e: sqlx::Error) -> StateError {
@@ -95,14 +102,55 @@ impl PgStore {
         Ok(PgStore {
             pool,
             options,
-            held: Mutex::new(HashMap::new()),
+            held: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
+    /// The pinned connection of a lock this store holds.
+    fn pinned(&self, lock: &Lock) -> Result<Pinned> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lock.lock_id)
+            .cloned()
+            .ok_or_else(|| StateError::LockLost(lock.stack.clone()))
+    }
+
+    /// Runs one write transaction on the lock's pinned connection. A failure with the
+    /// connection gone is `LockLost`: the session, its lock and the transaction ended together.
+    async fn fenced<T>(
+        &self,
+        lock: &Lock,
+        write: impl AsyncFnOnce(&mut Transaction<'_, sqlx::Postgres>) -> Result<T>,
+    ) -> Result<T> {
+        let pinned = self.pinned(lock)?;
+        let mut conn = pinned.lock().await;
+        let result = async {
+            let mut tx = conn.begin().await?;
+            Self::check_lock(&mut tx, lock).await?;
+            let value = write(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        match result {
+            Err(StateError::Db(_)) if conn.ping().await.is_err() => {
+                drop(conn);
+                self.held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&lock.lock_id);
+                Err(StateError::LockLost(lock.stack.clone()))
+            }
+            other => other,
+        }
+    }
+
+    /// The lock's row is still ours; `FOR SHARE` makes a concurrent force-unlock wait for this
+    /// transaction.
     async fn check_lock(tx: &mut Transaction<'_, sqlx::Postgres>, lock: &Lock) -> Result<()> {
         let held: Option<(i32,)> = sqlx::query_as(
-            "SELECT l.backend_pid FROM locks l WHERE l.stack = $1 AND l.lock_id = $2 \
-             AND EXISTS (SELECT 1 FROM pg_locks p WHERE p.pid = l.backend_pid AND p.locktype = 'advisory' AND p.granted)",
+            "SELECT backend_pid FROM locks WHERE stack = $1 AND lock_id = $2 FOR SHARE",
         )
         .bind(&lock.stack)
         .bind(&lock.lock_id)
@@ -142,8 +190,8 @@ impl PgStore {
 }
 
 const CURRENT: &str =
-    "SELECT * FROM resources WHERE stack = $1 AND valid_to IS NULL ORDER BY address";
-const AT: &str = "SELECT * FROM resources WHERE stack = $1 AND valid_from <= $2 AND (valid_to IS NULL OR valid_to > $2) ORDER BY address";
+    "SELECT * FROM resources WHERE stack = $1 AND valid_to IS NULL ORDER BY address COLLATE \"C\"";
+const AT: &str = "SELECT * FROM resources WHERE stack = $1 AND valid_from <= $2 AND (valid_to IS NULL OR valid_to > $2) ORDER BY address COLLATE \"C\"";
 
 #[async_trait]
 impl StateStore for PgStore {
@@ -173,25 +221,136 @@ impl StateStore for PgStore {
     }
 
     async fn history(&self, stack: &str) -> Result<Vec<GenerationInfo>> {
-        let rows = sqlx::query("SELECT * FROM generations WHERE stack = $1 ORDER BY serial")
-            .bind(stack)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GenerationInfo {
-                    serial: r.try_get::<i64, _>("serial")? as u64,
-                    parent: r.try_get::<Option<i64>, _>("parent")?.map(|p| p as u64),
-                    created_at: r.try_get("created_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    status: r.try_get("status")?,
-                    plan_hash: r.try_get("plan_hash")?,
-                    desired_hash: r.try_get("desired_hash")?,
-                    actor: r.try_get("actor")?,
-                    message: r.try_get("message")?,
-                })
+        let rows: Vec<GenerationRow> = sqlx::query_as(&format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = $1 ORDER BY serial"
+        ))
+        .bind(stack)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(GenerationInfo::from).collect())
+    }
+
+    async fn stacks(&self) -> Result<Vec<StackInfo>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT s.name, s.lineage, (SELECT COALESCE(MAX(serial), 0) FROM generations g WHERE g.stack = s.name) FROM stacks s ORDER BY s.name COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, lineage, serial)| StackInfo {
+                name,
+                lineage,
+                serial: serial as u64,
             })
-            .collect()
+            .collect())
+    }
+
+    async fn dump(&self, stack: &str) -> Result<Option<StackDump>> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for every table.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let Some((lineage, created_at)): Option<(String, String)> =
+            sqlx::query_as("SELECT lineage, created_at FROM stacks WHERE name = $1")
+                .bind(stack)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let generations = sqlx::query_as(&format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = $1 ORDER BY serial"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        let resources = sqlx::query_as(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE stack = $1 ORDER BY address COLLATE \"C\", valid_from"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        let intents = sqlx::query_as(&format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE stack = $1 ORDER BY id"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        let audit = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE target = $1 OR starts_with(target, $1 || '#') ORDER BY id"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(StackDump {
+            name: stack.to_string(),
+            lineage,
+            created_at,
+            generations,
+            resources,
+            intents,
+            audit,
+        }))
+    }
+
+    async fn restore(&self, dump: &StackDump) -> Result<()> {
+        let [generations, resources, intents, audit] = dump.batches()?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO stacks (name, lineage, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&dump.name)
+        .bind(&dump.lineage)
+        .bind(&dump.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let (lineage,): (String,) =
+                sqlx::query_as("SELECT lineage FROM stacks WHERE name = $1")
+                    .bind(&dump.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Err(crate::already_exists(&dump.name, &lineage));
+        }
+        for (table, columns, batch, with_stack) in [
+            ("generations", GENERATION_COLUMNS, &generations, true),
+            ("resources", RESOURCE_COLUMNS, &resources, true),
+            ("intents", INTENT_COLUMNS, &intents, true),
+            ("audit", AUDIT_COLUMNS, &audit, false),
+        ] {
+            // Rows are inserted in the dump's order, so intents and audit entries get ids in
+            // their original order.
+            let fields: Vec<String> = columns
+                .split(", ")
+                .map(|c| match c {
+                    "serial" | "parent" | "valid_from" | "valid_to" => {
+                        format!("(e->>'{c}')::bigint")
+                    }
+                    _ => format!("e->>'{c}'"),
+                })
+                .collect();
+            let (stack_col, stack_val, arg) = if with_stack {
+                ("stack, ", "$2, ", "$1")
+            } else {
+                ("", "", "$1")
+            };
+            let sql = format!(
+                "INSERT INTO {table} ({stack_col}{columns}) SELECT {stack_val}{} \
+                 FROM jsonb_array_elements({arg}::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n",
+                fields.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(batch);
+            if with_stack {
+                q = q.bind(&dump.name);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn lock(&self, stack: &str, req: &LockRequest) -> Result<Lock> {
@@ -253,7 +412,10 @@ impl StateStore for PgStore {
         .bind(&req.operation)
         .execute(&mut conn)
         .await?;
-        self.held.lock().await.insert(lock_id.clone(), conn);
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lock_id.clone(), Arc::new(Mutex::new(conn)));
         Ok(Lock {
             stack: stack.to_string(),
             lock_id,
@@ -266,12 +428,21 @@ impl StateStore for PgStore {
             .bind(&lock.lock_id)
             .execute(&self.pool)
             .await?;
-        if let Some(mut conn) = self.held.lock().await.remove(&lock.lock_id) {
+        let pinned = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&lock.lock_id);
+        if let Some(pinned) = pinned {
+            let mut conn = pinned.lock().await;
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(lock_key(&lock.stack))
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await;
-            let _ = conn.close().await;
+            drop(conn);
+            if let Ok(conn) = Arc::try_unwrap(pinned) {
+                let _ = conn.into_inner().close().await;
+            }
         }
         Ok(())
     }
@@ -300,13 +471,12 @@ impl StateStore for PgStore {
         lineage: &str,
         meta: &GenerationMeta,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        Self::check_lock(&mut tx, lock).await?;
+        self.fenced(lock, async |tx| {
         let stack = &lock.stack;
         let existing: Option<(String,)> =
             sqlx::query_as("SELECT lineage FROM stacks WHERE name = $1")
                 .bind(stack)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         match existing {
             None => {
@@ -314,7 +484,7 @@ impl StateStore for PgStore {
                     .bind(stack)
                     .bind(lineage)
                     .bind(now())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
             Some((l,)) if l != lineage => {
@@ -328,7 +498,7 @@ impl StateStore for PgStore {
             "SELECT COALESCE(MAX(serial), 0)::BIGINT FROM generations WHERE stack = $1",
         )
         .bind(stack)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         if latest as u64 != expected {
             return Err(StateError::Stale {
@@ -349,10 +519,11 @@ impl StateStore for PgStore {
         .bind(&meta.desired_hash)
         .bind(&meta.actor)
         .bind(&meta.message)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(serial)
+        })
+        .await
     }
 
     async fn record(
@@ -362,12 +533,11 @@ impl StateStore for PgStore {
         results: &[(i64, Outcome)],
         intents: &[NewIntent],
     ) -> Result<Vec<i64>> {
-        let mut tx = self.pool.begin().await?;
-        Self::check_lock(&mut tx, lock).await?;
-        write_results(&mut tx, &lock.stack, serial, results).await?;
-        let ids = write_intents(&mut tx, &lock.stack, serial, intents).await?;
-        tx.commit().await?;
-        Ok(ids)
+        self.fenced(lock, async |tx| {
+            write_results(tx, &lock.stack, serial, results).await?;
+            write_intents(tx, &lock.stack, serial, intents).await
+        })
+        .await
     }
 
     async fn finish_generation(
@@ -376,23 +546,23 @@ impl StateStore for PgStore {
         serial: u64,
         status: GenerationStatus,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::check_lock(&mut tx, lock).await?;
         let status = match status {
             GenerationStatus::Complete => "complete",
             GenerationStatus::Partial => "partial",
         };
-        sqlx::query(
-            "UPDATE generations SET status = $1, finished_at = $2 WHERE stack = $3 AND serial = $4",
-        )
-        .bind(status)
-        .bind(now())
-        .bind(&lock.stack)
-        .bind(serial as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.fenced(lock, async |tx| {
+            sqlx::query(
+                "UPDATE generations SET status = $1, finished_at = $2 WHERE stack = $3 AND serial = $4",
+            )
+            .bind(status)
+            .bind(now())
+            .bind(&lock.stack)
+            .bind(serial as i64)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn pending_intents(&self, stack: &str) -> Result<Vec<Intent>> {

@@ -10,8 +10,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool, Transaction};
 
 use crate::{
-    GenerationInfo, GenerationMeta, GenerationStatus, Intent, Lock, LockRequest, NewIntent,
-    Outcome, Result, StackInfo, StateError, StateStore, new_id, now, this_host,
+    AUDIT_COLUMNS, GENERATION_COLUMNS, GenerationInfo, GenerationMeta, GenerationRow,
+    GenerationStatus, INTENT_COLUMNS, Intent, Lock, LockRequest, NewIntent, Outcome,
+    RESOURCE_COLUMNS, Result, StackDump, StackInfo, StateError, StateStore, new_id, now, this_host,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -156,25 +157,123 @@ impl StateStore for SqliteStore {
     }
 
     async fn history(&self, stack: &str) -> Result<Vec<GenerationInfo>> {
-        let rows = sqlx::query("SELECT * FROM generations WHERE stack = ? ORDER BY serial")
-            .bind(stack)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GenerationInfo {
-                    serial: r.try_get::<i64, _>("serial")? as u64,
-                    parent: r.try_get::<Option<i64>, _>("parent")?.map(|p| p as u64),
-                    created_at: r.try_get("created_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    status: r.try_get("status")?,
-                    plan_hash: r.try_get("plan_hash")?,
-                    desired_hash: r.try_get("desired_hash")?,
-                    actor: r.try_get("actor")?,
-                    message: r.try_get("message")?,
-                })
+        let rows: Vec<GenerationRow> = sqlx::query_as(&format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = ? ORDER BY serial"
+        ))
+        .bind(stack)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(GenerationInfo::from).collect())
+    }
+
+    async fn stacks(&self) -> Result<Vec<StackInfo>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT s.name, s.lineage, (SELECT COALESCE(MAX(serial), 0) FROM generations g WHERE g.stack = s.name) FROM stacks s ORDER BY s.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, lineage, serial)| StackInfo {
+                name,
+                lineage,
+                serial: serial as u64,
             })
-            .collect()
+            .collect())
+    }
+
+    async fn dump(&self, stack: &str) -> Result<Option<StackDump>> {
+        // One read transaction: a consistent snapshot (WAL) even if a writer commits meanwhile.
+        let mut tx = self.pool.begin().await?;
+        let Some((lineage, created_at)): Option<(String, String)> =
+            sqlx::query_as("SELECT lineage, created_at FROM stacks WHERE name = ?")
+                .bind(stack)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let generations = sqlx::query_as(&format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = ? ORDER BY serial"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        let resources = sqlx::query_as(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE stack = ? ORDER BY address, valid_from"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        let intents = sqlx::query_as(&format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE stack = ? ORDER BY id"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        let audit = sqlx::query_as(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE target = ?1 OR substr(target, 1, length(?1) + 1) = ?1 || '#' ORDER BY id"
+        ))
+        .bind(stack)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(StackDump {
+            name: stack.to_string(),
+            lineage,
+            created_at,
+            generations,
+            resources,
+            intents,
+            audit,
+        }))
+    }
+
+    async fn restore(&self, dump: &StackDump) -> Result<()> {
+        let [generations, resources, intents, audit] = dump.batches()?;
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT lineage FROM stacks WHERE name = ?")
+                .bind(&dump.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((lineage,)) = existing {
+            return Err(crate::already_exists(&dump.name, &lineage));
+        }
+        sqlx::query("INSERT INTO stacks (name, lineage, created_at) VALUES (?, ?, ?)")
+            .bind(&dump.name)
+            .bind(&dump.lineage)
+            .bind(&dump.created_at)
+            .execute(&mut *tx)
+            .await?;
+        for (table, columns, batch, with_stack) in [
+            ("generations", GENERATION_COLUMNS, &generations, true),
+            ("resources", RESOURCE_COLUMNS, &resources, true),
+            ("intents", INTENT_COLUMNS, &intents, true),
+            ("audit", AUDIT_COLUMNS, &audit, false),
+        ] {
+            // Rows are inserted in the dump's order, so intents and audit entries get ids in
+            // their original order.
+            let fields: Vec<String> = columns
+                .split(", ")
+                .map(|c| format!("json_extract(value, '$.{c}')"))
+                .collect();
+            let (stack_col, stack_val) = if with_stack {
+                ("stack, ", "?1, ")
+            } else {
+                ("", "")
+            };
+            sqlx::query(&format!(
+                "INSERT INTO {table} ({stack_col}{columns}) SELECT {stack_val}{} FROM json_each(?2) ORDER BY key",
+                fields.join(", ")
+            ))
+            .bind(&dump.name)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn lock(&self, stack: &str, req: &LockRequest) -> Result<Lock> {
