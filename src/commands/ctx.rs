@@ -59,7 +59,7 @@ pub fn fail(global: &Global, d: Diagnostic) {
 
 pub fn state_diag(e: &StateError) -> Diagnostic {
     match e {
-        StateError::Locked { .. } => Diagnostic::error("E0301", "the stack is locked")
+        StateError::Locked(_) => Diagnostic::error("E0301", "the stack is locked")
             .detail(format!("{e}. Wait for it to finish; if that process is gone for good, run `chimera force-unlock`")),
         StateError::Stale { .. } => Diagnostic::error("E0302", "the plan is stale")
             .detail(format!("{e}: state changed since this plan was made; run `chimera plan --out FILE` again and review it")),

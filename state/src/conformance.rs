@@ -79,10 +79,8 @@ pub async fn run(store: &dyn StateStore, prefix: &str) -> Result<(), String> {
         )
         .await
     {
-        Err(StateError::Locked {
-            owner, operation, ..
-        }) => ensure!(
-            owner == "alice" && operation == "apply",
+        Err(StateError::Locked(holder)) => ensure!(
+            holder.owner == "alice" && holder.operation == "apply",
             "the holder must be named"
         ),
         other => return Err(format!("a second lock must be refused, got {other:?}")),

@@ -20,17 +20,8 @@ pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error(
-        "stack `{stack}` is locked by {owner} on {host} (pid {pid}) for `{operation}` since {since}"
-    )]
-    Locked {
-        stack: String,
-        owner: String,
-        host: String,
-        pid: i64,
-        operation: String,
-        since: String,
-    },
+    #[error("{0}")]
+    Locked(Box<LockHolder>),
     #[error(
         "the lock on stack `{0}` was lost (force-unlocked by someone else, or the connection holding it dropped); nothing more was written, and the next apply resolves what was in flight"
     )]
@@ -45,6 +36,20 @@ pub enum StateError {
     Invalid(String),
     #[error("state database error: {0}")]
     Db(String),
+}
+
+/// Who holds a stack's lock (the answer to a refused `lock`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stack `{stack}` is locked by {owner} on {host} (pid {pid}) for `{operation}` since {since}"
+)]
+pub struct LockHolder {
+    pub stack: String,
+    pub owner: String,
+    pub host: String,
+    pub pid: i64,
+    pub operation: String,
+    pub since: String,
 }
 
 impl From<sqlx::Error> for StateError {

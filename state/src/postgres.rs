@@ -377,22 +377,22 @@ impl StateStore for PgStore {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             return Err(match row {
-                Some(row) => StateError::Locked {
+                Some(row) => StateError::Locked(Box::new(crate::LockHolder {
                     stack: stack.to_string(),
                     owner: row.try_get("owner")?,
                     host: row.try_get("host")?,
                     pid: row.try_get("pid")?,
                     operation: row.try_get("operation")?,
                     since: row.try_get("started_at")?,
-                },
-                None => StateError::Locked {
+                })),
+                None => StateError::Locked(Box::new(crate::LockHolder {
                     stack: stack.to_string(),
                     owner: "another session".into(),
                     host: "unknown".into(),
                     pid: 0,
                     operation: "starting".into(),
                     since: now(),
-                },
+                })),
             });
         }
         // Holding the advisory lock: any row left is from a session that is gone.

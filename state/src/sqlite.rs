@@ -316,14 +316,14 @@ impl StateStore for SqliteStore {
                     .await?;
                 continue;
             }
-            return Err(StateError::Locked {
+            return Err(StateError::Locked(Box::new(crate::LockHolder {
                 stack: stack.to_string(),
                 owner: row.try_get("owner")?,
                 host: h_host,
                 pid: h_pid,
                 operation: row.try_get("operation")?,
                 since: row.try_get("started_at")?,
-            });
+            })));
         }
         Err(StateError::Db(format!(
             "could not take the lock on `{stack}`"
