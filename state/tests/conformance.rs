@@ -78,4 +78,16 @@ async fn postgres_connection_problems_are_clear_errors() {
         !msg.contains("hunter2"),
         "the password must not be shown: {msg}"
     );
+    // A role the server does not know: refused at authentication.
+    let stranger = pg.url.replace("chimera@", "nobody:secret@");
+    let msg = chimera_state::open(&stranger)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("authentication failed"), "{msg}");
+    assert!(
+        !msg.contains("secret"),
+        "the password must not be shown: {msg}"
+    );
 }
