@@ -11,11 +11,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chimera_compiler::plan::{self, Prior};
-use chimera_compiler::{EvalOptions, compile};
+mod common;
 use chimera_engine::{ApplyOptions, Providers, apply};
 use chimera_providers::local::{Knobs, LocalCloud};
-use chimera_state::{SqliteStore, StateStore};
+use chimera_state::SqliteStore;
+use common::{fleet, median, plan_of};
 
 /// A provider that only waits: it separates the engine's scheduling from the local simulator's
 /// own cost (its SQLite writes are serialised, like a control plane's).
@@ -81,18 +81,6 @@ impl chimera_providers::Provider for Waiting {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// N resources: a network, a subnet and N-2 instances.
-fn fleet(n: usize) -> String {
-    format!(
-        r#"let c = import "chimera.ncl" in
-let net = c.Network & {{ name = "main", cidr = "10.0.0.0/8" }} in
-let sn = c.Subnet & {{ name = "workers", network = net, cidr = "10.0.0.0/9" }} in
-{{ stack = "bench", resources = [net, sn] @ std.array.generate
-  (fun i => c.Instance & {{ name = "w-%{{std.to_string i}}", size = 'micro, subnet = sn.outputs.id }}) {} }}
-"#,
-        n - 2
-    )
-}
-
 /// N networks in chains of 10: each refers to the previous one through a tag.
 fn chains(n: usize) -> String {
     format!(
@@ -118,19 +106,6 @@ fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
-}
-
-async fn compile_plan(dir: &Path, store: &SqliteStore) -> chimera_compiler::plan::Plan {
-    let c = compile(&dir.join("main.ncl"), &EvalOptions::default());
-    let g = c.graph.expect("compiles");
-    let info = store.stack(&g.stack).await.unwrap();
-    let current = store.current(&g.stack).await.unwrap();
-    let prior = Prior {
-        lineage: info.as_ref().map(|i| i.lineage.clone()),
-        serial: info.map(|i| i.serial).unwrap_or(0),
-        resources: &current,
-    };
-    plan::plan(Some(&g), &g.stack, &prior).unwrap()
 }
 
 async fn child(case: &str, n: usize, latency_ms: u64, dir: &Path) {
@@ -161,18 +136,18 @@ async fn child(case: &str, n: usize, latency_ms: u64, dir: &Path) {
     let mut apply_only = f64::NAN;
     match case {
         "apply" | "chains" | "chains-mem" => {
-            let p = compile_plan(dir, &store).await;
+            let p = plan_of(dir, &store).await;
             let t2 = Instant::now();
             let r = apply(&p, &store, &providers, &opts).await.unwrap();
             apply_only = t2.elapsed().as_secs_f64();
             assert!(r.ok());
         }
         "noop" => {
-            let p = compile_plan(dir, &store).await;
+            let p = plan_of(dir, &store).await;
             assert!(!p.has_changes(), "no-op expected");
         }
         "setup" => {
-            let p = compile_plan(dir, &store).await;
+            let p = plan_of(dir, &store).await;
             assert!(apply(&p, &store, &providers, &opts).await.unwrap().ok());
         }
         _ => unreachable!(),
@@ -184,11 +159,6 @@ async fn child(case: &str, n: usize, latency_ms: u64, dir: &Path) {
         peak_rss_mib(),
         apply_only
     );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn measure(exe: &Path, case: &str, n: usize, latency: u64, runs: usize) -> (f64, f64, f64) {

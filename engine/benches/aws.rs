@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chimera_compiler::plan::{self, Prior};
-use chimera_compiler::{EvalOptions, compile};
+mod common;
 use chimera_engine::{ApplyOptions, Providers, apply};
 use chimera_providers::aws::{AwsCloud, AwsSettings};
-use chimera_state::{SqliteStore, StateStore};
+use chimera_state::SqliteStore;
 use chimera_testkit::{MOTO_AMI, Moto, ThrottleProxy};
+use common::{median, plan_of};
 
 fn fleet(n: usize) -> String {
     format!(
@@ -26,11 +26,6 @@ let sn = c.Subnet & on & {{ name = "workers", network = net, cidr = "10.0.0.0/20
   (fun i => c.Instance & on & {{ name = "w-%{{std.to_string i}}", size = 'small, subnet = sn.outputs.id }}) {n} }}
 "#
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn once(moto: &Moto, endpoint: &str, n: usize, parallelism: usize) -> f64 {
@@ -46,16 +41,7 @@ async fn once(moto: &Moto, endpoint: &str, n: usize, parallelism: usize) -> f64 
     };
     let aws = AwsCloud::with_config(settings, chimera_testkit::sdk_config(endpoint).await);
     let providers = Providers::default().with(Arc::new(aws));
-    let g = compile(&dir.path().join("main.ncl"), &EvalOptions::default())
-        .graph
-        .expect("compiles");
-    let current = store.current(&g.stack).await.unwrap();
-    let prior = Prior {
-        lineage: None,
-        serial: 0,
-        resources: &current,
-    };
-    let p = plan::plan(Some(&g), &g.stack, &prior).unwrap();
+    let p = plan_of(dir.path(), &store).await;
     let opts = ApplyOptions {
         parallelism,
         ..ApplyOptions::default()

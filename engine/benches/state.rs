@@ -13,49 +13,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chimera_compiler::plan::{self, Prior};
-use chimera_compiler::{EvalOptions, compile};
 use chimera_engine::{ApplyOptions, Providers, apply};
 use chimera_providers::local::{Knobs, LocalCloud};
 use chimera_state::{
     GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateStore,
 };
 
+mod common;
+use common::{fleet, median, plan_of};
+
 const RUNS: usize = 5;
 
 // The allocator the `chimera` binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn fleet(n: usize) -> String {
-    format!(
-        r#"let c = import "chimera.ncl" in
-let net = c.Network & {{ name = "main", cidr = "10.0.0.0/8" }} in
-let sn = c.Subnet & {{ name = "workers", network = net, cidr = "10.0.0.0/9" }} in
-{{ stack = "bench", resources = [net, sn] @ std.array.generate
-  (fun i => c.Instance & {{ name = "w-%{{std.to_string i}}", size = 'micro, subnet = sn.outputs.id }}) {} }}
-"#,
-        n - 2
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-async fn plan_of(dir: &Path, store: &dyn StateStore) -> chimera_compiler::plan::Plan {
-    let c = compile(&dir.join("main.ncl"), &EvalOptions::default());
-    let g = c.graph.expect("compiles");
-    let info = store.stack(&g.stack).await.unwrap();
-    let current = store.current(&g.stack).await.unwrap();
-    let prior = Prior {
-        lineage: info.as_ref().map(|i| i.lineage.clone()),
-        serial: info.map(|i| i.serial).unwrap_or(0),
-        resources: &current,
-    };
-    plan::plan(Some(&g), &g.stack, &prior).unwrap()
-}
 
 struct Row {
     backend: &'static str,

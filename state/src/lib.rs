@@ -269,6 +269,63 @@ pub(crate) const INTENT_COLUMNS: &str =
     "serial, address, action, client_token, payload, status, started_at, finished_at, error";
 pub(crate) const AUDIT_COLUMNS: &str = "time, actor, action, target, outcome, details";
 
+/// The statements `read_dump` runs, in a backend's dialect: the stack row, then generations,
+/// resources, intents and audit entries, each with the stack name as its only parameter.
+pub(crate) struct DumpSql {
+    pub stack: &'static str,
+    pub generations: String,
+    pub resources: String,
+    pub intents: String,
+    pub audit: String,
+}
+
+/// Reads a whole stack through `conn` (the caller's read transaction).
+pub(crate) async fn read_dump<DB>(
+    conn: &mut DB::Connection,
+    sql: &DumpSql,
+    stack: &str,
+) -> Result<Option<StackDump>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (String, String): sqlx::FromRow<'r, DB::Row>,
+    for<'r> GenerationRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> ResourceRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> IntentRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> AuditRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let Some((lineage, created_at)): Option<(String, String)> = sqlx::query_as(sql.stack)
+        .bind(stack)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(StackDump {
+        name: stack.to_string(),
+        lineage,
+        created_at,
+        generations: sqlx::query_as(&sql.generations)
+            .bind(stack)
+            .fetch_all(&mut *conn)
+            .await?,
+        resources: sqlx::query_as(&sql.resources)
+            .bind(stack)
+            .fetch_all(&mut *conn)
+            .await?,
+        intents: sqlx::query_as(&sql.intents)
+            .bind(stack)
+            .fetch_all(&mut *conn)
+            .await?,
+        audit: sqlx::query_as(&sql.audit)
+            .bind(stack)
+            .fetch_all(&mut *conn)
+            .await?,
+    }))
+}
+
 impl StackDump {
     /// The JSON arrays the backends' restore statements read, one per table.
     pub(crate) fn batches(&self) -> Result<[String; 4]> {

@@ -193,6 +193,22 @@ const CURRENT: &str =
     "SELECT * FROM resources WHERE stack = $1 AND valid_to IS NULL ORDER BY address COLLATE \"C\"";
 const AT: &str = "SELECT * FROM resources WHERE stack = $1 AND valid_from <= $2 AND (valid_to IS NULL OR valid_to > $2) ORDER BY address COLLATE \"C\"";
 
+static DUMP_SQL: std::sync::LazyLock<crate::DumpSql> = std::sync::LazyLock::new(|| {
+    crate::DumpSql {
+        stack: "SELECT lineage, created_at FROM stacks WHERE name = $1",
+        generations: format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = $1 ORDER BY serial"
+        ),
+        resources: format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE stack = $1 ORDER BY address COLLATE \"C\", valid_from"
+        ),
+        intents: format!("SELECT {INTENT_COLUMNS} FROM intents WHERE stack = $1 ORDER BY id"),
+        audit: format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE target = $1 OR starts_with(target, $1 || '#') ORDER BY id"
+        ),
+    }
+});
+
 #[async_trait]
 impl StateStore for PgStore {
     async fn stack(&self, stack: &str) -> Result<Option<StackInfo>> {
@@ -252,48 +268,9 @@ impl StateStore for PgStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let Some((lineage, created_at)): Option<(String, String)> =
-            sqlx::query_as("SELECT lineage, created_at FROM stacks WHERE name = $1")
-                .bind(stack)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let generations = sqlx::query_as(&format!(
-            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = $1 ORDER BY serial"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
-        let resources = sqlx::query_as(&format!(
-            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE stack = $1 ORDER BY address COLLATE \"C\", valid_from"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
-        let intents = sqlx::query_as(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE stack = $1 ORDER BY id"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
-        let audit = sqlx::query_as(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit WHERE target = $1 OR starts_with(target, $1 || '#') ORDER BY id"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
+        let dump = crate::read_dump::<sqlx::Postgres>(&mut tx, &DUMP_SQL, stack).await?;
         tx.commit().await?;
-        Ok(Some(StackDump {
-            name: stack.to_string(),
-            lineage,
-            created_at,
-            generations,
-            resources,
-            intents,
-            audit,
-        }))
+        Ok(dump)
     }
 
     async fn restore(&self, dump: &StackDump) -> Result<()> {

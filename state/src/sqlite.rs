@@ -129,6 +129,22 @@ const CURRENT: &str =
     "SELECT * FROM resources WHERE stack = ? AND valid_to IS NULL ORDER BY address";
 const AT: &str = "SELECT * FROM resources WHERE stack = ? AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?) ORDER BY address";
 
+static DUMP_SQL: std::sync::LazyLock<crate::DumpSql> = std::sync::LazyLock::new(|| {
+    crate::DumpSql {
+        stack: "SELECT lineage, created_at FROM stacks WHERE name = ?",
+        generations: format!(
+            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = ? ORDER BY serial"
+        ),
+        resources: format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE stack = ? ORDER BY address, valid_from"
+        ),
+        intents: format!("SELECT {INTENT_COLUMNS} FROM intents WHERE stack = ? ORDER BY id"),
+        audit: format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE target = ?1 OR substr(target, 1, length(?1) + 1) = ?1 || '#' ORDER BY id"
+        ),
+    }
+});
+
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn stack(&self, stack: &str) -> Result<Option<StackInfo>> {
@@ -185,48 +201,9 @@ impl StateStore for SqliteStore {
     async fn dump(&self, stack: &str) -> Result<Option<StackDump>> {
         // One read transaction: a consistent snapshot (WAL) even if a writer commits meanwhile.
         let mut tx = self.pool.begin().await?;
-        let Some((lineage, created_at)): Option<(String, String)> =
-            sqlx::query_as("SELECT lineage, created_at FROM stacks WHERE name = ?")
-                .bind(stack)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let generations = sqlx::query_as(&format!(
-            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = ? ORDER BY serial"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
-        let resources = sqlx::query_as(&format!(
-            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE stack = ? ORDER BY address, valid_from"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
-        let intents = sqlx::query_as(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE stack = ? ORDER BY id"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
-        let audit = sqlx::query_as(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit WHERE target = ?1 OR substr(target, 1, length(?1) + 1) = ?1 || '#' ORDER BY id"
-        ))
-        .bind(stack)
-        .fetch_all(&mut *tx)
-        .await?;
+        let dump = crate::read_dump::<sqlx::Sqlite>(&mut tx, &DUMP_SQL, stack).await?;
         tx.commit().await?;
-        Ok(Some(StackDump {
-            name: stack.to_string(),
-            lineage,
-            created_at,
-            generations,
-            resources,
-            intents,
-            audit,
-        }))
+        Ok(dump)
     }
 
     async fn restore(&self, dump: &StackDump) -> Result<()> {
