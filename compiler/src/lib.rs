@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod eval;
 pub mod graph;
 pub mod lower;
+pub mod markdown;
 pub mod plan;
 pub mod render;
 pub mod stdlib;

@@ -250,21 +250,70 @@ fn display(
     }
 }
 
-fn refs_in(v: &Value, out: &mut BTreeSet<Address>) {
+/// Another compiled version of the stack as if it were state: what `preview` diffs against.
+/// Nothing is applied, so every output another resource refers to is shown as the reference
+/// itself, e.g. `(network.main.id)`.
+pub fn prior_from_graph(base: &Graph, referenced_by: &[&Graph]) -> Vec<StateResource> {
+    let mut outputs: HashMap<Address, Map<String, Value>> = HashMap::new();
+    for g in referenced_by.iter().copied().chain([base]) {
+        for r in &g.resources {
+            for v in r.attrs.values() {
+                collect_refs(v, &mut |addr, attr| {
+                    outputs
+                        .entry(addr)
+                        .or_default()
+                        .entry(attr.to_string())
+                        .or_insert(Value::Null);
+                });
+            }
+        }
+    }
+    base.resources
+        .iter()
+        .map(|r| {
+            let sensitive: Vec<String> = r.sensitive.iter().cloned().collect();
+            let mut out = outputs.remove(&r.address).unwrap_or_default();
+            for (attr, v) in out.iter_mut() {
+                *v = Value::String(format!("({}.{attr})", r.address));
+            }
+            StateResource {
+                address: r.address.clone(),
+                provider: r.provider,
+                region: r.region.clone(),
+                native_region: r.native_region.clone(),
+                attrs: attrs_for_state(&r.attrs, &sensitive),
+                sensitive,
+                hash: r.hash,
+                cloud_id: String::new(),
+                outputs: out,
+                deps: r.deps.iter().cloned().collect(),
+                prevent_destroy: r.lifecycle.prevent_destroy,
+            }
+        })
+        .collect()
+}
+
+fn collect_refs(v: &Value, f: &mut impl FnMut(Address, &str)) {
     match v {
         Value::String(s) if Ref::contains_placeholder(s) => {
             if let Ok(pieces) = Ref::split(s) {
                 for p in pieces {
                     if let chimera_model::Piece::Ref(r) = p {
-                        out.insert(r.address());
+                        f(r.address(), &r.attr);
                     }
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| refs_in(i, out)),
-        Value::Object(m) => m.values().for_each(|i| refs_in(i, out)),
+        Value::Array(items) => items.iter().for_each(|i| collect_refs(i, f)),
+        Value::Object(m) => m.values().for_each(|i| collect_refs(i, f)),
         _ => {}
     }
+}
+
+fn refs_in(v: &Value, out: &mut BTreeSet<Address>) {
+    collect_refs(v, &mut |a, _| {
+        out.insert(a);
+    });
 }
 
 /// A resource as a plan wants it.

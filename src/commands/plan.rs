@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use chimera_compiler::plan::{self, Plan, Prior};
-use chimera_compiler::render;
+use chimera_compiler::{markdown, render};
 use chimera_model::hash::Hasher;
 use chimera_model::{Diagnostic, SourceMap};
 use clap::{Args, ValueEnum};
@@ -15,6 +15,8 @@ use crate::ui::{self, ExitStatus};
 pub enum PlanFormat {
     Text,
     Json,
+    /// A pull-request comment (GitHub-flavoured, capped below GitHub's comment limit).
+    Markdown,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +200,10 @@ pub fn run(global: &Global, args: &PlanArgs) -> ExitStatus {
                 serde_json::to_string_pretty(&render::plan_json(&planned.plan)).unwrap_or_default();
             s.push('\n');
             ui::print(&s);
+        }
+        PlanFormat::Markdown => {
+            let opts = markdown::MarkdownOptions::for_plan(&planned.plan);
+            ui::print(&markdown::plan_markdown(&planned.plan, &opts));
         }
     }
     if let Some(out) = &args.out {
