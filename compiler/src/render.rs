@@ -121,22 +121,30 @@ fn render_change(out: &mut String, c: &ResourceChange, st: &Style) {
 
 /// The human-readable plan.
 pub fn plan_text(plan: &Plan, color: bool) -> String {
-    let st = Style { color };
-    let mut out = String::new();
-    if !plan.has_changes() {
-        let _ = writeln!(
-            out,
+    plan_text_titled(
+        plan,
+        color,
+        &format!(
+            "Chimera will perform these actions on stack `{}`:",
+            plan.stack
+        ),
+        &format!(
             "No changes. Stack `{}` matches its desired state ({} resources).",
             plan.stack,
             plan.changes.len()
-        );
+        ),
+    )
+}
+
+/// The human-readable plan under `title`, or `unchanged` when there is nothing to do.
+pub fn plan_text_titled(plan: &Plan, color: bool, title: &str, unchanged: &str) -> String {
+    let st = Style { color };
+    let mut out = String::new();
+    if !plan.has_changes() {
+        let _ = writeln!(out, "{unchanged}");
         return out;
     }
-    let _ = writeln!(
-        out,
-        "Chimera will perform these actions on stack `{}`:\n",
-        plan.stack
-    );
+    let _ = writeln!(out, "{title}\n");
     for c in &plan.changes {
         render_change(&mut out, c, &st);
     }

@@ -13,9 +13,11 @@ mod local;
 mod migrate;
 mod orphans;
 mod plan;
+mod preview;
 mod refresh;
 mod rollback;
 mod state;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,6 +79,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Show what applying the stack would change; `--out FILE` saves the plan.
     Plan(plan::PlanArgs),
+    /// The desired-state change between a git ref and the working tree (no state needed): the
+    /// review view of a pull request.
+    Preview(preview::PreviewArgs),
     /// Apply a saved plan file exactly, or plan a stack, show it, ask, and apply.
     Apply(apply::ApplyArgs),
     /// Destroy everything in the stack.
@@ -91,6 +96,9 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Inspect state.
     State(state::StateCmd),
+    /// Snapshot-tested previews: plan each `tests/NAME.ncl` offline and compare with
+    /// `tests/snapshots/NAME.snap`.
+    Test(test::TestArgs),
     /// List the stack's generations.
     History(history::HistoryArgs),
     /// Remove a stack's lock left by a process that is gone.
@@ -105,6 +113,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Eval(args) => eval::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Preview(args) => preview::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
         Command::Destroy(args) => destroy::run(&cli.global, args),
         Command::Refresh(args) => refresh::run(&cli.global, args),
@@ -112,6 +121,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Orphans(args) => orphans::run(&cli.global, args),
         Command::Rollback(args) => rollback::run(&cli.global, args),
         Command::State(args) => state::run(&cli.global, args),
+        Command::Test(args) => test::run(&cli.global, args),
         Command::History(args) => history::run(&cli.global, args),
         Command::ForceUnlock(args) => force_unlock::run(&cli.global, args),
         Command::Local(args) => local::run(&cli.global, args),

@@ -15,6 +15,8 @@ pub struct StateCmd {
 pub enum StateSub {
     /// List the resources in state.
     List(StackState),
+    /// Print the stack's current state as JSON (a `chimera test` state fixture).
+    Pull(StackState),
     /// Show one resource's state as JSON (sensitive values are stored as digests).
     Show {
         address: Address,
@@ -59,7 +61,7 @@ pub async fn open_stack(
 
 pub fn run(global: &Global, cmd: &StateCmd) -> ExitStatus {
     let (at, address) = match &cmd.command {
-        StateSub::List(at) => (at, None),
+        StateSub::List(at) | StateSub::Pull(at) => (at, None),
         StateSub::Show { address, at } => (at, Some(address)),
         StateSub::Migrate(args) => return super::migrate::run(global, args),
     };
@@ -74,6 +76,17 @@ pub fn run(global: &Global, cmd: &StateCmd) -> ExitStatus {
                 return ExitStatus::Failure;
             }
         };
+        if let StateSub::Pull(_) = &cmd.command {
+            let info = store.stack(&stack).await.ok().flatten();
+            let doc = serde_json::json!({
+                "stack": stack,
+                "lineage": info.as_ref().map(|i| i.lineage.clone()),
+                "serial": info.as_ref().map(|i| i.serial).unwrap_or(0),
+                "resources": current,
+            });
+            ui::print(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+            return ExitStatus::Success;
+        }
         match address {
             None => {
                 let mut out = String::new();
