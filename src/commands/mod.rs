@@ -9,6 +9,7 @@ mod force_unlock;
 mod graph;
 mod history;
 mod import;
+mod init;
 mod local;
 mod migrate;
 mod orphans;
@@ -71,6 +72,8 @@ impl Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Scaffold a config repository: a stack, a test case with its snapshot, a CI workflow.
+    Init(init::InitArgs),
     /// Check a stack: evaluate, validate and build its graph; print diagnostics.
     Check(check::CheckArgs),
     /// Print the resource graph (dot, mermaid or json).
@@ -109,6 +112,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> ExitStatus {
     match &cli.command {
+        Command::Init(args) => init::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Eval(args) => eval::run(&cli.global, args),
