@@ -280,14 +280,16 @@ fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>) -> EvalOutp
         }
     };
     let value = prog.eval_full_for_export();
-    let files = prog.files();
-    let mut conv = SpanConv::new(&files, &mut sources);
+    let mut files = prog.files();
     let result = match value {
-        Ok(v) => walk_output(&v, prog.pos_table(), &mut conv).map(|mut ev| {
-            ev.files_read = user_files(&files);
-            ev
-        }),
-        Err(e) => Err(nickel_diagnostics(e, &files, &mut conv)),
+        Ok(v) => {
+            let mut conv = SpanConv::new(&files, &mut sources);
+            walk_output(&v, prog.pos_table(), &mut conv).map(|mut ev| {
+                ev.files_read = user_files(&files);
+                ev
+            })
+        }
+        Err(e) => Err(nickel_diagnostics(e, &mut files, &mut sources)),
     };
     *keep = Some(prog);
     EvalOutput { result, sources }
@@ -382,7 +384,13 @@ impl<'a> SpanConv<'a> {
     }
 }
 
-fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec<Diagnostic> {
+/// Nickel's diagnostics as ours. Rendering them can add files (e.g. snippets of contract
+/// labels), so spans are resolved against `files` as it is after that.
+fn nickel_diagnostics(
+    e: NickelError,
+    files: &mut Files,
+    sources: &mut SourceMap,
+) -> Vec<Diagnostic> {
     let code = match &e {
         NickelError::ParseErrors(_) => "E0001",
         NickelError::TypecheckError(_) => "E0002",
@@ -396,8 +404,9 @@ fn nickel_diagnostics(e: NickelError, files: &Files, conv: &mut SpanConv) -> Vec
         NickelError::IOError(_) => "E0009",
         NickelError::ReplError(_) => "E0004",
     };
-    let mut files = files.clone();
-    let raw = e.into_diagnostics(&mut files);
+    let raw = e.into_diagnostics(files);
+    let files: &Files = files;
+    let mut conv = SpanConv::new(files, sources);
     let entry_name = stdlib::virtual_path("entry.ncl");
     let mut out = Vec::new();
     for d in raw {

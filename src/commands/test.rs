@@ -136,14 +136,20 @@ pub fn preview(global: &Global, dir: &Path, case: &Case) -> String {
         _ => compiled.sources.render(&compiled.diagnostics, false),
     };
     out.push_str(&body);
-    // Diagnostics name files by the path they were given: make them relative too.
-    let abs = dir
-        .canonicalize()
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .display()
-        .to_string();
-    out.replace(&format!("{abs}/"), "")
-        .replace(&format!("{}/", dir.display()), "")
+    // Diagnostics name files relative to the working directory (or absolute outside it):
+    // make them relative to `dir`, as the header is.
+    let abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut prefixes = vec![abs.display().to_string()];
+    if let Ok(cwd) = std::env::current_dir().and_then(|c| c.canonicalize())
+        && let Ok(rel) = abs.strip_prefix(&cwd)
+        && !rel.as_os_str().is_empty()
+    {
+        prefixes.push(rel.display().to_string());
+    }
+    for p in prefixes {
+        out = out.replace(&format!("┌─ {p}/"), "┌─ ");
+    }
+    out
 }
 
 fn in_ci() -> bool {
