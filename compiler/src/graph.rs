@@ -8,16 +8,16 @@ use chimera_model::hash::Hasher;
 use chimera_model::{Address, ContentHash, Diagnostic, Kind, Piece, ProviderName, Ref, SourceMap};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::lower::{Lifecycle, Lowered, Spec, kind_outputs};
+use crate::lower::{Lifecycle, Lowered, kind_outputs};
 
 /// Shown instead of a sensitive value, everywhere.
 pub const REDACTED: &str = "(sensitive)";
 
 /// A node of the graph: a fully lowered resource.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Resource {
     pub address: Address,
     pub provider: ProviderName,
@@ -26,7 +26,6 @@ pub struct Resource {
     /// Canonical attributes (kind-specific spec, tags, provider escape hatch); references as
     /// placeholder strings.
     pub attrs: Map<String, Value>,
-    pub spec: Spec,
     pub lifecycle: Lifecycle,
     pub sensitive: BTreeSet<String>,
     pub monthly_cost: f64,
@@ -50,7 +49,7 @@ impl Resource {
 }
 
 /// An edge: `from` must exist before `to`; `attr` is the attribute of `to` that refers to it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Edge {
     pub from: Address,
     pub to: Address,
@@ -69,6 +68,45 @@ pub struct Graph {
     pub hash: ContentHash,
     /// The stack's `providers` settings (JSON; null when absent).
     pub provider_settings: Value,
+}
+
+/// A graph without its petgraph index: what the evaluation cache stores.
+#[derive(Serialize, Deserialize)]
+pub struct GraphDoc {
+    pub stack: String,
+    pub resources: Vec<Resource>,
+    pub edges: Vec<Edge>,
+    pub hash: ContentHash,
+    pub provider_settings: Value,
+}
+
+impl From<GraphDoc> for Graph {
+    /// Rebuilds the dependency index from each resource's `deps`.
+    fn from(d: GraphDoc) -> Graph {
+        let mut graph = DiGraph::with_capacity(d.resources.len(), d.edges.len());
+        let nodes: Vec<NodeIndex> = (0..d.resources.len()).map(|i| graph.add_node(i)).collect();
+        let index: HashMap<&Address, usize> = d
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&r.address, i))
+            .collect();
+        for (i, r) in d.resources.iter().enumerate() {
+            for dep in &r.deps {
+                if let Some(&j) = index.get(dep) {
+                    graph.add_edge(nodes[j], nodes[i], ());
+                }
+            }
+        }
+        Graph {
+            stack: d.stack,
+            resources: d.resources,
+            edges: d.edges,
+            graph,
+            hash: d.hash,
+            provider_settings: d.provider_settings,
+        }
+    }
 }
 
 impl Graph {
@@ -299,7 +337,6 @@ pub fn build(
                 region: l.region,
                 native_region: l.native_region,
                 attrs,
-                spec: l.spec,
                 lifecycle: l.lifecycle,
                 sensitive: l.sensitive,
                 monthly_cost: l.monthly_cost,

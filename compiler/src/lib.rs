@@ -4,6 +4,7 @@
 //! (validate and type each resource, resolve the catalog and `'cheapest`) → [`graph::build`]
 //! (edges, cycles, hashes). Pure: the same inputs give byte-identical output.
 
+pub mod cache;
 pub mod catalog;
 pub mod eval;
 pub mod graph;

@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, HOURS_PER_MONTH};
 use crate::eval::RawResource;
 
 /// Lifecycle rules of a resource.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Lifecycle {
     pub prevent_destroy: bool,
     pub create_before_destroy: bool,

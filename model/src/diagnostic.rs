@@ -174,6 +174,11 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
+    /// No file loaded (e.g. a graph that came from the evaluation cache).
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     pub fn add(&mut self, name: impl Into<String>, text: Arc<str>) -> u32 {
         self.files.push(SourceFile::new(name, text));
         (self.files.len() - 1) as u32

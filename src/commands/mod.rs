@@ -55,6 +55,9 @@ pub struct Global {
     /// Abandon evaluation when the process uses more than this much memory.
     #[arg(long, global = true, value_name = "MIB")]
     pub eval_memory_mib: Option<u64>,
+    /// Evaluate even when `.chimera/cache` holds a valid result (and do not update it).
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 impl Global {
@@ -140,9 +143,59 @@ pub struct StackArg {
     pub path: PathBuf,
 }
 
-/// Compiles and prints diagnostics; `None` when there were errors.
+/// The evaluation cache of the stack at `path` (`.chimera/cache` beside it), unless
+/// `--no-cache`.
+pub fn eval_cache(global: &Global, path: &Path) -> Option<chimera_compiler::cache::EvalCache> {
+    if global.no_cache {
+        return None;
+    }
+    Some(chimera_compiler::cache::EvalCache::new(
+        ctx::stack_dir(path).join(".chimera/cache"),
+        build_id(),
+    ))
+}
+
+/// This build of Chimera: its version and its executable's size and modification time, so a
+/// rebuilt binary never trusts an older one's cache.
+fn build_id() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}-{mtime}", m.len())
+        })
+        .unwrap_or_default();
+    format!("{}+{exe}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `CHIMERA_CACHE_TRACE=1` says on stderr how each compilation used the cache.
+pub fn cache_trace(what: &str) {
+    if std::env::var_os("CHIMERA_CACHE_TRACE").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("cache: {what}");
+    }
+}
+
+/// Compiles (through the evaluation cache unless `--no-cache`) and prints diagnostics; `None`
+/// when there were errors.
 pub fn compile_or_report(global: &Global, path: &Path) -> Option<Compiled> {
-    let compiled = chimera_compiler::compile(path, &global.eval_options());
+    let compiled = match eval_cache(global, path) {
+        Some(cache) => {
+            let (compiled, used) = cache.compile(path, &global.eval_options());
+            cache_trace(&match used {
+                chimera_compiler::cache::CacheUse::Hit => "hit".to_string(),
+                chimera_compiler::cache::CacheUse::Miss => "miss".to_string(),
+                chimera_compiler::cache::CacheUse::Rebuilt(why) => format!("rebuilt ({why})"),
+            });
+            compiled
+        }
+        None => chimera_compiler::compile(path, &global.eval_options()),
+    };
     if !compiled.diagnostics.is_empty() {
         ui::emit_diagnostics(
             &compiled.diagnostics,

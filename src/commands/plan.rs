@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use chimera_compiler::cache::StateStamp;
 use chimera_compiler::plan::{self, Plan, Prior};
 use chimera_compiler::{markdown, render};
 use chimera_model::hash::Hasher;
@@ -53,11 +54,67 @@ pub async fn make_plan(
     state: &StateArgs,
     destroy: bool,
 ) -> Option<Planned> {
+    make_plan_with(global, path, state, destroy, false).await
+}
+
+/// The state a memoized plan is valid for; `None` while anything is in flight or pending.
+async fn state_stamp(
+    store: &dyn chimera_state::StateStore,
+    url: &str,
+    stack: &str,
+) -> Option<StateStamp> {
+    let info = store.stack(stack).await.ok()?;
+    let latest = match store.latest_generation(stack).await.ok()? {
+        Some(g) if g.finished_at.is_none() => return None,
+        Some(g) => format!("{} {}", g.status, g.finished_at.unwrap_or_default()),
+        None => String::new(),
+    };
+    if !store.pending_intents(stack).await.ok()?.is_empty() {
+        return None;
+    }
+    Some(StateStamp {
+        url: url.to_string(),
+        lineage: info.as_ref().map(|i| i.lineage.clone()),
+        serial: info.map(|i| i.serial).unwrap_or(0),
+        latest,
+    })
+}
+
+/// As [`make_plan`]; with `memo`, an unchanged stack against unchanged state re-plans from the
+/// evaluation cache's memo (no evaluation, no state rows read). Only for showing a plan: a
+/// memoized plan holds no values to apply.
+pub async fn make_plan_with(
+    global: &Global,
+    path: &Path,
+    state: &StateArgs,
+    destroy: bool,
+    memo: bool,
+) -> Option<Planned> {
+    let url = ctx::state_url(state, path);
+    let cache = super::eval_cache(global, path).filter(|_| memo && !destroy);
+    if let Some(cache) = &cache
+        && let Some(cached) = cache.peek(path)
+    {
+        let store = ctx::open_state(global, &url).await?;
+        if let Some(stamp) = state_stamp(store.as_ref(), &url, &cached.stack).await
+            && let Some(plan) = cache.memo(path, &cached, &stamp)
+        {
+            super::cache_trace("plan memo hit");
+            return Some(Planned {
+                plan,
+                state_url: url,
+                local_cloud: ctx::local_cloud_path(path).display().to_string(),
+            });
+        }
+    }
     let compiled = compile_or_report(global, path)?;
     let graph = compiled.graph?;
-    let url = ctx::state_url(state, path);
     let store = ctx::open_state(global, &url).await?;
     let stack = graph.stack.clone();
+    let stamp = match &cache {
+        Some(_) => state_stamp(store.as_ref(), &url, &stack).await,
+        None => None,
+    };
     let info = match store.stack(&stack).await {
         Ok(i) => i,
         Err(e) => {
@@ -90,14 +147,19 @@ pub async fn make_plan(
     };
     let desired = if destroy { None } else { Some(&graph) };
     match plan::plan(desired, &stack, &prior) {
-        Ok(mut plan) => Some(Planned {
-            plan: {
-                plan.provider_settings = graph.provider_settings.clone();
-                plan
-            },
-            state_url: url,
-            local_cloud: ctx::local_cloud_path(path).display().to_string(),
-        }),
+        Ok(mut plan) => {
+            plan.provider_settings = graph.provider_settings.clone();
+            // The stamp was taken before the rows were read: if state moved in between, the
+            // memo is keyed by the older stamp and is simply never found again.
+            if let (Some(cache), Some(stamp)) = (&cache, &stamp) {
+                cache.remember_noop(path, &plan, stamp);
+            }
+            Some(Planned {
+                plan,
+                state_url: url,
+                local_cloud: ctx::local_cloud_path(path).display().to_string(),
+            })
+        }
         Err(diags) => {
             ui::emit_diagnostics(
                 &diags,
@@ -179,11 +241,12 @@ pub fn read_plan_file(path: &Path) -> Result<Planned, Diagnostic> {
 
 pub fn run(global: &Global, args: &PlanArgs) -> ExitStatus {
     let rt = ctx::runtime();
-    let Some(planned) = rt.block_on(make_plan(
+    let Some(planned) = rt.block_on(make_plan_with(
         global,
         &args.stack.path,
         &args.state,
         args.destroy,
+        args.out.is_none(),
     )) else {
         return ExitStatus::Failure;
     };

@@ -361,6 +361,10 @@ pub trait StateStore: Send + Sync {
     /// Resources as they were when generation `serial` finished.
     async fn resources_at(&self, stack: &str, serial: u64) -> Result<Vec<StateResource>>;
     async fn history(&self, stack: &str) -> Result<Vec<GenerationInfo>>;
+    /// The newest generation, if any.
+    async fn latest_generation(&self, stack: &str) -> Result<Option<GenerationInfo>> {
+        Ok(self.history(stack).await?.pop())
+    }
 
     /// Takes the stack's lock, or says who holds it. A lock left by a dead process on this
     /// host is taken over.

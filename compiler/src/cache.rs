@@ -1,0 +1,375 @@
+//! The evaluation cache, Nix-style: an evaluation is a pure function of the files it read, the
+//! embedded stdlib and the Chimera build, so its lowered graph is stored under
+//! `.chimera/cache/` keyed by exactly those, and reused while none of them changed.
+//!
+//! Per stack entry file there is an **index** (`<stem>.index.json`: the files read with their
+//! blake3, the stdlib digest, the build id, the graph's hash and the blake3 of the graph file,
+//! and an integrity hash over all of it) and a **graph** (`<stem>.graph.json`). An entry is used
+//! only if every check passes; anything else (corrupt, truncated, foreign, another build) is
+//! ignored and rebuilt, never trusted. Entries are written to a temporary file and renamed, the
+//! index last. Only clean compilations (no diagnostics at all) are cached.
+//!
+//! A **plan memo** (`<stem>.memo.json`) records that planning this graph against one exact state
+//! (URL, lineage, serial, the latest generation finished, nothing pending) changed nothing, so an
+//! unchanged repository re-plans without evaluating or reading state rows.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Edge, Graph, GraphDoc, Resource};
+use crate::{Compiled, EvalOptions, compile, resolve_stack_path};
+
+const FORMAT: &str = "chimera-eval-cache-1";
+
+/// How a compilation used the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheUse {
+    /// The stored graph was used; Nickel was not evaluated.
+    Hit,
+    /// No entry: evaluated (and stored, if clean).
+    Miss,
+    /// An entry existed but was stale or invalid (the reason); evaluated and rebuilt.
+    Rebuilt(String),
+}
+
+/// The cache for one directory (`.chimera/cache`), for one build of Chimera.
+pub struct EvalCache {
+    dir: PathBuf,
+    /// Identifies the build: the version and something that changes with every rebuild.
+    build: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Index {
+    format: String,
+    build: String,
+    stdlib: String,
+    entry: String,
+    /// Every user file the evaluation read, with its blake3.
+    files: Vec<(String, String)>,
+    stack: String,
+    graph_hash: String,
+    /// blake3 of the graph file's bytes.
+    graph_file: String,
+    resources: usize,
+    /// blake3 over everything above.
+    integrity: String,
+}
+
+impl Index {
+    fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for part in [
+            &self.format,
+            &self.build,
+            &self.stdlib,
+            &self.entry,
+            &self.stack,
+            &self.graph_hash,
+            &self.graph_file,
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        for (f, d) in &self.files {
+            h.update(&(f.len() as u64).to_le_bytes());
+            h.update(f.as_bytes());
+            h.update(d.as_bytes());
+        }
+        h.update(&(self.resources as u64).to_le_bytes());
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// What a valid index says about the cached graph, without loading it.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub stack: String,
+    pub graph_hash: String,
+    pub resources: usize,
+}
+
+#[derive(Serialize)]
+struct GraphDocRef<'a> {
+    stack: &'a str,
+    resources: &'a [Resource],
+    edges: &'a [Edge],
+    hash: chimera_model::ContentHash,
+    provider_settings: &'a serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Memo {
+    key: String,
+    stack: String,
+    lineage: Option<String>,
+    serial: u64,
+    desired_hash: chimera_model::ContentHash,
+    provider_settings: serde_json::Value,
+    addresses: Vec<chimera_model::Address>,
+}
+
+/// The state a plan was made against, as far as a memo needs to know it.
+#[derive(Debug, Clone)]
+pub struct StateStamp {
+    pub url: String,
+    pub lineage: Option<String>,
+    pub serial: u64,
+    /// The latest generation's status and finish time ("" for none).
+    pub latest: String,
+}
+
+fn file_digest(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(blake3::hash(&bytes).to_hex().to_string())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+impl EvalCache {
+    pub fn new(dir: impl Into<PathBuf>, build: impl Into<String>) -> Self {
+        EvalCache {
+            dir: dir.into(),
+            build: build.into(),
+        }
+    }
+
+    fn stem(entry: &Path) -> String {
+        let h = blake3::hash(entry.to_string_lossy().as_bytes()).to_hex();
+        h[..24].to_string()
+    }
+
+    fn entry_of(path: &Path) -> PathBuf {
+        let file = resolve_stack_path(path);
+        std::path::absolute(&file).unwrap_or(file)
+    }
+
+    fn paths(&self, entry: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let stem = Self::stem(entry);
+        (
+            self.dir.join(format!("{stem}.index.json")),
+            self.dir.join(format!("{stem}.graph.json")),
+            self.dir.join(format!("{stem}.memo.json")),
+        )
+    }
+
+    /// The index for `entry` if it is valid and every file it lists is unchanged.
+    fn valid_index(&self, entry: &Path) -> Result<Index, String> {
+        let (index_path, _, _) = self.paths(entry);
+        let bytes = match std::fs::read(&index_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(String::new()),
+            Err(e) => return Err(format!("unreadable index ({e})")),
+        };
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| format!("corrupt index ({e})"))?;
+        if index.integrity != index.digest() {
+            return Err("index integrity check failed".into());
+        }
+        if index.format != FORMAT {
+            return Err("another cache format".into());
+        }
+        if index.build != self.build {
+            return Err("made by another build of Chimera".into());
+        }
+        if index.stdlib != crate::stdlib::digest() {
+            return Err("made with another stdlib".into());
+        }
+        if index.entry != entry.to_string_lossy() {
+            return Err("made for another entry file".into());
+        }
+        for (f, d) in &index.files {
+            if file_digest(Path::new(f)).as_deref() != Some(d.as_str()) {
+                return Err(format!("`{f}` changed"));
+            }
+        }
+        Ok(index)
+    }
+
+    /// What the cache holds for the stack at `path`, if it is valid for the files as they are
+    /// now — without loading the graph.
+    pub fn peek(&self, path: &Path) -> Option<Cached> {
+        let entry = Self::entry_of(path);
+        let index = self.valid_index(&entry).ok()?;
+        // The graph file must be intact too, though it is not parsed here.
+        let (_, graph_path, _) = self.paths(&entry);
+        if file_digest(&graph_path)? != index.graph_file {
+            return None;
+        }
+        Some(Cached {
+            stack: index.stack,
+            graph_hash: index.graph_hash,
+            resources: index.resources,
+        })
+    }
+
+    fn load(&self, entry: &Path) -> Result<Graph, String> {
+        let index = self.valid_index(entry)?;
+        let (_, graph_path, _) = self.paths(entry);
+        let bytes = std::fs::read(&graph_path).map_err(|e| format!("unreadable graph ({e})"))?;
+        if blake3::hash(&bytes).to_hex().as_str() != index.graph_file {
+            return Err("graph file does not match its index".into());
+        }
+        let doc: GraphDoc =
+            serde_json::from_slice(&bytes).map_err(|e| format!("corrupt graph ({e})"))?;
+        if doc.hash.to_hex() != index.graph_hash || doc.resources.len() != index.resources {
+            return Err("graph does not match its index".into());
+        }
+        Ok(Graph::from(doc))
+    }
+
+    fn store(&self, entry: &Path, compiled: &Compiled) -> std::io::Result<()> {
+        let Some(g) = &compiled.graph else {
+            return Ok(());
+        };
+        if !compiled.diagnostics.is_empty() || compiled.files_read.is_empty() {
+            return Ok(());
+        }
+        let mut files = Vec::with_capacity(compiled.files_read.len());
+        for f in &compiled.files_read {
+            let Some(d) = file_digest(f) else {
+                return Ok(());
+            };
+            files.push((f.to_string_lossy().into_owned(), d));
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let graph_bytes = serde_json::to_vec(&GraphDocRef {
+            stack: &g.stack,
+            resources: &g.resources,
+            edges: &g.edges,
+            hash: g.hash,
+            provider_settings: &g.provider_settings,
+        })?;
+        let mut index = Index {
+            format: FORMAT.into(),
+            build: self.build.clone(),
+            stdlib: crate::stdlib::digest(),
+            entry: entry.to_string_lossy().into_owned(),
+            files,
+            stack: g.stack.clone(),
+            graph_hash: g.hash.to_hex(),
+            graph_file: blake3::hash(&graph_bytes).to_hex().to_string(),
+            resources: g.resources.len(),
+            integrity: String::new(),
+        };
+        index.integrity = index.digest();
+        let (index_path, graph_path, _) = self.paths(entry);
+        write_atomic(&graph_path, &graph_bytes)?;
+        write_atomic(&index_path, &serde_json::to_vec(&index)?)
+    }
+
+    /// Compiles the stack at `path`, from the cache when its entry is valid.
+    pub fn compile(&self, path: &Path, opts: &EvalOptions) -> (Compiled, CacheUse) {
+        let entry = Self::entry_of(path);
+        let outcome = match self.load(&entry) {
+            Ok(graph) => {
+                return (
+                    Compiled {
+                        graph: Some(graph),
+                        diagnostics: Vec::new(),
+                        sources: Default::default(),
+                        files_read: Vec::new(),
+                    },
+                    CacheUse::Hit,
+                );
+            }
+            Err(reason) if reason.is_empty() => CacheUse::Miss,
+            Err(reason) => CacheUse::Rebuilt(reason),
+        };
+        let compiled = compile(path, opts);
+        // Best effort: a cache that cannot be written (read-only checkout) only costs speed.
+        let _ = self.store(&entry, &compiled);
+        (compiled, outcome)
+    }
+
+    fn memo_key(&self, cached: &Cached, state: &StateStamp) -> String {
+        let mut h = blake3::Hasher::new();
+        for part in [
+            "chimera-plan-memo-1",
+            &self.build,
+            &cached.graph_hash,
+            &state.url,
+            state.lineage.as_deref().unwrap_or(""),
+            &state.serial.to_string(),
+            &state.latest,
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    /// The no-op plan memoized for this graph and exactly this state, if any.
+    pub fn memo(
+        &self,
+        path: &Path,
+        cached: &Cached,
+        state: &StateStamp,
+    ) -> Option<crate::plan::Plan> {
+        let (_, _, memo_path) = self.paths(&Self::entry_of(path));
+        let memo: Memo = serde_json::from_slice(&std::fs::read(memo_path).ok()?).ok()?;
+        if memo.key != self.memo_key(cached, state)
+            || memo.stack != cached.stack
+            || memo.addresses.len() != cached.resources
+            || memo.desired_hash.to_hex() != cached.graph_hash
+        {
+            return None;
+        }
+        Some(crate::plan::Plan {
+            format_version: crate::plan::PLAN_FORMAT,
+            stack: memo.stack,
+            lineage: memo.lineage,
+            prior_serial: memo.serial,
+            desired_hash: memo.desired_hash,
+            destroy: false,
+            changes: memo
+                .addresses
+                .into_iter()
+                .map(|address| crate::plan::ResourceChange {
+                    address,
+                    action: crate::plan::Action::NoOp,
+                    create_before_destroy: false,
+                    changes: Vec::new(),
+                    reasons: Vec::new(),
+                    desired: None,
+                    prior: None,
+                })
+                .collect(),
+            provider_settings: memo.provider_settings,
+        })
+    }
+
+    /// Records that `plan` (of the cached graph, against `state`) changes nothing.
+    pub fn remember_noop(&self, path: &Path, plan: &crate::plan::Plan, state: &StateStamp) {
+        if plan.has_changes() || plan.destroy {
+            return;
+        }
+        let Some(cached) = self.peek(path) else {
+            return;
+        };
+        if cached.graph_hash != plan.desired_hash.to_hex() {
+            return;
+        }
+        let memo = Memo {
+            key: self.memo_key(&cached, state),
+            stack: plan.stack.clone(),
+            lineage: plan.lineage.clone(),
+            serial: plan.prior_serial,
+            desired_hash: plan.desired_hash,
+            provider_settings: plan.provider_settings.clone(),
+            addresses: plan.changes.iter().map(|c| c.address.clone()).collect(),
+        };
+        let (_, _, memo_path) = self.paths(&Self::entry_of(path));
+        if let Ok(bytes) = serde_json::to_vec(&memo) {
+            let _ = write_atomic(&memo_path, &bytes);
+        }
+    }
+}

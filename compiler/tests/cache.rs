@@ -1,0 +1,200 @@
+//! The evaluation cache: hits while nothing the evaluation read changed, rebuilds on any
+//! change, and never trusts a corrupt or foreign entry.
+
+use std::path::Path;
+
+use chimera_compiler::EvalOptions;
+use chimera_compiler::cache::{CacheUse, EvalCache, StateStamp};
+use chimera_compiler::plan::{self, Prior};
+
+const MAIN: &str = r#"let c = import "chimera.ncl" in
+let lib = import "lib.ncl" in
+{ stack = "cached", resources = [c.Network & { name = "main", cidr = lib.cidr }] }
+"#;
+
+fn setup() -> (tempfile::TempDir, EvalCache) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.ncl"), MAIN).unwrap();
+    std::fs::write(dir.path().join("lib.ncl"), "{ cidr = \"10.0.0.0/16\" }\n").unwrap();
+    let cache = EvalCache::new(dir.path().join(".chimera/cache"), "build-1");
+    (dir, cache)
+}
+
+fn compile(cache: &EvalCache, dir: &Path) -> (chimera_compiler::Compiled, CacheUse) {
+    cache.compile(dir, &EvalOptions::default())
+}
+
+fn cache_files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join(".chimera/cache"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect()
+}
+
+#[test]
+fn an_unchanged_stack_is_not_evaluated_again() {
+    let (dir, cache) = setup();
+    let (first, used) = compile(&cache, dir.path());
+    assert_eq!(used, CacheUse::Miss);
+    let g1 = first.graph.expect("compiles");
+    assert_eq!(first.files_read.len(), 2, "{:?}", first.files_read);
+
+    let (second, used) = compile(&cache, dir.path());
+    assert_eq!(used, CacheUse::Hit);
+    // Nothing was evaluated: no source was even loaded.
+    assert!(second.sources.is_empty());
+    let g2 = second.graph.expect("cached graph");
+    assert_eq!(g1.hash, g2.hash);
+    assert_eq!(g1.resources.len(), g2.resources.len());
+    assert_eq!(g1.edges, g2.edges);
+    // The rebuilt index plans exactly as the fresh graph does.
+    let prior = Prior {
+        lineage: None,
+        serial: 0,
+        resources: &[],
+    };
+    assert_eq!(
+        plan::plan(Some(&g1), &g1.stack, &prior).unwrap(),
+        plan::plan(Some(&g2), &g2.stack, &prior).unwrap()
+    );
+}
+
+#[test]
+fn a_change_to_any_file_read_re_evaluates() {
+    let (dir, cache) = setup();
+    compile(&cache, dir.path());
+    std::fs::write(dir.path().join("lib.ncl"), "{ cidr = \"10.1.0.0/16\" }\n").unwrap();
+    let (c, used) = compile(&cache, dir.path());
+    match used {
+        CacheUse::Rebuilt(why) => {
+            assert!(why.contains("lib.ncl") && why.contains("changed"), "{why}")
+        }
+        other => panic!("expected a rebuild, got {other:?}"),
+    }
+    let g = c.graph.unwrap();
+    assert_eq!(g.resources[0].attrs["cidr"], "10.1.0.0/16");
+    assert_eq!(compile(&cache, dir.path()).1, CacheUse::Hit);
+    // Whitespace is a content change too (the key is the bytes, not the meaning).
+    std::fs::write(dir.path().join("main.ncl"), format!("{MAIN}\n")).unwrap();
+    assert!(matches!(
+        compile(&cache, dir.path()).1,
+        CacheUse::Rebuilt(_)
+    ));
+}
+
+#[test]
+fn corrupt_and_foreign_entries_are_ignored_and_rebuilt() {
+    let (dir, cache) = setup();
+    compile(&cache, dir.path());
+    let expected = compile(&cache, dir.path()).0.graph.unwrap().hash;
+
+    // A damaged graph file.
+    for f in cache_files(dir.path(), ".graph.json") {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x20;
+        std::fs::write(&f, bytes).unwrap();
+    }
+    let (c, used) = compile(&cache, dir.path());
+    assert!(
+        matches!(&used, CacheUse::Rebuilt(w) if w.contains("graph")),
+        "{used:?}"
+    );
+    assert_eq!(c.graph.unwrap().hash, expected);
+    assert_eq!(compile(&cache, dir.path()).1, CacheUse::Hit);
+
+    // A truncated index.
+    for f in cache_files(dir.path(), ".index.json") {
+        std::fs::write(&f, b"{\"format\":").unwrap();
+    }
+    assert!(
+        matches!(compile(&cache, dir.path()).1, CacheUse::Rebuilt(w) if w.contains("corrupt index"))
+    );
+
+    // An index edited to point elsewhere fails its integrity check.
+    for f in cache_files(dir.path(), ".index.json") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        std::fs::write(&f, text.replace("\"resources\":1", "\"resources\":2")).unwrap();
+    }
+    assert!(
+        matches!(compile(&cache, dir.path()).1, CacheUse::Rebuilt(w) if w.contains("integrity"))
+    );
+
+    // Another build of Chimera does not trust this one's entries.
+    let other = EvalCache::new(dir.path().join(".chimera/cache"), "build-2");
+    assert!(
+        matches!(other.compile(dir.path(), &EvalOptions::default()).1, CacheUse::Rebuilt(w) if w.contains("another build"))
+    );
+}
+
+#[test]
+fn stacks_with_diagnostics_are_not_cached() {
+    let (dir, cache) = setup();
+    std::fs::write(dir.path().join("lib.ncl"), "{ cidr = \"10.0.0.1/16\" }\n").unwrap();
+    let (c, used) = compile(&cache, dir.path());
+    assert_eq!(used, CacheUse::Miss);
+    assert!(c.has_errors());
+    assert_eq!(compile(&cache, dir.path()).1, CacheUse::Miss);
+    assert!(cache_files(dir.path(), ".index.json").is_empty());
+}
+
+#[test]
+fn a_plan_memo_holds_for_exactly_one_state() {
+    let (dir, cache) = setup();
+    let g = compile(&cache, dir.path()).0.graph.unwrap();
+    let cached = cache.peek(dir.path()).expect("a valid entry");
+    assert_eq!(cached.graph_hash, g.hash.to_hex());
+    // A stack applied at generation 3 whose plan is a no-op.
+    let rows = plan::prior_from_graph(&g, &[]);
+    let p = plan::plan(
+        Some(&g),
+        &g.stack,
+        &Prior {
+            lineage: Some("l".into()),
+            serial: 3,
+            resources: &rows,
+        },
+    )
+    .unwrap();
+    assert!(!p.has_changes());
+    let stamp = StateStamp {
+        url: "sqlite://s.db".into(),
+        lineage: Some("l".into()),
+        serial: 3,
+        latest: "complete t".into(),
+    };
+    assert!(cache.memo(dir.path(), &cached, &stamp).is_none());
+    cache.remember_noop(dir.path(), &p, &stamp);
+    let memo = cache.memo(dir.path(), &cached, &stamp).expect("memoized");
+    assert!(!memo.has_changes());
+    assert_eq!(memo.changes.len(), p.changes.len());
+    assert_eq!(memo.desired_hash, p.desired_hash);
+    // Any other state, or another graph, misses.
+    for other in [
+        StateStamp {
+            serial: 4,
+            ..stamp.clone()
+        },
+        StateStamp {
+            latest: "partial t2".into(),
+            ..stamp.clone()
+        },
+        StateStamp {
+            url: "postgres://x/y".into(),
+            ..stamp.clone()
+        },
+    ] {
+        assert!(
+            cache.memo(dir.path(), &cached, &other).is_none(),
+            "{other:?}"
+        );
+    }
+    std::fs::write(dir.path().join("lib.ncl"), "{ cidr = \"10.2.0.0/16\" }\n").unwrap();
+    assert!(
+        cache.peek(dir.path()).is_none(),
+        "a changed file invalidates the entry"
+    );
+}
