@@ -69,6 +69,27 @@ pub struct RawResource {
 }
 
 impl RawResource {
+    /// Adds `offset` to every span's file index (a module's sources appended to the stack's).
+    pub fn shift_files(mut self, offset: u32) -> Self {
+        if let Some(s) = &mut self.span {
+            s.file += offset;
+        }
+        self.field_spans = self
+            .field_spans
+            .iter()
+            .map(|(f, s)| {
+                (
+                    f.clone(),
+                    Span {
+                        file: s.file + offset,
+                        ..*s
+                    },
+                )
+            })
+            .collect();
+        self
+    }
+
     pub fn field_span(&self, field: &str) -> Option<Span> {
         self.field_spans
             .iter()
@@ -90,6 +111,8 @@ pub struct Evaluated {
     pub catalog: Value,
     /// User files the evaluation read (the entry file and its imports), for cache keys.
     pub files_read: Vec<PathBuf>,
+    /// Module files the stack lists (`modules`), relative to the stack file's directory.
+    pub modules: Vec<String>,
 }
 
 /// An evaluation's outcome with the sources its diagnostics and spans point into.
@@ -100,6 +123,54 @@ pub struct EvalOutput {
 
 /// Evaluates the stack file at `path` under the given limits.
 pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
+    evaluate_with(path, opts, false)
+}
+
+/// Evaluates a module file (`{ resources = [...] }`, listed in a stack's `modules`).
+pub fn evaluate_module(path: &Path, opts: &EvalOptions) -> EvalOutput {
+    evaluate_with(path, opts, true)
+}
+
+/// Evaluates modules in parallel, one Nickel program each (they are `!Send`: each lives and
+/// dies on its own thread), at most as many at once as there are cores. Results are in the
+/// order of `paths`; each module's Nickel heap is freed as soon as its output is extracted.
+pub fn evaluate_modules(paths: &[PathBuf], opts: &EvalOptions) -> Vec<EvalOutput> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(paths.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<EvalOutput>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    let out = evaluate_module(path, opts);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(out);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or_else(|| EvalOutput {
+                result: Err(vec![Diagnostic::error("E0010", "the evaluator crashed")
+                    .detail("a module's evaluation thread stopped without a result; this is a bug in Chimera, please report it")]),
+                sources: SourceMap::default(),
+            })
+        })
+        .collect()
+}
+
+fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
     let owned = path.to_path_buf();
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::Builder::new()
@@ -108,7 +179,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
         .stack_size(512 << 20)
         .spawn(move || {
             let mut program = None;
-            let out = evaluate_here(&owned, &mut program);
+            let out = evaluate_here(&owned, &mut program, module);
             let _ = tx.send(out);
             // Freeing a large Nickel heap takes a while; do it here, while the caller lowers.
             drop(program);
@@ -213,18 +284,25 @@ const OUTPUT_FIELD: &str = "chimera_output";
 /// the compiler's benchmark compares against. Runs on the calling thread, without limits.
 pub fn evaluate_raw(path: &Path) -> Result<(), String> {
     let abs = std::path::absolute(path).map_err(|e| e.to_string())?;
-    let mut prog = build_program(abs.to_str().ok_or("non-UTF-8 path")?)?;
+    let mut prog = build_program(abs.to_str().ok_or("non-UTF-8 path")?, false)?;
     prog.eval_full_for_export()
         .map(drop)
         .map_err(|e| format!("{e:?}"))
 }
 
-fn build_program(abs_str: &str) -> Result<Program<CacheImpl>, String> {
-    let entry = format!(
-        "{{ {OUTPUT_FIELD} = {{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }} }}",
-        user = nickel_string(abs_str),
-        lib = nickel_string(&stdlib::virtual_path("chimera.ncl")),
-    );
+fn build_program(abs_str: &str, module: bool) -> Result<Program<CacheImpl>, String> {
+    let user = nickel_string(abs_str);
+    let lib = nickel_string(&stdlib::virtual_path("chimera.ncl"));
+    let entry = if module {
+        // A module contributes resources only; the stack's name and settings are the stack's.
+        format!(
+            "{{ {OUTPUT_FIELD} = {{ stack = {{ stack = \"module\", resources = ((import {user}) | (import {lib}).Module).resources }}, catalog = null }} }}"
+        )
+    } else {
+        format!(
+            "{{ {OUTPUT_FIELD} = {{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }} }}"
+        )
+    };
     let mut builder = ProgramBuilder::new();
     for (name, text) in stdlib::FILES {
         builder = builder.add_source_string(*text, stdlib::virtual_path(name));
@@ -242,7 +320,7 @@ fn build_program(abs_str: &str) -> Result<Program<CacheImpl>, String> {
 
 /// Evaluates on the current thread. The program is handed back through `keep` so the caller
 /// decides when to free it; nothing in the returned output refers to it.
-fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>) -> EvalOutput {
+fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>, module: bool) -> EvalOutput {
     let mut sources = SourceMap::default();
     let abs = match std::path::absolute(path) {
         Ok(p) => p,
@@ -268,7 +346,7 @@ fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>) -> EvalOutp
             sources,
         };
     };
-    let mut prog = match build_program(abs_str) {
+    let mut prog = match build_program(abs_str, module) {
         Ok(p) => p,
         Err(e) => {
             return EvalOutput {
@@ -571,6 +649,29 @@ fn walk_output(
             ]
         })?,
     };
+    let modules = match sget("modules") {
+        None => Vec::new(),
+        Some(v) => {
+            let at = conv
+                .span(pos.get(v.pos_idx()))
+                .and_then(|s| conv.sources.locate(s));
+            let bad = || {
+                vec![Diagnostic::error("E0116", "`modules` is not a list of files")
+                    .detail("`modules` lists module files relative to the stack file, e.g. `modules = [\"network.ncl\", \"web.ncl\"]`; each evaluates to `{ resources = [...] }`")
+                    .at(at.clone())]
+            };
+            match to_json(v) {
+                Ok(Value::Array(items)) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        Value::String(s) if !s.is_empty() => Ok(s),
+                        _ => Err(bad()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => return Err(bad()),
+            }
+        }
+    };
     let resources_v =
         sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
 
@@ -640,6 +741,7 @@ fn walk_output(
         resources,
         catalog,
         files_read: Vec::new(),
+        modules,
     })
 }
 

@@ -49,8 +49,8 @@ pub fn resolve_stack_path(path: &Path) -> PathBuf {
 pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
     let file = resolve_stack_path(path);
     let out = eval::evaluate(&file, opts);
-    let sources = out.sources;
-    let evaluated = match out.result {
+    let mut sources = out.sources;
+    let mut evaluated = match out.result {
         Ok(e) => e,
         Err(diagnostics) => {
             return Compiled {
@@ -61,6 +61,33 @@ pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
             };
         }
     };
+    if !evaluated.modules.is_empty() {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let paths: Vec<PathBuf> = evaluated.modules.iter().map(|m| dir.join(m)).collect();
+        let mut diagnostics = Vec::new();
+        for out in eval::evaluate_modules(&paths, opts) {
+            let offset = sources.append(out.sources);
+            match out.result {
+                Ok(m) => {
+                    evaluated
+                        .resources
+                        .extend(m.resources.into_iter().map(|r| r.shift_files(offset)));
+                    evaluated.files_read.extend(m.files_read);
+                }
+                Err(ds) => diagnostics.extend(ds.into_iter().map(|d| d.shift_files(offset))),
+            }
+        }
+        if !diagnostics.is_empty() {
+            return Compiled {
+                graph: None,
+                diagnostics,
+                sources,
+                files_read: Vec::new(),
+            };
+        }
+        evaluated.files_read.sort();
+        evaluated.files_read.dedup();
+    }
     let mut diagnostics = Vec::new();
     let files_read = evaluated.files_read.clone();
     let graph = lower_evaluated(evaluated, &sources, &mut diagnostics);

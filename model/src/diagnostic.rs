@@ -70,6 +70,22 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// Adds `offset` to the file index of every span (after [`SourceMap::append`]).
+    pub fn shift_files(mut self, offset: u32) -> Self {
+        let shift = |l: &mut Location| {
+            if let Some(s) = &mut l.span {
+                s.file += offset;
+            }
+        };
+        if let Some(l) = &mut self.location {
+            shift(l);
+        }
+        for label in &mut self.labels {
+            shift(&mut label.location);
+        }
+        self
+    }
+
     pub fn error(code: &'static str, summary: impl Into<String>) -> Self {
         Diagnostic {
             code: Code(code),
@@ -174,6 +190,14 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
+    /// Moves `other`'s files to the end of this map; returns the offset to add to its spans'
+    /// file indices.
+    pub fn append(&mut self, other: SourceMap) -> u32 {
+        let offset = self.files.len() as u32;
+        self.files.extend(other.files);
+        offset
+    }
+
     /// No file loaded (e.g. a graph that came from the evaluation cache).
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
