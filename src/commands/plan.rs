@@ -92,6 +92,7 @@ pub async fn make_plan_with(
 ) -> Option<Planned> {
     let url = ctx::state_url(state, path);
     let cache = super::eval_cache(global, path).filter(|_| memo && !destroy);
+    let mut opened = None;
     if let Some(cache) = &cache
         && let Some(cached) = cache.peek(path)
     {
@@ -106,10 +107,14 @@ pub async fn make_plan_with(
                 local_cloud: ctx::local_cloud_path(path).display().to_string(),
             });
         }
+        opened = Some(store);
     }
     let compiled = compile_or_report(global, path)?;
     let graph = compiled.graph?;
-    let store = ctx::open_state(global, &url).await?;
+    let store = match opened {
+        Some(s) => s,
+        None => ctx::open_state(global, &url).await?,
+    };
     let stack = graph.stack.clone();
     let stamp = match &cache {
         Some(_) => state_stamp(store.as_ref(), &url, &stack).await,
