@@ -350,6 +350,48 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
     Ok(plan)
 }
 
+fn desired_from(r: Resource) -> Desired {
+    Desired {
+        provider: r.provider,
+        region: r.region,
+        native_region: r.native_region,
+        attrs: r.attrs,
+        sensitive: r.sensitive.into_iter().collect(),
+        lifecycle: LifecycleDoc::from(&r.lifecycle),
+        deps: r.deps.into_iter().collect(),
+        hash: r.hash,
+    }
+}
+
+/// As [`plan`] for a desired graph that is not needed afterwards: its resources move into the
+/// plan instead of being copied (a 100k-resource plan holds one copy of the desired state, not
+/// two).
+pub fn plan_owned(desired: Graph, prior: &Prior) -> Result<Plan, Vec<Diagnostic>> {
+    let order: Vec<usize> = petgraph::algo::toposort(&desired.graph, None)
+        .map(|o| o.into_iter().map(|n| desired.graph[n]).collect())
+        .unwrap_or_else(|_| (0..desired.resources.len()).collect());
+    let Graph {
+        stack,
+        resources,
+        hash,
+        provider_settings,
+        ..
+    } = desired;
+    let mut slots: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
+    let targets: Vec<Target> = order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .map(|r| Target {
+            address: r.address.clone(),
+            desired: desired_from(r),
+        })
+        .collect();
+    drop(slots);
+    let mut plan = plan_targets(targets, &stack, prior, hash, false)?;
+    plan.provider_settings = provider_settings;
+    Ok(plan)
+}
+
 /// Plans a set of targets, given in dependency order (dependencies first).
 pub fn plan_targets(
     order: Vec<Target>,
@@ -365,7 +407,8 @@ pub fn plan_targets(
 
     // Addresses whose outputs will change (created or replaced).
     let mut pending: BTreeSet<Address> = BTreeSet::new();
-    for r in &order {
+    // Targets are consumed: each change takes its target's desired value (no copy).
+    for r in order {
         let sensitive: BTreeSet<&str> = r.desired.sensitive.iter().map(String::as_str).collect();
         let Some(old) = prior_by.get(&r.address) else {
             pending.insert(r.address.clone());
@@ -393,7 +436,7 @@ pub fn plan_targets(
                     create_before_destroy: r.desired.lifecycle.create_before_destroy,
                     changes: changes_list,
                     reasons: Vec::new(),
-                    desired: Some(r.desired.clone()),
+                    desired: Some(r.desired),
                     prior: None,
                 },
             );
@@ -418,7 +461,7 @@ pub fn plan_targets(
                     create_before_destroy: r.desired.lifecycle.create_before_destroy,
                     changes: Vec::new(),
                     reasons: Vec::new(),
-                    desired: Some(r.desired.clone()),
+                    desired: Some(r.desired),
                     prior: Some((*old).clone()),
                 },
             );
@@ -500,7 +543,7 @@ pub fn plan_targets(
                 create_before_destroy: r.desired.lifecycle.create_before_destroy,
                 changes: list,
                 reasons,
-                desired: Some(r.desired.clone()),
+                desired: Some(r.desired),
                 prior: Some((*old).clone()),
             },
         );

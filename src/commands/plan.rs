@@ -150,10 +150,16 @@ pub async fn make_plan_with(
         serial: info.as_ref().map(|i| i.serial).unwrap_or(0),
         resources: &current,
     };
-    let desired = if destroy { None } else { Some(&graph) };
-    match plan::plan(desired, &stack, &prior) {
+    let settings = graph.provider_settings.clone();
+    // The graph moves into the plan: one copy of the desired state, not two.
+    let planned = if destroy {
+        plan::plan(None, &stack, &prior)
+    } else {
+        plan::plan_owned(graph, &prior)
+    };
+    match planned {
         Ok(mut plan) => {
-            plan.provider_settings = graph.provider_settings.clone();
+            plan.provider_settings = settings;
             // The stamp was taken before the rows were read: if state moved in between, the
             // memo is keyed by the older stamp and is simply never found again.
             if let (Some(cache), Some(stamp)) = (&cache, &stamp) {
