@@ -74,6 +74,17 @@ pub struct StackInfo {
     pub serial: u64,
 }
 
+/// A `(name, lineage, latest serial)` row.
+impl From<(String, String, i64)> for StackInfo {
+    fn from((name, lineage, serial): (String, String, i64)) -> Self {
+        StackInfo {
+            name,
+            lineage,
+            serial: serial as u64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationInfo {
     pub serial: u64,

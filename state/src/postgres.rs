@@ -237,12 +237,10 @@ impl StateStore for PgStore {
     }
 
     async fn history(&self, stack: &str) -> Result<Vec<GenerationInfo>> {
-        let rows: Vec<GenerationRow> = sqlx::query_as(&format!(
-            "SELECT {GENERATION_COLUMNS} FROM generations WHERE stack = $1 ORDER BY serial"
-        ))
-        .bind(stack)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<GenerationRow> = sqlx::query_as(&DUMP_SQL.generations)
+            .bind(stack)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(GenerationInfo::from).collect())
     }
 
@@ -252,14 +250,7 @@ impl StateStore for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, lineage, serial)| StackInfo {
-                name,
-                lineage,
-                serial: serial as u64,
-            })
-            .collect())
+        Ok(rows.into_iter().map(StackInfo::from).collect())
     }
 
     async fn dump(&self, stack: &str) -> Result<Option<StackDump>> {
