@@ -48,6 +48,21 @@ pub fn use_color(choice: ColorChoice, stream_is_tty: bool) -> bool {
     }
 }
 
+/// Writes a workflow error: its diagnostics, then its hints (text) or a `hints` array (JSON).
+pub fn emit_error(e: &chimera_workflow::Error, format: ErrorFormat, color: ColorChoice) {
+    match format {
+        ErrorFormat::Json => {
+            let doc = serde_json::json!({
+                "diagnostics": e.diagnostics,
+                "kind": format!("{:?}", e.kind).to_lowercase(),
+                "hints": e.hints,
+            });
+            let _ = writeln!(std::io::stderr().lock(), "{doc}");
+        }
+        ErrorFormat::Text => emit_diagnostics(&e.diagnostics, &e.sources, format, color),
+    }
+}
+
 /// Writes diagnostics to stderr in the chosen format.
 pub fn emit_diagnostics(
     diagnostics: &[Diagnostic],
@@ -109,18 +124,22 @@ impl ApplyProgress {
     }
 }
 
-impl chimera_engine::Progress for ApplyProgress {
+impl chimera_workflow::Progress for ApplyProgress {
     fn total(&self, steps: usize) {
         if let Some(b) = &self.bar {
             b.set_length(steps as u64);
         }
     }
-    fn started(&self, step: &chimera_engine::Step) {
+    fn started(&self, step: &chimera_workflow::Step) {
         if let Some(b) = &self.bar {
             b.set_message(format!("{} {}", step.kind.as_str(), step.address));
         }
     }
-    fn finished(&self, step: &chimera_engine::Step, error: Option<&str>) {
+    fn finished(
+        &self,
+        step: &chimera_workflow::Step,
+        error: Option<&chimera_workflow::CallFailure>,
+    ) {
         let line = match error {
             None => format!("{}: {} done", step.address, step.kind.as_str()),
             Some(e) => format!("{}: {} FAILED: {e}", step.address, step.kind.as_str()),

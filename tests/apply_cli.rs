@@ -343,11 +343,61 @@ fn local_knobs_come_from_the_stack_and_the_environment_overrides_them() {
         src.replace("failure_rate = 1", "failure_rte = 1"),
     )
     .unwrap();
-    let out = run(dir.path(), &["apply", "-y"]);
+    // A misspelt setting is a located diagnostic at `check`, before anything runs.
+    let out = run(dir.path(), &["check"]);
     assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("error[E0003]"), "{t}");
+    assert!(t.contains("extra field `failure_rte`"), "{t}");
+    assert!(t.contains("main.ncl:4:"), "{t}");
+    // A bad value in the environment, which no contract sees, is refused before any call.
+    std::fs::write(dir.path().join("main.ncl"), &src).unwrap();
+    let out = chimera(
+        dir.path(),
+        &["apply", "-y"],
+        &[("CHIMERA_LOCAL_FAILURE_RATE", "2")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("error[E0313]"), "{}", text(&out));
+}
+
+#[test]
+fn a_failed_provider_call_is_a_coded_diagnostic_with_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fleet(1, "small").replace(
+        "{ stack = \"crashy\",",
+        "{ providers = { local = { failure_rate = 1 } }, stack = \"crashy\",",
+    );
+    std::fs::write(dir.path().join("main.ncl"), &src).unwrap();
+    let out = run(dir.path(), &["--error-format", "json", "apply", "-y"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|d: &serde_json::Value| d.get("diagnostics").is_some())
+        .unwrap_or_else(|| panic!("no JSON diagnostics in {stderr}"));
+    let diags = doc["diagnostics"].as_array().unwrap();
+    let refused: Vec<_> = diags.iter().filter(|d| d["code"] == "E0400").collect();
+    assert!(!refused.is_empty(), "{doc}");
+    for d in &refused {
+        assert_eq!(d["severity"], "error");
+        assert!(
+            d["address"].as_str().is_some_and(|a| a.contains('.')),
+            "{d}"
+        );
+        assert!(
+            d["detail"].as_str().unwrap().contains("InjectedFailure"),
+            "{d}"
+        );
+    }
+    // What the failures ruled out is said too, as warnings with their own code.
     assert!(
-        text(&out).contains("unknown setting `providers.local.failure_rte`"),
-        "{}",
-        text(&out)
+        diags
+            .iter()
+            .any(|d| d["code"] == "E0406" && d["severity"] == "warning"),
+        "{doc}"
     );
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::{Edge, Graph, GraphDoc, Resource};
 use crate::{Compiled, EvalOptions, compile, resolve_stack_path};
 
-const FORMAT: &str = "chimera-eval-cache-1";
+const FORMAT: &str = "chimera-eval-cache-2";
 
 /// How a compilation used the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,14 +100,9 @@ struct GraphDocRef<'a> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Memo {
+struct Memo<T> {
     key: String,
-    stack: String,
-    lineage: Option<String>,
-    serial: u64,
-    desired_hash: chimera_model::ContentHash,
-    provider_settings: serde_json::Value,
-    addresses: Vec<chimera_model::Address>,
+    value: T,
 }
 
 /// The state a plan was made against, as far as a memo needs to know it.
@@ -293,7 +288,7 @@ impl EvalCache {
     fn memo_key(&self, cached: &Cached, state: &StateStamp) -> String {
         let mut h = blake3::Hasher::new();
         for part in [
-            "chimera-plan-memo-1",
+            "chimera-plan-memo-2",
             &self.build,
             &cached.graph_hash,
             &state.url,
@@ -307,65 +302,37 @@ impl EvalCache {
         h.finalize().to_hex().to_string()
     }
 
-    /// The no-op plan memoized for this graph and exactly this state, if any.
-    pub fn memo(
+    /// The value memoized for the cached graph and exactly this state, if any (the caller
+    /// checks it describes that graph).
+    pub fn memo<T: serde::de::DeserializeOwned>(
         &self,
         path: &Path,
         cached: &Cached,
         state: &StateStamp,
-    ) -> Option<crate::plan::Plan> {
+    ) -> Option<T> {
         let (_, _, memo_path) = self.paths(&Self::entry_of(path));
-        let memo: Memo = serde_json::from_slice(&std::fs::read(memo_path).ok()?).ok()?;
-        if memo.key != self.memo_key(cached, state)
-            || memo.stack != cached.stack
-            || memo.addresses.len() != cached.resources
-            || memo.desired_hash.to_hex() != cached.graph_hash
-        {
-            return None;
-        }
-        Some(crate::plan::Plan {
-            format_version: crate::plan::PLAN_FORMAT,
-            stack: memo.stack,
-            lineage: memo.lineage,
-            prior_serial: memo.serial,
-            desired_hash: memo.desired_hash,
-            destroy: false,
-            changes: memo
-                .addresses
-                .into_iter()
-                .map(|address| crate::plan::ResourceChange {
-                    address,
-                    action: crate::plan::Action::NoOp,
-                    create_before_destroy: false,
-                    changes: Vec::new(),
-                    reasons: Vec::new(),
-                    desired: None,
-                    prior: None,
-                })
-                .collect(),
-            provider_settings: memo.provider_settings,
-        })
+        let memo: Memo<T> = serde_json::from_slice(&std::fs::read(memo_path).ok()?).ok()?;
+        (memo.key == self.memo_key(cached, state)).then_some(memo.value)
     }
 
-    /// Records that `plan` (of the cached graph, against `state`) changes nothing.
-    pub fn remember_noop(&self, path: &Path, plan: &crate::plan::Plan, state: &StateStamp) {
-        if plan.has_changes() || plan.destroy {
-            return;
-        }
+    /// Memoizes `value` for the graph of hash `graph_hash` planned against `state`, when that
+    /// graph is the one cached for `path`.
+    pub fn remember<T: Serialize>(
+        &self,
+        path: &Path,
+        graph_hash: &str,
+        state: &StateStamp,
+        value: &T,
+    ) {
         let Some(cached) = self.peek(path) else {
             return;
         };
-        if cached.graph_hash != plan.desired_hash.to_hex() {
+        if cached.graph_hash != graph_hash {
             return;
         }
         let memo = Memo {
             key: self.memo_key(&cached, state),
-            stack: plan.stack.clone(),
-            lineage: plan.lineage.clone(),
-            serial: plan.prior_serial,
-            desired_hash: plan.desired_hash,
-            provider_settings: plan.provider_settings.clone(),
-            addresses: plan.changes.iter().map(|c| c.address.clone()).collect(),
+            value,
         };
         let (_, _, memo_path) = self.paths(&Self::entry_of(path));
         if let Ok(bytes) = serde_json::to_vec(&memo) {

@@ -10,6 +10,7 @@
 //! watchdog: past either, [`evaluate`] returns a diagnostic and abandons the worker thread. A
 //! caller that hits a limit should exit the process soon (the CLI does).
 
+use chimera_model::codes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,7 +163,7 @@ pub fn evaluate_modules(paths: &[PathBuf], opts: &EvalOptions) -> Vec<EvalOutput
         .into_iter()
         .map(|m| {
             m.into_inner().ok().flatten().unwrap_or_else(|| EvalOutput {
-                result: Err(vec![Diagnostic::error("E0010", "the evaluator crashed")
+                result: Err(vec![Diagnostic::error(codes::INTERNAL, "the evaluator crashed")
                     .detail("a module's evaluation thread stopped without a result; this is a bug in Chimera, please report it")]),
                 sources: SourceMap::default(),
             })
@@ -187,7 +188,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
     if let Err(e) = worker {
         return EvalOutput {
             result: Err(vec![
-                Diagnostic::error("E0009", "cannot start the evaluator")
+                Diagnostic::error(codes::EVALUATOR_UNAVAILABLE, "cannot start the evaluator")
                     .detail(format!("spawning the evaluation thread failed: {e}")),
             ]),
             sources: SourceMap::default(),
@@ -199,7 +200,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
             Ok(out) => return out,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return EvalOutput {
-                    result: Err(vec![Diagnostic::error("E0010", "the evaluator crashed")
+                    result: Err(vec![Diagnostic::error(codes::INTERNAL, "the evaluator crashed")
                         .detail("Nickel panicked while evaluating this stack; this is a bug in Chimera or Nickel, please report it with the input")]),
                     sources: SourceMap::default(),
                 };
@@ -209,7 +210,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
         if start.elapsed() >= opts.timeout {
             return limit_diagnostic(
                 path,
-                "E0007",
+                codes::EVAL_TIMEOUT,
                 "evaluation timed out",
                 format!(
                     "evaluating the stack took longer than {:.1} s, which usually means infinite recursion or a loop that never ends; check recursive functions and `std.array.generate` sizes, or raise the limit with --eval-timeout",
@@ -222,7 +223,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
         {
             return limit_diagnostic(
                 path,
-                "E0008",
+                codes::EVAL_MEMORY,
                 "evaluation ran out of memory",
                 format!(
                     "evaluating the stack used more than {} MiB, which usually means unbounded recursion or a huge generated value; check recursive functions, or raise the limit with --eval-memory-mib",
@@ -233,7 +234,12 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
     }
 }
 
-fn limit_diagnostic(path: &Path, code: &'static str, summary: &str, detail: String) -> EvalOutput {
+fn limit_diagnostic(
+    path: &Path,
+    code: chimera_model::Code,
+    summary: &str,
+    detail: String,
+) -> EvalOutput {
     // Nickel cannot say where it was when interrupted: point at the stack file.
     let location = chimera_model::Location {
         file: path.display().to_string(),
@@ -340,7 +346,7 @@ fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>, module: boo
     let Some(abs_str) = abs.to_str() else {
         return EvalOutput {
             result: Err(vec![
-                Diagnostic::error("E0009", "stack path is not valid UTF-8")
+                Diagnostic::error(codes::STACK_UNREADABLE, "stack path is not valid UTF-8")
                     .detail(format!("rename `{}` to a UTF-8 path", abs.display())),
             ]),
             sources,
@@ -351,7 +357,7 @@ fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>, module: boo
         Err(e) => {
             return EvalOutput {
                 result: Err(vec![
-                    Diagnostic::error("E0009", "cannot load the stack").detail(e),
+                    Diagnostic::error(codes::STACK_UNREADABLE, "cannot load the stack").detail(e),
                 ]),
                 sources,
             };
@@ -379,7 +385,7 @@ fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
     } else {
         format!("check that the file is readable ({e})")
     };
-    Diagnostic::error("E0009", "cannot read the stack file")
+    Diagnostic::error(codes::STACK_UNREADABLE, "cannot read the stack file")
         .detail(format!("`{}`: {fix}", path.display()))
 }
 
@@ -470,17 +476,17 @@ fn nickel_diagnostics(
     sources: &mut SourceMap,
 ) -> Vec<Diagnostic> {
     let code = match &e {
-        NickelError::ParseErrors(_) => "E0001",
-        NickelError::TypecheckError(_) => "E0002",
+        NickelError::ParseErrors(_) => codes::NICKEL_PARSE,
+        NickelError::TypecheckError(_) => codes::NICKEL_TYPE,
         NickelError::EvalError(data) => match &data.error {
-            EvalErrorKind::BlameError { .. } => "E0003",
-            EvalErrorKind::MissingFieldDef { .. } => "E0003",
-            _ => "E0004",
+            EvalErrorKind::BlameError { .. } => codes::CONTRACT_BROKEN,
+            EvalErrorKind::MissingFieldDef { .. } => codes::CONTRACT_BROKEN,
+            _ => codes::NICKEL_EVAL,
         },
-        NickelError::ImportError(_) => "E0005",
-        NickelError::ExportError(_) => "E0006",
-        NickelError::IOError(_) => "E0009",
-        NickelError::ReplError(_) => "E0004",
+        NickelError::ImportError(_) => codes::IMPORT_UNRESOLVED,
+        NickelError::ExportError(_) => codes::NOT_EXPORTABLE,
+        NickelError::IOError(_) => codes::STACK_UNREADABLE,
+        NickelError::ReplError(_) => codes::NICKEL_EVAL,
     };
     let raw = e.into_diagnostics(files);
     let files: &Files = files;
@@ -611,8 +617,9 @@ fn walk_output(
     pos: &PosTable,
     conv: &mut SpanConv,
 ) -> Result<Evaluated, Vec<Diagnostic>> {
-    let internal =
-        |what: &str| vec![Diagnostic::error("E0010", "internal error").detail(what.to_string())];
+    let internal = |what: &str| {
+        vec![Diagnostic::error(codes::INTERNAL, "internal error").detail(what.to_string())]
+    };
     let fields = record_fields(out).ok_or_else(|| internal("output is not a record"))?;
     let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
     let stack = get("stack").ok_or_else(|| internal("output has no stack"))?;
@@ -620,7 +627,7 @@ fn walk_output(
         .map_err(|e| internal(&e))?;
 
     let stack_fields = record_fields(stack).ok_or_else(|| {
-        vec![Diagnostic::error("E0100", "the stack file is not a stack")
+        vec![Diagnostic::error(codes::NOT_A_STACK, "the stack file is not a stack")
             .detail("a stack file must evaluate to a record `{ stack = \"name\", resources = [...] }`")
             .at(conv.span(pos.get(stack.pos_idx())).and_then(|s| conv.sources.locate(s)))]
     })?;
@@ -641,11 +648,14 @@ fn walk_output(
         None => Value::Null,
         Some(v) => to_json(v).map_err(|e| {
             vec![
-                Diagnostic::error("E0006", "the providers record cannot be exported")
-                    .detail(e)
-                    .at(conv
-                        .span(pos.get(v.pos_idx()))
-                        .and_then(|s| conv.sources.locate(s))),
+                Diagnostic::error(
+                    codes::NOT_EXPORTABLE,
+                    "the providers record cannot be exported",
+                )
+                .detail(e)
+                .at(conv
+                    .span(pos.get(v.pos_idx()))
+                    .and_then(|s| conv.sources.locate(s))),
             ]
         })?,
     };
@@ -656,7 +666,7 @@ fn walk_output(
                 .span(pos.get(v.pos_idx()))
                 .and_then(|s| conv.sources.locate(s));
             let bad = || {
-                vec![Diagnostic::error("E0116", "`modules` is not a list of files")
+                vec![Diagnostic::error(codes::MODULES_INVALID, "`modules` is not a list of files")
                     .detail("`modules` lists module files relative to the stack file, e.g. `modules = [\"network.ncl\", \"web.ncl\"]`; each evaluates to `{ resources = [...] }`")
                     .at(at.clone())]
             };
@@ -683,7 +693,7 @@ fn walk_output(
         if let Some(items) = array_items(v) {
             if depth > 16 {
                 diags.push(
-                    Diagnostic::error("E0114", "resources are nested too deeply")
+                    Diagnostic::error(codes::TOO_DEEP, "resources are nested too deeply")
                         .detail("`resources` may contain arrays of resources up to 16 levels deep; flatten it with `std.array.flatten`")
                         .at(conv.span(pos.get(v.pos_idx())).and_then(|s| conv.sources.locate(s))),
                 );
@@ -697,7 +707,7 @@ fn walk_output(
         let span = conv.span(pos.get(v.pos_idx()));
         let Some(fields) = record_fields(v) else {
             diags.push(
-                Diagnostic::error("E0100", "a resource is not a record")
+                Diagnostic::error(codes::NOT_A_STACK, "a resource is not a record")
                     .detail("every element of `resources` must be a resource record built from a schema, e.g. `c.Instance & { name = \"web\", ... }`")
                     .at(span.and_then(|s| conv.sources.locate(s))),
             );
@@ -717,7 +727,7 @@ fn walk_output(
                     map.insert(k, j);
                 }
                 Err(e) => diags.push(
-                    Diagnostic::error("E0006", "a field cannot be exported")
+                    Diagnostic::error(codes::NOT_EXPORTABLE, "a field cannot be exported")
                         .detail(format!("field `{k}`: {e}"))
                         .at(field_spans
                             .last()

@@ -1,122 +1,20 @@
 //! The resource graph: references become edges, cycles and dangling references become
 //! diagnostics, and every resource gets its content hash (Nix-style input addressing).
 
+use chimera_model::codes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 
+pub use chimera_model::graph::{
+    Edge, Graph, GraphDoc, JSON_VERSION, Lifecycle, REDACTED, Resource, to_dot, to_eval_json,
+    to_graph_json, to_mermaid,
+};
 use chimera_model::hash::Hasher;
-use chimera_model::{Address, ContentHash, Diagnostic, Kind, Piece, ProviderName, Ref, SourceMap};
+use chimera_model::{Address, ContentHash, Diagnostic, Piece, Ref, SourceMap};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::lower::{Lifecycle, Lowered, kind_outputs};
-
-/// Shown instead of a sensitive value, everywhere.
-pub const REDACTED: &str = "(sensitive)";
-
-/// A node of the graph: a fully lowered resource.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Resource {
-    pub address: Address,
-    pub provider: ProviderName,
-    pub region: String,
-    pub native_region: String,
-    /// Canonical attributes (kind-specific spec, tags, provider escape hatch); references as
-    /// placeholder strings.
-    pub attrs: Map<String, Value>,
-    pub lifecycle: Lifecycle,
-    pub sensitive: BTreeSet<String>,
-    pub monthly_cost: f64,
-    pub deps: BTreeSet<Address>,
-    pub hash: ContentHash,
-}
-
-impl Resource {
-    /// Attributes with sensitive values replaced by [`REDACTED`].
-    pub fn redacted_attrs(&self) -> Map<String, Value> {
-        let mut out = self.attrs.clone();
-        for key in &self.sensitive {
-            if let Some(v) = out.get_mut(key)
-                && !v.is_null()
-            {
-                *v = Value::String(REDACTED.into());
-            }
-        }
-        out
-    }
-}
-
-/// An edge: `from` must exist before `to`; `attr` is the attribute of `to` that refers to it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Edge {
-    pub from: Address,
-    pub to: Address,
-    pub attr: String,
-}
-
-/// The compiled stack.
-#[derive(Debug, Clone)]
-pub struct Graph {
-    pub stack: String,
-    /// Sorted by address.
-    pub resources: Vec<Resource>,
-    pub edges: Vec<Edge>,
-    pub graph: DiGraph<usize, ()>,
-    /// Hash of the whole desired state: every resource hash in address order.
-    pub hash: ContentHash,
-    /// The stack's `providers` settings (JSON; null when absent).
-    pub provider_settings: Value,
-}
-
-/// A graph without its petgraph index: what the evaluation cache stores.
-#[derive(Serialize, Deserialize)]
-pub struct GraphDoc {
-    pub stack: String,
-    pub resources: Vec<Resource>,
-    pub edges: Vec<Edge>,
-    pub hash: ContentHash,
-    pub provider_settings: Value,
-}
-
-impl From<GraphDoc> for Graph {
-    /// Rebuilds the dependency index from each resource's `deps`.
-    fn from(d: GraphDoc) -> Graph {
-        let mut graph = DiGraph::with_capacity(d.resources.len(), d.edges.len());
-        let nodes: Vec<NodeIndex> = (0..d.resources.len()).map(|i| graph.add_node(i)).collect();
-        let index: HashMap<&Address, usize> = d
-            .resources
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (&r.address, i))
-            .collect();
-        for (i, r) in d.resources.iter().enumerate() {
-            for dep in &r.deps {
-                if let Some(&j) = index.get(dep) {
-                    graph.add_edge(nodes[j], nodes[i], ());
-                }
-            }
-        }
-        Graph {
-            stack: d.stack,
-            resources: d.resources,
-            edges: d.edges,
-            graph,
-            hash: d.hash,
-            provider_settings: d.provider_settings,
-        }
-    }
-}
-
-impl Graph {
-    pub fn get(&self, address: &Address) -> Option<&Resource> {
-        self.resources
-            .binary_search_by(|r| r.address.cmp(address))
-            .ok()
-            .map(|i| &self.resources[i])
-    }
-}
+use crate::lower::{Lowered, Spec, kind_outputs};
 
 fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, Result<Ref, String>)>) {
     match v {
@@ -170,7 +68,7 @@ pub fn build(
     for l in &lowered {
         match first {
             Some(f) if f.address == l.address => dups.push(
-                Diagnostic::error("E0104", "duplicate resource address")
+                Diagnostic::error(codes::DUPLICATE_ADDRESS, "duplicate resource address")
                     .detail(format!(
                         "{} is defined more than once; names must be unique per kind within a stack. Rename one of them",
                         l.address
@@ -205,7 +103,7 @@ pub fn build(
                 Ok(r) => r,
                 Err(e) => {
                     diags.push(
-                        Diagnostic::error("E0115", "malformed reference")
+                        Diagnostic::error(codes::BAD_REFERENCE, "malformed reference")
                             .detail(e)
                             .address(&l.address)
                             .at(loc(l, &field)),
@@ -229,7 +127,7 @@ pub fn build(
                     .map(|(_, a)| format!(" Did you mean {a}?"))
                     .unwrap_or_default();
                 diags.push(
-                    Diagnostic::error("E0105", "reference to a missing resource")
+                    Diagnostic::error(codes::MISSING_RESOURCE, "reference to a missing resource")
                         .detail(format!(
                             "`{field}` of {} refers to {target}, which is not in the stack's resources; add it to `resources` or fix the name.{similar}",
                             l.address
@@ -241,7 +139,7 @@ pub fn build(
             };
             if !kind_outputs(r.kind).contains(&r.attr.as_str()) {
                 diags.push(
-                    Diagnostic::error("E0115", "reference to an unknown output")
+                    Diagnostic::error(codes::BAD_REFERENCE, "reference to an unknown output")
                         .detail(format!(
                             "{} has no output `{}`; a {} offers {}",
                             target,
@@ -282,7 +180,7 @@ pub fn build(
             .map(|&i| lowered[i].address.to_string())
             .collect();
         let start = path[0];
-        let mut d = Diagnostic::error("E0106", "dependency cycle")
+        let mut d = Diagnostic::error(codes::CYCLE, "dependency cycle")
             .detail(format!(
                 "these resources refer to each other in a cycle: {} → {}; break the cycle by removing one of these references",
                 names.join(" → "),
@@ -331,6 +229,11 @@ pub fn build(
         .map(|(((l, attrs), deps), hash)| {
             let hash = hash.unwrap_or(ContentHash([0; 32]));
             whole.part(&hash.0);
+            let native_type = match &l.spec {
+                Spec::Instance(i) => Some(i.instance_type.clone()),
+                Spec::Volume(v) => Some(v.disk_type.clone()),
+                _ => None,
+            };
             Resource {
                 address: l.address,
                 provider: l.provider,
@@ -340,6 +243,7 @@ pub fn build(
                 lifecycle: l.lifecycle,
                 sensitive: l.sensitive,
                 monthly_cost: l.monthly_cost,
+                native_type,
                 deps,
                 hash,
             }
@@ -391,117 +295,4 @@ fn cycle_path(
         }
     }
     members.iter().copied().collect()
-}
-
-// ---- renderings -------------------------------------------------------------------------
-
-#[derive(Serialize)]
-struct JsonResource<'a> {
-    address: String,
-    kind: Kind,
-    name: &'a str,
-    provider: ProviderName,
-    region: &'a str,
-    native_region: &'a str,
-    attrs: Map<String, Value>,
-    lifecycle: &'a Lifecycle,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    sensitive: &'a BTreeSet<String>,
-    deps: Vec<String>,
-    monthly_cost: f64,
-    hash: String,
-}
-
-fn json_resource(r: &Resource) -> JsonResource<'_> {
-    JsonResource {
-        address: r.address.to_string(),
-        kind: r.address.kind,
-        name: &r.address.name,
-        provider: r.provider,
-        region: &r.region,
-        native_region: &r.native_region,
-        attrs: r.redacted_attrs(),
-        lifecycle: &r.lifecycle,
-        sensitive: &r.sensitive,
-        deps: r.deps.iter().map(|d| d.to_string()).collect(),
-        monthly_cost: (r.monthly_cost * 100.0).round() / 100.0,
-        hash: r.hash.to_hex(),
-    }
-}
-
-/// Version of the JSON documents below (docs/json.md).
-pub const JSON_VERSION: u32 = 1;
-
-/// `chimera eval --json`: the lowered resources.
-pub fn to_eval_json(g: &Graph) -> Value {
-    serde_json::json!({
-        "format_version": JSON_VERSION,
-        "stack": g.stack,
-        "hash": g.hash.to_hex(),
-        "resources": g.resources.iter().map(json_resource).collect::<Vec<_>>(),
-    })
-}
-
-/// `chimera graph --format json`: nodes and edges.
-pub fn to_graph_json(g: &Graph) -> Value {
-    serde_json::json!({
-        "format_version": JSON_VERSION,
-        "stack": g.stack,
-        "hash": g.hash.to_hex(),
-        "nodes": g.resources.iter().map(|r| serde_json::json!({
-            "address": r.address.to_string(),
-            "provider": r.provider,
-            "hash": r.hash.to_hex(),
-        })).collect::<Vec<_>>(),
-        "edges": g.edges,
-    })
-}
-
-fn quote_dot(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-pub fn to_dot(g: &Graph) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "digraph {} {{", quote_dot(&g.stack));
-    let _ = writeln!(out, "  rankdir=LR;");
-    let _ = writeln!(out, "  node [shape=box, fontname=\"monospace\"];");
-    for r in &g.resources {
-        let _ = writeln!(
-            out,
-            "  {} [label={}];",
-            quote_dot(&r.address.to_string()),
-            quote_dot(&format!("{}\\n{}", r.address, r.provider))
-        );
-    }
-    for e in &g.edges {
-        let _ = writeln!(
-            out,
-            "  {} -> {} [label={}];",
-            quote_dot(&e.from.to_string()),
-            quote_dot(&e.to.to_string()),
-            quote_dot(&e.attr)
-        );
-    }
-    out.push_str("}\n");
-    out
-}
-
-/// Mermaid ids must be simple; addresses are mapped to n0, n1, …
-pub fn to_mermaid(g: &Graph) -> String {
-    let mut out = String::from("flowchart LR\n");
-    let id: HashMap<&Address, usize> = g
-        .resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (&r.address, i))
-        .collect();
-    for (i, r) in g.resources.iter().enumerate() {
-        let label = format!("{} ({})", r.address, r.provider).replace('"', "#quot;");
-        let _ = writeln!(out, "  n{i}[\"{label}\"]");
-    }
-    for e in &g.edges {
-        let _ = writeln!(out, "  n{} -->|{}| n{}", id[&e.from], e.attr, id[&e.to]);
-    }
-    out
 }

@@ -9,11 +9,9 @@ pub mod catalog;
 pub mod eval;
 pub mod graph;
 pub mod lower;
-pub mod markdown;
-pub mod plan;
-pub mod render;
 pub mod stdlib;
 
+use chimera_model::codes;
 use std::path::{Path, PathBuf};
 
 use chimera_model::{Diagnostic, SourceMap};
@@ -110,7 +108,7 @@ pub fn lower_evaluated(
         Ok(c) => c,
         Err(e) => {
             diagnostics.push(
-                Diagnostic::error("E0010", "the catalog is malformed").detail(format!(
+                Diagnostic::error(codes::INTERNAL, "the catalog is malformed").detail(format!(
                     "the stdlib catalog does not have the expected shape: {e}"
                 )),
             );

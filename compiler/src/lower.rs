@@ -3,6 +3,7 @@
 //! Every check here reports a diagnostic pointing at the offending value's source span; lowering
 //! never stops at the first problem, so one run shows them all.
 
+use chimera_model::codes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
@@ -13,13 +14,7 @@ use serde_json::{Map, Value};
 use crate::catalog::{Catalog, HOURS_PER_MONTH};
 use crate::eval::RawResource;
 
-/// Lifecycle rules of a resource.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Lifecycle {
-    pub prevent_destroy: bool,
-    pub create_before_destroy: bool,
-    pub ignore_changes: Vec<String>,
-}
+pub use chimera_model::graph::Lifecycle;
 
 /// A port range of a firewall rule; `None` means all ports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -194,7 +189,7 @@ impl Ctx<'_> {
             .and_then(|s| self.sources.locate(s))
     }
 
-    fn err(&mut self, code: &'static str, field: &str, summary: &str, detail: String) {
+    fn err(&mut self, code: chimera_model::Code, field: &str, summary: &str, detail: String) {
         let d = Diagnostic::error(code, summary)
             .detail(detail)
             .address(&self.address)
@@ -210,7 +205,12 @@ impl Ctx<'_> {
             how.to_string()
         };
         let detail = format!("`{field}` is required on {}{how}", self.address);
-        self.err("E0103", field, "missing required field", detail);
+        self.err(
+            codes::INVALID_FIELD,
+            field,
+            "missing required field",
+            detail,
+        );
     }
 
     fn get(&self, field: &str) -> Option<&Value> {
@@ -227,7 +227,7 @@ impl Ctx<'_> {
             Some(Value::String(s)) => {
                 if s.len() > MAX_STRING {
                     self.err(
-                        "E0113",
+                        codes::TOO_LARGE,
                         field,
                         "value too large",
                         format!(
@@ -243,7 +243,7 @@ impl Ctx<'_> {
             Some(other) => {
                 let got = type_name(other);
                 self.err(
-                    "E0103",
+                    codes::INVALID_FIELD,
                     field,
                     "wrong type",
                     format!("`{field}` must be a string, got {got}"),
@@ -260,7 +260,7 @@ impl Ctx<'_> {
             Some(other) => {
                 let got = type_name(other);
                 self.err(
-                    "E0103",
+                    codes::INVALID_FIELD,
                     field,
                     "wrong type",
                     format!("`{field}` must be true or false, got {got}"),
@@ -280,7 +280,7 @@ impl Ctx<'_> {
             Some(v) => check_integer(v, lo, hi)
                 .map_err(|m| {
                     self.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         field,
                         "value out of range",
                         format!("`{field}` {m}"),
@@ -302,7 +302,7 @@ impl Ctx<'_> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 self.err(
-                    "E0103",
+                    codes::INVALID_FIELD,
                     field,
                     "unknown value",
                     format!("`{field}` is {shown}; expected one of {list}"),
@@ -333,7 +333,7 @@ impl Ctx<'_> {
             Some(Ok(r)) if r.kind == kind => Some(v.as_str()?.to_string()),
             Some(Ok(r)) => {
                 self.err(
-                    "E0115",
+                    codes::BAD_REFERENCE,
                     field,
                     "reference to the wrong kind",
                     format!(
@@ -344,13 +344,13 @@ impl Ctx<'_> {
                 None
             }
             Some(Err(e)) => {
-                self.err("E0115", field, "malformed reference", e);
+                self.err(codes::BAD_REFERENCE, field, "malformed reference", e);
                 None
             }
             None => {
                 let shown = show(v);
                 self.err(
-                    "E0103",
+                    codes::INVALID_FIELD,
                     field,
                     "expected a reference",
                     format!(
@@ -372,7 +372,7 @@ impl Ctx<'_> {
                 let net = network_of(addr, prefix);
                 if net != addr {
                     self.err(
-                        "E0107",
+                        codes::INVALID_CIDR,
                         field,
                         "CIDR block has host bits set",
                         format!("`{s}` is not a network address; did you mean \"{net}/{prefix}\"?"),
@@ -382,7 +382,7 @@ impl Ctx<'_> {
                 Some(s)
             }
             Err(m) => {
-                self.err("E0107", field, "invalid CIDR block", m);
+                self.err(codes::INVALID_CIDR, field, "invalid CIDR block", m);
                 None
             }
         }
@@ -550,7 +550,7 @@ pub fn header(
             Ok(k) => k,
             Err(_) => {
                 diags.push(
-                    Diagnostic::error("E0101", "unknown resource kind")
+                    Diagnostic::error(codes::UNKNOWN_KIND, "unknown resource kind")
                         .detail(format!(
                             "kind \"{k}\" is not one of network, subnet, firewall, instance, volume; build resources from the stdlib schemas, e.g. `c.Instance & {{ ... }}`"
                         ))
@@ -561,7 +561,7 @@ pub fn header(
         },
         _ => {
             diags.push(
-                Diagnostic::error("E0101", "resource without a kind")
+                Diagnostic::error(codes::UNKNOWN_KIND, "resource without a kind")
                     .detail("this record has no `kind`; build resources from the stdlib schemas, e.g. `c.Network & { name = \"main\", cidr = \"10.0.0.0/16\" }`")
                     .at(loc("kind")),
             );
@@ -572,7 +572,7 @@ pub fn header(
         Some(Value::String(n)) => n.clone(),
         Some(other) => {
             diags.push(
-                Diagnostic::error("E0103", "wrong type")
+                Diagnostic::error(codes::INVALID_FIELD, "wrong type")
                     .detail(format!("`name` must be a string, got {}", type_name(other)))
                     .at(loc("name")),
             );
@@ -580,7 +580,7 @@ pub fn header(
         }
         None => {
             diags.push(
-                Diagnostic::error("E0103", "missing required field")
+                Diagnostic::error(codes::INVALID_FIELD, "missing required field")
                     .detail(format!("a {kind} needs a `name`; add `name = \"...\"`"))
                     .at(loc("kind")),
             );
@@ -590,7 +590,7 @@ pub fn header(
     let address = Address::new(kind, name.clone());
     if let Err(m) = generic_name(&name) {
         diags.push(
-            Diagnostic::error("E0112", "invalid name")
+            Diagnostic::error(codes::INVALID_NAME, "invalid name")
                 .detail(m)
                 .address(&address)
                 .at(loc("name")),
@@ -612,7 +612,7 @@ pub fn header(
                 .map(|(_, k)| format!("did you mean `{k}`? "))
                 .unwrap_or_default();
             diags.push(
-                Diagnostic::error("E0102", "unknown field")
+                Diagnostic::error(codes::UNKNOWN_FIELD, "unknown field")
                     .detail(format!(
                         "a {kind} has no field `{field}`; {suggestion}fields are: {}",
                         known.join(", ")
@@ -629,7 +629,7 @@ pub fn header(
             Ok(p) => Placement::Fixed(p),
             Err(_) => {
                 diags.push(
-                    Diagnostic::error("E0103", "unknown provider")
+                    Diagnostic::error(codes::INVALID_FIELD, "unknown provider")
                         .detail(format!(
                             "provider \"{p}\" is not one of 'local, 'aws, 'gcp, 'azure, 'cheapest"
                         ))
@@ -641,7 +641,7 @@ pub fn header(
         },
         Some(other) => {
             diags.push(
-                Diagnostic::error("E0103", "wrong type")
+                Diagnostic::error(codes::INVALID_FIELD, "wrong type")
                     .detail(format!(
                         "`provider` must be one of 'local, 'aws, 'gcp, 'azure, 'cheapest, got {}",
                         type_name(other)
@@ -677,7 +677,12 @@ pub fn lower_one(
         diags,
     };
     if let Err(m) = name_rule(provider, &header.name) {
-        cx.err("E0112", "name", "invalid name for the provider", m);
+        cx.err(
+            codes::INVALID_NAME,
+            "name",
+            "invalid name for the provider",
+            m,
+        );
     }
     let region = cx
         .string("region", false)
@@ -688,7 +693,7 @@ pub fn lower_one(
             if catalog.regions.contains_key(&region) {
                 let offered = catalog.providers_for_region(&region).join(", ");
                 cx.err(
-                    "E0109",
+                    codes::UNKNOWN_REGION,
                     "region",
                     "region not offered by the provider",
                     format!(
@@ -704,7 +709,7 @@ pub fn lower_one(
                     .collect::<Vec<_>>()
                     .join(", ");
                 cx.err(
-                    "E0109",
+                    codes::UNKNOWN_REGION,
                     "region",
                     "unknown region",
                     format!("region \"{region}\" is not in the catalog; known regions: {known}"),
@@ -722,7 +727,7 @@ pub fn lower_one(
             for (k, v) in map {
                 if !valid_tag_key(&k) || k.starts_with("chimera-") {
                     cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         "tags",
                         "invalid tag key",
                         format!("tag key \"{k}\" must be 1-128 letters, digits, spaces and _ . : / = + - @, and not start with `chimera-` (reserved)"),
@@ -734,13 +739,13 @@ pub fn lower_one(
                         tags.insert(k, s);
                     }
                     Value::String(_) => cx.err(
-                        "E0113",
+                        codes::TOO_LARGE,
                         "tags",
                         "value too large",
                         format!("tag \"{k}\" is longer than 256 characters"),
                     ),
                     other => cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         "tags",
                         "wrong type",
                         format!("tag \"{k}\" must be a string, got {}", type_name(&other)),
@@ -749,7 +754,7 @@ pub fn lower_one(
             }
         }
         Some(other) => cx.err(
-            "E0103",
+            codes::INVALID_FIELD,
             "tags",
             "wrong type",
             format!(
@@ -774,7 +779,7 @@ pub fn lower_one(
                             match item.as_str() {
                                 Some(a) if known.contains(&a) => lifecycle.ignore_changes.push(a.to_string()),
                                 _ => cx.err(
-                                    "E0103",
+                                    codes::INVALID_FIELD,
                                     "lifecycle",
                                     "unknown attribute in ignore_changes",
                                     format!("`lifecycle.ignore_changes` entries must be attributes of a {}: {}", header.kind, known.join(", ")),
@@ -783,7 +788,7 @@ pub fn lower_one(
                         }
                     }
                     (k, v) => cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         "lifecycle",
                         "invalid lifecycle",
                         format!("`lifecycle.{k}` = {}: lifecycle takes prevent_destroy (bool), create_before_destroy (bool) and ignore_changes (array of attribute names)", show(&v)),
@@ -792,7 +797,7 @@ pub fn lower_one(
             }
         }
         Some(other) => cx.err(
-            "E0103",
+            codes::INVALID_FIELD,
             "lifecycle",
             "wrong type",
             format!("`lifecycle` must be a record, got {}", type_name(&other)),
@@ -813,7 +818,7 @@ pub fn lower_one(
                         sensitive.insert(a.to_string());
                     }
                     _ => cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         "sensitive",
                         "unknown sensitive attribute",
                         format!(
@@ -826,7 +831,7 @@ pub fn lower_one(
             }
         }
         Some(other) => cx.err(
-            "E0103",
+            codes::INVALID_FIELD,
             "sensitive",
             "wrong type",
             format!(
@@ -842,7 +847,7 @@ pub fn lower_one(
         Some(Value::Object(m)) => m,
         Some(other) => {
             cx.err(
-                "E0103",
+                codes::INVALID_FIELD,
                 provider.as_str(),
                 "wrong type",
                 format!(
@@ -897,7 +902,7 @@ pub fn lower_one(
                 Some(v) => match v.as_f64() {
                     Some(m) if m > 0.0 && m <= 24576.0 => Some(m),
                     _ => {
-                        cx.err("E0103", "memory_gib", "value out of range", format!("`memory_gib` must be a number greater than 0 and at most 24576, got {}", show(&v)));
+                        cx.err(codes::INVALID_FIELD, "memory_gib", "value out of range", format!("`memory_gib` must be a number greater than 0 and at most 24576, got {}", show(&v)));
                         None
                     }
                 },
@@ -912,7 +917,7 @@ pub fn lower_one(
                             .collect::<Vec<_>>()
                             .join(", ");
                         cx.err(
-                            "E0110",
+                            codes::UNKNOWN_SIZE,
                             "size",
                             "unknown size class",
                             format!("size '{s} is not in the catalog; known sizes: {known}"),
@@ -922,7 +927,7 @@ pub fn lower_one(
                         match catalog.size_type(s, provider) {
                             Some(t) => t.to_string(),
                             None => {
-                                cx.err("E0110", "size", "size not offered by the provider", format!("{provider} has no '{s} size in the catalog of {}; pick another size or give `cpu` and `memory_gib`", catalog.date));
+                                cx.err(codes::UNKNOWN_SIZE, "size", "size not offered by the provider", format!("{provider} has no '{s} size in the catalog of {}; pick another size or give `cpu` and `memory_gib`", catalog.date));
                                 String::new()
                             }
                         }
@@ -930,7 +935,7 @@ pub fn lower_one(
                 }
                 (Some(other), None, None) => {
                     cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         "size",
                         "wrong type",
                         format!(
@@ -944,18 +949,18 @@ pub fn lower_one(
                     match catalog.fit_instance_type(provider, c as f64, m) {
                         Some(t) => t.to_string(),
                         None => {
-                            cx.err("E0110", "cpu", "no instance type fits", format!("{provider} has no instance type in the catalog with {c} vCPUs and {m} GiB; lower the request or pick another provider"));
+                            cx.err(codes::UNKNOWN_SIZE, "cpu", "no instance type fits", format!("{provider} has no instance type in the catalog with {c} vCPUs and {m} GiB; lower the request or pick another provider"));
                             String::new()
                         }
                     }
                 }
                 (None, None, None) => {
-                    cx.err("E0103", "size", "missing size", "an instance needs `size = 'small` (a class from the catalog) or both `cpu` and `memory_gib`".into());
+                    cx.err(codes::INVALID_FIELD, "size", "missing size", "an instance needs `size = 'small` (a class from the catalog) or both `cpu` and `memory_gib`".into());
                     String::new()
                 }
                 _ => {
                     cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         "size",
                         "conflicting size",
                         "give either `size` or both `cpu` and `memory_gib`, not a mix".into(),
@@ -978,7 +983,7 @@ pub fn lower_one(
                         .cloned()
                         .collect::<Vec<_>>()
                         .join(", ");
-                    cx.err("E0111", "image", "image not offered", format!("image family \"{image}\" is not in the catalog for {provider}; known families: {known}"));
+                    cx.err(codes::UNKNOWN_IMAGE, "image", "image not offered", format!("image family \"{image}\" is not in the catalog for {provider}; known families: {known}"));
                     Value::Null
                 }
             };
@@ -996,7 +1001,7 @@ pub fn lower_one(
                     }
                 }
                 Some(other) => cx.err(
-                    "E0103",
+                    codes::INVALID_FIELD,
                     "firewalls",
                     "wrong type",
                     format!(
@@ -1028,7 +1033,7 @@ pub fn lower_one(
                 }
                 None => {
                     cx.err(
-                        "E0110",
+                        codes::UNKNOWN_SIZE,
                         "type",
                         "volume type not offered",
                         format!("{provider} has no '{volume_type} volumes in the catalog"),
@@ -1071,7 +1076,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
     };
     let Value::Array(items) = v else {
         cx.err(
-            "E0103",
+            codes::INVALID_FIELD,
             field,
             "wrong type",
             format!("`{field}` must be an array of rules, got {}", type_name(&v)),
@@ -1082,7 +1087,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
     for (i, item) in items.iter().enumerate() {
         let Value::Object(rule) = item else {
             cx.err(
-                "E0103",
+                codes::INVALID_FIELD,
                 field,
                 "wrong type",
                 format!(
@@ -1094,7 +1099,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
         };
         for k in rule.keys() {
             if !["protocol", "ports", "cidrs", "description"].contains(&k.as_str()) {
-                cx.err("E0102", field, "unknown field", format!("`{field}[{i}]` has no field `{k}`; rules have protocol, ports, cidrs, description"));
+                cx.err(codes::UNKNOWN_FIELD, field, "unknown field", format!("`{field}[{i}]` has no field `{k}`; rules have protocol, ports, cidrs, description"));
             }
         }
         let protocol = match rule.get("protocol") {
@@ -1104,7 +1109,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
             }
             Some(other) => {
                 cx.err(
-                    "E0103",
+                    codes::INVALID_FIELD,
                     field,
                     "unknown protocol",
                     format!(
@@ -1122,12 +1127,12 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
                 match (range.get("from").map(port), range.get("to").map(port)) {
                     (Some(Ok(a)), Some(Ok(b))) if a <= b => (Some(a), Some(b)),
                     (Some(Ok(a)), Some(Ok(b))) => {
-                        cx.err("E0103", field, "empty port range", format!("`{field}[{i}].ports` goes from {a} down to {b}; write `{{ from = {b}, to = {a} }}`"));
+                        cx.err(codes::INVALID_FIELD, field, "empty port range", format!("`{field}[{i}].ports` goes from {a} down to {b}; write `{{ from = {b}, to = {a} }}`"));
                         continue;
                     }
                     (Some(Err(m)), _) | (_, Some(Err(m))) => {
                         cx.err(
-                            "E0103",
+                            codes::INVALID_FIELD,
                             field,
                             "port out of range",
                             format!("`{field}[{i}].ports`: a port {m}"),
@@ -1136,7 +1141,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
                     }
                     _ => {
                         cx.err(
-                            "E0103",
+                            codes::INVALID_FIELD,
                             field,
                             "incomplete port range",
                             format!("`{field}[{i}].ports` needs both `from` and `to`"),
@@ -1149,7 +1154,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
                 Ok(p) => (Some(p), Some(p)),
                 Err(m) => {
                     cx.err(
-                        "E0103",
+                        codes::INVALID_FIELD,
                         field,
                         "port out of range",
                         format!("`{field}[{i}].ports`: a port {m}"),
@@ -1168,14 +1173,14 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
                         Some(s) => match parse_cidr(s) {
                             Ok(_) => cidrs.push(s.to_string()),
                             Err(m) => cx.err(
-                                "E0107",
+                                codes::INVALID_CIDR,
                                 field,
                                 "invalid CIDR block",
                                 format!("`{field}[{i}].cidrs`: {m}"),
                             ),
                         },
                         None => cx.err(
-                            "E0103",
+                            codes::INVALID_FIELD,
                             field,
                             "wrong type",
                             format!("`{field}[{i}].cidrs` must be strings, got {}", type_name(c)),
@@ -1184,7 +1189,7 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
                 }
             }
             Some(other) => cx.err(
-                "E0103",
+                codes::INVALID_FIELD,
                 field,
                 "wrong type",
                 format!(
@@ -1337,7 +1342,7 @@ pub fn resolve_placements(
                         .as_ref()
                         .map(|h| Address::new(h.kind, h.name.clone()));
                     diags.push(
-                        Diagnostic::error("E0116", "no provider can host this group")
+                        Diagnostic::error(codes::NO_PLACEMENT, "no provider can host this group")
                             .detail("`provider = 'cheapest` found no cloud (aws, gcp, azure) that offers every region, size and image this group of connected resources needs; pin a provider or change the region or size")
                             .address(addr.map(|a| a.to_string()).unwrap_or_default())
                             .at(raws[i].field_span("provider").or(raws[i].field_span("name")).and_then(|s| sources.locate(s))),
@@ -1378,7 +1383,7 @@ pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec
                 && t.provider != l.provider
             {
                 diags.push(
-                    Diagnostic::error("E0117", "reference across providers")
+                    Diagnostic::error(codes::CROSS_PROVIDER, "reference across providers")
                         .detail(format!(
                             "{} is on {} but its `{field}` {} is on {}; a resource can only attach to resources of its own provider. Put both on one provider",
                             l.address, l.provider, t.address, t.provider
@@ -1397,7 +1402,7 @@ pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec
         {
             if !cidr_within(inner, outer) {
                 diags.push(
-                    Diagnostic::error("E0108", "subnet outside its network")
+                    Diagnostic::error(codes::SUBNET_PLACEMENT, "subnet outside its network")
                         .detail(format!(
                             "{} has cidr {} which is not inside {} ({}); choose a block inside the network's",
                             l.address, s.cidr, net.address, n.cidr
@@ -1419,7 +1424,7 @@ pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec
             for (b, cb) in &subnets[i + 1..] {
                 if cidrs_overlap(*ca, *cb) {
                     diags.push(
-                        Diagnostic::error("E0108", "overlapping subnets")
+                        Diagnostic::error(codes::SUBNET_PLACEMENT, "overlapping subnets")
                             .detail(format!(
                                 "{} and {} overlap; subnets of one network need disjoint blocks",
                                 b.address, a.address

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use chimera_compiler::plan::{Action, Plan};
 use chimera_model::Address;
+use chimera_plans::plan::{Action, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepKind {

@@ -11,27 +11,33 @@
 //! evaluates configuration.
 
 mod dag;
+mod executor;
+mod failure;
+mod intents;
 mod observe;
 mod recover;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chimera_compiler::plan::{Desired, Plan, attrs_for_state};
-use chimera_model::hash::Hasher;
-use chimera_model::{Address, Piece, ProviderName, Ref, StateResource};
-use chimera_providers::{Provider, ProviderError, Request};
-use chimera_state::{
-    GenerationMeta, GenerationStatus, IntentAction, Lock, LockRequest, NewIntent, Outcome,
-    StateError, StateStore,
-};
+use chimera_model::{Address, Kind, ProviderName};
+use chimera_plans::plan::Plan;
+use chimera_providers::Provider;
+use chimera_state::{GenerationMeta, GenerationStatus, Lock, LockRequest, StateError, StateStore};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use dag::{Step, StepKind};
+pub use executor::{client_token, resolve};
+pub use failure::{CallFailure, FailureClass};
 pub use observe::{Drift, DriftKind, detect_drift, import, orphans, refresh};
 pub use recover::{Recovery, recover};
+
+use crate::executor::Call;
+use crate::intents::IntentLog;
+use crate::scheduler::Scheduler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -39,8 +45,20 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("no provider `{0}` is configured")]
     NoProvider(ProviderName),
+    /// An interrupted apply that needs a person, or an internal failure of the run.
     #[error("{0}")]
     Unresolved(String),
+    /// A read or list call failed (refresh, import, orphans), with its class.
+    #[error("{0}")]
+    Call(CallFailure),
+    #[error("{0} is already in state")]
+    AlreadyInState(Address),
+    #[error("{provider} has no {kind} `{cloud_id}`")]
+    NoSuchCloudResource {
+        provider: ProviderName,
+        kind: Kind,
+        cloud_id: String,
+    },
 }
 
 /// The configured providers.
@@ -63,7 +81,7 @@ impl Providers {
 pub trait Progress: Send + Sync {
     fn total(&self, _steps: usize) {}
     fn started(&self, _step: &Step) {}
-    fn finished(&self, _step: &Step, _error: Option<&str>) {}
+    fn finished(&self, _step: &Step, _error: Option<&CallFailure>) {}
 }
 
 pub struct NoProgress;
@@ -92,7 +110,7 @@ impl Default for ApplyOptions {
 pub struct ApplyReport {
     pub serial: u64,
     pub succeeded: Vec<Step>,
-    pub failed: Vec<(Step, String)>,
+    pub failed: Vec<(Step, CallFailure)>,
     /// Not attempted because something they depend on failed.
     pub skipped: Vec<Step>,
 }
@@ -101,126 +119,21 @@ impl ApplyReport {
     pub fn ok(&self) -> bool {
         self.failed.is_empty() && self.skipped.is_empty()
     }
-}
 
-/// The deterministic client token of an action: the same stack, address, generation and step
-/// always give the same token, so a retried call never creates twice.
-pub fn client_token(lineage: &str, address: &Address, serial: u64, kind: StepKind) -> String {
-    let mut h = Hasher::new();
-    h.part(b"chimera-token-v1")
-        .part(lineage.as_bytes())
-        .part(address.to_string().as_bytes())
-        .part(&serial.to_le_bytes())
-        .part(kind.as_str().as_bytes());
-    format!("chm-{}", &h.finish().to_hex()[..32])
-}
-
-/// Substitutes `${chimera:…}` placeholders with known outputs.
-pub fn resolve(v: &Value, outputs: &HashMap<Address, Map<String, Value>>) -> Result<Value, String> {
-    match v {
-        Value::String(s) if Ref::contains_placeholder(s) => {
-            let pieces = Ref::split(s)?;
-            let lookup = |r: &Ref| -> Result<Value, String> {
-                outputs
-                    .get(&r.address())
-                    .and_then(|o| o.get(&r.attr))
-                    .cloned()
-                    .ok_or_else(|| format!("{} is not known yet", r))
-            };
-            if let [Piece::Ref(r)] = pieces.as_slice() {
-                return lookup(r);
-            }
-            let mut out = String::new();
-            for p in pieces {
-                match p {
-                    Piece::Text(t) => out.push_str(t),
-                    Piece::Ref(r) => match lookup(&r)? {
-                        Value::String(s) => out.push_str(&s),
-                        Value::Null => {}
-                        other => out.push_str(&other.to_string()),
-                    },
-                }
-            }
-            Ok(Value::String(out))
-        }
-        Value::Array(items) => items
-            .iter()
-            .map(|i| resolve(i, outputs))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, i)| resolve(i, outputs).map(|r| (k.clone(), r)))
-            .collect::<Result<Map<_, _>, _>>()
-            .map(Value::Object),
-        other => Ok(other.clone()),
-    }
-}
-
-const SKIPPED: &str = "skipped: a step it depends on failed";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IntentState {
-    Unwritten,
-    Queued,
-    Durable(i64),
-}
-
-/// The one state transaction in flight: it yields the intent ids of the steps it wrote.
-type Commit<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Result<Vec<i64>, StateError>, Vec<usize>)> + Send + 'a>,
->;
-
-enum Event {
-    Finished(
-        Result<
-            (
-                usize,
-                i64,
-                Result<Option<chimera_providers::Observed>, ProviderError>,
-            ),
-            tokio::task::JoinError,
-        >,
-    ),
-    Committed(Result<Vec<i64>, StateError>, Vec<usize>),
-}
-
-/// The intent of a step: its action, deterministic token and, for creates and updates, the state
-/// row to adopt if the call succeeds but its result is never recorded.
-fn new_intent(plan: &Plan, s: &Step, lineage: &str, serial: u64) -> NewIntent {
-    let change = &plan.changes[s.change];
-    let (action, payload) = match s.kind {
-        StepKind::Create => (
-            IntentAction::Create,
-            change.desired.as_ref().map(|d| row_for(&s.address, d)),
-        ),
-        StepKind::Update => (
-            IntentAction::Update,
-            change.desired.as_ref().map(|d| row_for(&s.address, d)),
-        ),
-        StepKind::Delete => (IntentAction::Delete, None),
-    };
-    NewIntent {
-        address: s.address.clone(),
-        action,
-        client_token: client_token(lineage, &s.address, serial, s.kind),
-        payload,
-    }
-}
-
-fn row_for(address: &Address, d: &Desired) -> StateResource {
-    StateResource {
-        address: address.clone(),
-        provider: d.provider,
-        region: d.region.clone(),
-        native_region: d.native_region.clone(),
-        attrs: attrs_for_state(&d.attrs, &d.sensitive),
-        sensitive: d.sensitive.clone(),
-        hash: d.hash,
-        cloud_id: String::new(),
-        outputs: Map::new(),
-        deps: d.deps.clone(),
-        prevent_destroy: d.lifecycle.prevent_destroy,
+    /// Each failed step as a diagnostic with its class's code and address, and one warning per
+    /// step a failure ruled out.
+    pub fn diagnostics(&self) -> Vec<chimera_model::Diagnostic> {
+        let mut out: Vec<_> = self.failed.iter().map(|(_, f)| f.diagnostic()).collect();
+        out.extend(self.skipped.iter().map(|s| {
+            chimera_model::Diagnostic::warning(chimera_model::codes::STEP_SKIPPED, "step not attempted")
+                .detail(format!(
+                    "{} of {} was not attempted because a step it depends on failed; it runs with the next apply",
+                    s.kind.as_str(),
+                    s.address
+                ))
+                .address(&s.address)
+        }));
+        out
     }
 }
 
@@ -246,6 +159,23 @@ pub async fn apply(
     result
 }
 
+/// The lineage an apply of `plan` writes under: the plan's, or a new one for a new stack.
+async fn lineage_for(plan: &Plan, store: &dyn StateStore) -> Result<String, EngineError> {
+    match (&plan.lineage, store.stack(&plan.stack).await?) {
+        (Some(l), _) => Ok(l.clone()),
+        (None, Some(existing)) => Err(StateError::Stale {
+            stack: plan.stack.clone(),
+            expected: plan.prior_serial,
+            found: existing.serial,
+        }
+        .into()),
+        (None, None) => Ok(chimera_state::new_id()),
+    }
+}
+
+/// The apply loop: the [`Scheduler`] says what may start, the [`IntentLog`] makes each step's
+/// intent durable before its [`Call`] and group-commits results, and each finished call's
+/// outcome feeds both.
 async fn apply_locked(
     plan: &Plan,
     store: &dyn StateStore,
@@ -254,22 +184,11 @@ async fn apply_locked(
     lock: &Lock,
 ) -> Result<ApplyReport, EngineError> {
     let steps = dag::steps(plan);
-    let lineage = match (&plan.lineage, store.stack(&plan.stack).await?) {
-        (Some(l), _) => l.clone(),
-        (None, Some(existing)) => {
-            return Err(StateError::Stale {
-                stack: plan.stack.clone(),
-                expected: plan.prior_serial,
-                found: existing.serial,
-            }
-            .into());
-        }
-        (None, None) => chimera_state::new_id(),
-    };
+    let lineage = lineage_for(plan, store).await?;
     let meta = GenerationMeta {
         actor: opts.actor.clone(),
         message: if opts.message.is_empty() {
-            format!("apply: {}", chimera_compiler::render::summary_line(plan))
+            format!("apply: {}", chimera_plans::render::summary_line(plan))
         } else {
             opts.message.clone()
         },
@@ -278,13 +197,7 @@ async fn apply_locked(
     };
     // Every provider the plan needs must be there before anything is recorded.
     for s in &steps {
-        let c = &plan.changes[s.change];
-        if let Some(p) = c
-            .desired
-            .as_ref()
-            .map(|d| d.provider)
-            .or(c.prior.as_ref().map(|p| p.provider))
-        {
+        if let Some(p) = executor::provider_of(&plan.changes[s.change]) {
             providers.get(p)?;
         }
     }
@@ -298,172 +211,57 @@ async fn apply_locked(
     opts.progress.total(steps.len());
 
     // Outputs known so far: from prior state, then from each create.
-    let mut outputs: HashMap<Address, Map<String, Value>> = HashMap::new();
-    for c in &plan.changes {
-        if let Some(p) = &c.prior {
-            outputs.insert(c.address.clone(), p.outputs.clone());
-        }
-    }
-    let mut waiting: Vec<usize> = steps.iter().map(|s| s.after.len()).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
-    for (i, s) in steps.iter().enumerate() {
-        for &b in &s.after {
-            dependents[b].push(i);
-        }
-    }
-    let semaphores: HashMap<ProviderName, Arc<Semaphore>> = ProviderName::ALL
+    let mut outputs: HashMap<Address, Map<String, Value>> = plan
+        .changes
+        .iter()
+        .filter_map(|c| Some((c.address.clone(), c.prior.as_ref()?.outputs.clone())))
+        .collect();
+    let limits: HashMap<ProviderName, Arc<Semaphore>> = ProviderName::ALL
         .iter()
         .map(|p| (*p, Arc::new(Semaphore::new(opts.parallelism.max(1)))))
         .collect();
-    let mut running: JoinSet<(
-        usize,
-        i64,
-        Result<Option<chimera_providers::Observed>, ProviderError>,
-    )> = JoinSet::new();
+    let mut schedule = Scheduler::new(&steps);
+    let mut log = IntentLog::new(store, lock, serial, steps.len());
+    let mut running: JoinSet<executor::Finished> = JoinSet::new();
+    let intent_of = |i: usize| executor::new_intent(plan, &steps[i], &lineage, serial);
 
-    // Every step's intent is committed before its call, and one level ahead: a step's intent
-    // is queued when the first step it waits for starts. A finished call therefore releases its
-    // dependents at once; its result is committed by the next group commit, off the critical
-    // path. Only one transaction is in flight at a time; everything that queues meanwhile goes
-    // into the next one.
-    let mut intent = vec![IntentState::Unwritten; steps.len()];
-    let mut blocked = vec![false; steps.len()];
-    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut queued_intents: Vec<usize> = Vec::new();
-    let mut queued_results: Vec<(i64, Outcome)> = Vec::new();
-    let mut inflight: Option<Commit<'_>> = None;
+    // Intents are written one level ahead: a step's intent is queued when the first step it
+    // waits for starts. A finished call therefore releases its dependents at once; its result
+    // is committed by the next group commit, off the critical path.
     loop {
-        // Start every ready step whose intent is durable.
-        let mut unwritten_yet = Vec::new();
-        for i in std::mem::take(&mut ready) {
-            let id = match intent[i] {
-                IntentState::Durable(id) => id,
-                IntentState::Unwritten => {
-                    intent[i] = IntentState::Queued;
-                    queued_intents.push(i);
-                    unwritten_yet.push(i);
-                    continue;
-                }
-                IntentState::Queued => {
-                    unwritten_yet.push(i);
-                    continue;
-                }
-            };
-            for &d in &dependents[i] {
-                if intent[d] == IntentState::Unwritten && !blocked[d] {
-                    intent[d] = IntentState::Queued;
-                    queued_intents.push(d);
-                }
-            }
-            let s = steps[i].clone();
-            let change = &plan.changes[s.change];
-            let token = client_token(&lineage, &s.address, serial, s.kind);
-            // Resolve references now: everything this step depends on has finished.
-            let resolved = match (&s.kind, &change.desired) {
-                (StepKind::Delete, _) | (_, None) => Ok(Map::new()),
-                (_, Some(d)) => resolve(&Value::Object(d.attrs.clone()), &outputs)
-                    .map(|v| v.as_object().cloned().unwrap_or_default()),
-            };
-            opts.progress.started(&s);
-            let provider_name = change
-                .desired
-                .as_ref()
-                .map(|d| d.provider)
-                .or(change.prior.as_ref().map(|p| p.provider))
-                .unwrap_or(ProviderName::Local);
-            let provider = providers.get(provider_name)?.clone();
-            let sem = semaphores[&provider_name].clone();
-            let stack = plan.stack.clone();
-            let native_region = change
-                .desired
-                .as_ref()
-                .map(|d| d.native_region.clone())
-                .or(change.prior.as_ref().map(|p| p.native_region.clone()))
-                .unwrap_or_default();
-            // Updates and deletes act on the resource state knew; in a create-before-destroy
-            // replace, the delete must hit the old resource, not the new one.
-            let cloud_id = change.prior.as_ref().map(|p| p.cloud_id.clone());
-            running.spawn(async move {
-                let attrs = match resolved {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return (
-                            i,
-                            id,
-                            Err(ProviderError::Failed {
-                                code: "UnresolvedReference".into(),
-                                message: e,
-                            }),
-                        );
-                    }
-                };
-                let _permit = sem.acquire_owned().await;
-                let req = Request {
-                    stack: &stack,
-                    address: &s.address,
-                    native_region: &native_region,
-                    attrs: &attrs,
-                    token: &token,
-                };
-                let r = match s.kind {
-                    StepKind::Create => chimera_providers::with_retries(|| provider.create(&req))
-                        .await
-                        .map(Some),
-                    StepKind::Update => match &cloud_id {
-                        Some(c) => chimera_providers::with_retries(|| provider.update(&req, c))
-                            .await
-                            .map(Some),
-                        None => Err(ProviderError::Failed {
-                            code: "NoCloudId".into(),
-                            message: "state has no id for this resource".into(),
-                        }),
-                    },
-                    StepKind::Delete => match &cloud_id {
-                        Some(c) => {
-                            chimera_providers::with_retries(|| provider.delete(s.address.kind, c))
-                                .await
-                                .map(|_| None)
-                        }
-                        None => Ok(None),
-                    },
-                };
-                (i, id, r)
-            });
-        }
-        ready = unwritten_yet;
-
-        if inflight.is_none() && (!queued_intents.is_empty() || !queued_results.is_empty()) {
-            let idx = std::mem::take(&mut queued_intents);
-            let results = std::mem::take(&mut queued_results);
-            let intents: Vec<NewIntent> = idx
-                .iter()
-                .map(|&i| new_intent(plan, &steps[i], &lineage, serial))
-                .collect();
-            inflight = Some(Box::pin(async move {
-                let r = store.record(lock, serial, &results, &intents).await;
-                (r, idx)
-            }));
-        }
-        let event = tokio::select! {
-            Some(joined) = running.join_next(), if !running.is_empty() => Event::Finished(joined),
-            (r, idx) = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
-                Event::Committed(r, idx)
-            }
-            else => break,
-        };
-        let joined = match event {
-            Event::Committed(r, idx) => {
-                inflight = None;
-                for (i, id) in idx.into_iter().zip(r?) {
-                    intent[i] = IntentState::Durable(id);
-                    // Written ahead for a step that a failure has since ruled out.
-                    if blocked[i] {
-                        queued_results.push((id, Outcome::Failed(SKIPPED.into())));
-                    }
-                }
+        let mut not_yet = Vec::new();
+        for i in schedule.take_ready() {
+            let Some(id) = log.durable(i) else {
+                log.write_ahead(i);
+                not_yet.push(i);
                 continue;
+            };
+            for &d in schedule.dependents(i) {
+                if !schedule.is_blocked(d) {
+                    log.write_ahead(d);
+                }
             }
-            Event::Finished(first) => {
+            let s = &steps[i];
+            let provider =
+                executor::provider_of(&plan.changes[s.change]).unwrap_or(ProviderName::Local);
+            opts.progress.started(s);
+            let call = Call::prepare(
+                plan,
+                &steps,
+                i,
+                id,
+                client_token(&lineage, &s.address, serial, s.kind),
+                &outputs,
+                providers.get(provider)?.clone(),
+                limits[&provider].clone(),
+            );
+            running.spawn(call.run());
+        }
+        schedule.defer(not_yet);
+        log.flush(intent_of);
+
+        let finished = tokio::select! {
+            Some(first) = running.join_next(), if !running.is_empty() => {
                 // Take every other finished call too: they share the next commit.
                 let mut done = vec![first];
                 while let Some(more) = running.try_join_next() {
@@ -471,64 +269,34 @@ async fn apply_locked(
                 }
                 done
             }
+            (r, written) = log.commit_done(), if log.in_flight() => {
+                log.committed(r, written, |i| schedule.is_blocked(i))?;
+                continue;
+            }
+            else => break,
         };
-        for joined in joined {
+        for joined in finished {
             let (i, id, r) = joined
                 .map_err(|e| EngineError::Unresolved(format!("an apply task panicked: {e}")))?;
             let s = steps[i].clone();
-            let change = &plan.changes[s.change];
-            let outcome = match (&r, s.kind) {
-                (Ok(Some(obs)), StepKind::Create | StepKind::Update) => match &change.desired {
-                    Some(d) => {
-                        let mut row = row_for(&s.address, d);
-                        row.cloud_id = obs.cloud_id.clone();
-                        row.outputs = obs.outputs.clone();
-                        Outcome::Put(Box::new(row))
-                    }
-                    // dag::steps makes creates and updates only from changes with a desired side.
-                    None => Outcome::Failed("the plan has no desired state for this step".into()),
-                },
-                (Ok(_), _) => Outcome::Remove {
-                    address: s.address.clone(),
-                    cloud_id: change
-                        .prior
-                        .as_ref()
-                        .map(|p| p.cloud_id.clone())
-                        .unwrap_or_default(),
-                },
-                (Err(e), _) => Outcome::Failed(e.to_string()),
-            };
-            queued_results.push((id, outcome));
+            log.record(id, executor::outcome(&s, &plan.changes[s.change], &r));
             match r {
                 Ok(obs) => {
                     if let Some(obs) = obs {
                         outputs.insert(s.address.clone(), obs.outputs);
                     }
                     opts.progress.finished(&s, None);
-                    for &d in &dependents[i] {
-                        waiting[d] -= 1;
-                        if waiting[d] == 0 && !blocked[d] {
-                            ready.push(d);
-                        }
-                    }
+                    schedule.succeeded(i);
                     report.succeeded.push(s);
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    opts.progress.finished(&s, Some(&msg));
+                Err(failure) => {
+                    opts.progress.finished(&s, Some(&failure));
                     // Everything downstream is skipped; intents already written say so.
-                    let mut stack = dependents[i].clone();
-                    while let Some(d) = stack.pop() {
-                        if !blocked[d] {
-                            blocked[d] = true;
-                            if let IntentState::Durable(id) = intent[d] {
-                                queued_results.push((id, Outcome::Failed(SKIPPED.into())));
-                            }
-                            report.skipped.push(steps[d].clone());
-                            stack.extend(dependents[d].iter().copied());
-                        }
+                    for d in schedule.failed(i) {
+                        log.skip(d);
+                        report.skipped.push(steps[d].clone());
                     }
-                    report.failed.push((s, msg));
+                    report.failed.push((s, failure));
                 }
             }
         }

@@ -10,7 +10,7 @@ use chimera_state::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{EngineError, Providers};
+use crate::{CallFailure, EngineError, Providers};
 
 /// How a resource differs from what state recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,12 +91,7 @@ pub async fn detect_drift(
         let observed =
             chimera_providers::with_retries(|| provider.read(row.address.kind, &row.cloud_id))
                 .await
-                .map_err(|e| {
-                    EngineError::Unresolved(format!(
-                        "reading {} ({}) failed: {e}",
-                        row.address, row.cloud_id
-                    ))
-                })?;
+                .map_err(|e| EngineError::Call(CallFailure::of(&row.address, "read", &e)))?;
         match observed {
             None => drift.push(Drift {
                 address: row.address.clone(),
@@ -211,12 +206,11 @@ pub async fn import(
     let provider = providers.get(provider_name)?;
     let obs = chimera_providers::with_retries(|| provider.read(address.kind, cloud_id))
         .await
-        .map_err(|e| EngineError::Unresolved(format!("reading {cloud_id} failed: {e}")))?
-        .ok_or_else(|| {
-            EngineError::Unresolved(format!(
-                "{provider_name} has no {} `{cloud_id}`",
-                address.kind
-            ))
+        .map_err(|e| EngineError::Call(CallFailure::of(address, "read", &e)))?
+        .ok_or_else(|| EngineError::NoSuchCloudResource {
+            provider: provider_name,
+            kind: address.kind,
+            cloud_id: cloud_id.to_string(),
         })?;
     let lock = store
         .lock(
@@ -234,9 +228,7 @@ pub async fn import(
             .iter()
             .any(|r| &r.address == address)
         {
-            return Err(EngineError::Unresolved(format!(
-                "{address} is already in state; `chimera state show {address}` shows it"
-            )));
+            return Err(EngineError::AlreadyInState(address.clone()));
         }
         let (expected, lineage) = match store.stack(stack).await? {
             Some(i) => (i.serial, i.lineage),
@@ -308,7 +300,7 @@ pub async fn orphans(
         let provider = providers.get(*name)?;
         let managed = chimera_providers::with_retries(|| provider.list_managed(stack))
             .await
-            .map_err(|e| EngineError::Unresolved(format!("listing {name} failed: {e}")))?;
+            .map_err(|e| EngineError::Call(CallFailure::listing(*name, &e)))?;
         out.extend(managed.into_iter().filter(|o| !known.contains(&o.cloud_id)));
     }
     out.sort_by(|a, b| a.tags.get(TAG_ADDRESS).cmp(&b.tags.get(TAG_ADDRESS)));

@@ -11,7 +11,8 @@ use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term;
 use serde::{Deserialize, Serialize};
 
-/// A stable diagnostic code, e.g. `E0104`. The table lives in docs/diagnostics.md.
+/// A stable diagnostic code, e.g. `E0104`. Every code is defined once, in [`crate::codes`];
+/// docs/diagnostics.md documents them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Code(pub &'static str);
@@ -86,9 +87,9 @@ impl Diagnostic {
         self
     }
 
-    pub fn error(code: &'static str, summary: impl Into<String>) -> Self {
+    pub fn error(code: Code, summary: impl Into<String>) -> Self {
         Diagnostic {
-            code: Code(code),
+            code,
             severity: Severity::Error,
             summary: summary.into(),
             detail: String::new(),
@@ -99,7 +100,7 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(code: &'static str, summary: impl Into<String>) -> Self {
+    pub fn warning(code: Code, summary: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(code, summary)
@@ -323,6 +324,7 @@ fn plain(d: &Diagnostic) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codes;
 
     #[test]
     fn line_and_column_are_one_based_and_count_characters() {
@@ -341,7 +343,7 @@ mod tests {
             start: 9,
             end: 14,
         });
-        let d = Diagnostic::error("E0003", "contract broken")
+        let d = Diagnostic::error(codes::CONTRACT_BROKEN, "contract broken")
             .at(loc)
             .detail("use a port between 0 and 65535");
         let text = map.render(&[d], false);

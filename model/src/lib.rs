@@ -5,7 +5,9 @@
 //! hash. It does no I/O.
 
 pub mod address;
+pub mod codes;
 pub mod diagnostic;
+pub mod graph;
 pub mod hash;
 pub mod reference;
 pub mod schema;

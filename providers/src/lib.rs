@@ -37,6 +37,87 @@ pub enum ProviderError {
 
 pub type Result<T> = std::result::Result<T, ProviderError>;
 
+/// What kind of failure a provider error is, as the engine, the reconcile loop and the user act
+/// on it: wait and retry, fix the configuration, or look at the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The cloud is rate-limiting us.
+    Throttled,
+    /// Transient: eventual consistency, a timeout, a server error.
+    Retryable,
+    /// The resource's current state forbids the call (in use, a dependency, a transition).
+    Conflict,
+    /// Something the call needs does not exist.
+    NotFound,
+    /// A quota, a limit or the cloud's capacity.
+    Quota,
+    /// The request itself is wrong (an invalid or unsupported value, a permission).
+    Permanent,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Throttled => "throttled",
+            FailureClass::Retryable => "retryable",
+            FailureClass::Conflict => "conflict",
+            FailureClass::NotFound => "not-found",
+            FailureClass::Quota => "quota",
+            FailureClass::Permanent => "permanent",
+        }
+    }
+
+    /// The class of a cloud error code (EC2's vocabulary, which the local cloud shares).
+    pub fn of_code(code: &str) -> FailureClass {
+        let c = code.to_ascii_lowercase();
+        if c.contains("throttl") || c == "requestlimitexceeded" || c.contains("toomanyrequests") {
+            FailureClass::Throttled
+        } else if c.ends_with("notfound") || c.ends_with(".notfound") || c.contains("notfound.") {
+            FailureClass::NotFound
+        } else if c.contains("limitexceeded")
+            || c.starts_with("insufficient")
+            || c.contains("quota")
+            || c.contains("capacity")
+        {
+            FailureClass::Quota
+        } else if c.contains("dependencyviolation")
+            || c.contains("incorrectstate")
+            || c.contains("inuse")
+            || c.contains("conflict")
+            || c.contains("alreadyexists")
+            || c.contains("duplicate")
+        {
+            FailureClass::Conflict
+        } else if c.contains("timeout")
+            || c.contains("unavailable")
+            || c.contains("internal")
+            || c.contains("connection")
+        {
+            FailureClass::Retryable
+        } else {
+            FailureClass::Permanent
+        }
+    }
+}
+
+impl ProviderError {
+    /// What kind of failure this is.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ProviderError::Retryable(m) => {
+                let code = m.split(':').next().unwrap_or_default();
+                match FailureClass::of_code(code) {
+                    FailureClass::Throttled => FailureClass::Throttled,
+                    _ if m.to_ascii_lowercase().contains("throttl") => FailureClass::Throttled,
+                    _ => FailureClass::Retryable,
+                }
+            }
+            ProviderError::Failed { code, .. } => FailureClass::of_code(code),
+        }
+    }
+}
+
 /// A create or update: the resource's attributes with every reference resolved.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {

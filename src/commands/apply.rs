@@ -1,15 +1,15 @@
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chimera_compiler::render;
-use chimera_engine::ApplyOptions;
-use chimera_model::Diagnostic;
+use chimera_plans::plan::Plan;
+use chimera_plans::render;
+use chimera_workflow::{Applied, ApplyRequest, Error, Stack};
 use clap::Args;
 
 use super::Global;
 use super::ctx::{self, StateArgs};
-use super::plan::{Planned, make_plan, read_plan_file};
+use super::plan::stdout_color;
 use crate::ui::{self, ExitStatus};
 
 #[derive(Debug, Args)]
@@ -30,81 +30,48 @@ pub struct ApplyArgs {
     pub message: String,
 }
 
-fn is_plan_file(p: &std::path::Path) -> bool {
+fn is_plan_file(p: &Path) -> bool {
     p.is_file() && p.extension().is_none_or(|e| e != "ncl")
 }
 
 pub fn run(global: &Global, args: &ApplyArgs) -> ExitStatus {
-    ctx::runtime().block_on(async {
-        let (planned, confirm) = if is_plan_file(&args.target) {
-            match read_plan_file(&args.target) {
-                Ok(mut p) => {
-                    if let Some(url) = &args.state.state {
-                        p.state_url = url.clone();
-                    }
-                    (p, false)
-                }
-                Err(d) => {
-                    ctx::fail(global, d);
-                    return ExitStatus::Failure;
-                }
-            }
-        } else {
-            // Resolve an interrupted apply before planning, so the plan sees the truth.
-            if !recover_first(global, &args.target, &args.state).await {
+    let progress = Arc::new(ui::ApplyProgress::new());
+    let req = ApplyRequest {
+        parallelism: args.parallelism as usize,
+        message: args.message.clone(),
+        progress: progress.clone(),
+    };
+    if is_plan_file(&args.target) {
+        let settings = ctx::settings(global, Some(&args.state));
+        let file = match chimera_workflow::read_plan_file(&args.target) {
+            Ok(f) => f,
+            Err(e) => {
+                ctx::report(global, None, &e);
                 return ExitStatus::Failure;
             }
-            match make_plan(global, &args.target, &args.state, false).await {
-                Some(p) => (p, !args.yes),
-                None => return ExitStatus::Failure,
-            }
         };
-        execute(
-            global,
-            planned,
-            confirm,
-            args.parallelism as usize,
-            &args.message,
-        )
-        .await
-    })
+        // A saved plan was reviewed when it was made: it is shown, not asked about again.
+        let r = ctx::runtime().block_on(chimera_workflow::apply_file(
+            file,
+            &settings,
+            &req,
+            review(global, false),
+        ));
+        progress.finish();
+        return conclude(global, None, r);
+    }
+    let mut stack = super::open(global, &args.target, Some(&args.state));
+    let r = ctx::runtime().block_on(stack.apply(&req, review(global, !args.yes)));
+    progress.finish();
+    conclude(global, Some(&mut stack), r)
 }
 
-/// Opens state and providers for a stack path and resolves pending intents.
-pub async fn recover_first(global: &Global, path: &std::path::Path, state: &StateArgs) -> bool {
-    let Some(compiled) = super::compile_or_report(global, path) else {
-        return false;
-    };
-    let Some(graph) = compiled.graph else {
-        return false;
-    };
-    let Some(store) = ctx::open_state(global, &ctx::state_url(state, path)).await else {
-        return false;
-    };
-    let Some(providers) = ctx::providers_with(
-        global,
-        &ctx::local_cloud_path(path),
-        &graph.provider_settings,
-    )
-    .await
-    else {
-        return false;
-    };
-    match chimera_engine::recover(store.as_ref(), &providers, &graph.stack, "chimera").await {
-        Ok(r) => {
-            if !r.adopted.is_empty() || !r.abandoned.is_empty() {
-                eprintln!(
-                    "Recovered an interrupted apply: adopted {}, abandoned {} (they are planned again).",
-                    r.adopted.len(),
-                    r.abandoned.len()
-                );
-            }
-            true
-        }
-        Err(e) => {
-            ctx::fail(global, ctx::engine_diag(&e));
-            false
-        }
+/// The review step: shows the plan, and asks when `ask` (only 'yes' goes on).
+pub fn review(global: &Global, ask: bool) -> impl FnOnce(&Plan) -> bool {
+    let color = stdout_color(global);
+    move |plan: &Plan| {
+        ui::print(&render::plan_text(plan, color));
+        !ask || !plan.has_changes() || confirmed()
     }
 }
 
@@ -119,82 +86,54 @@ fn confirmed() -> bool {
     line.trim() == "yes"
 }
 
-/// Shows a plan, asks if needed, applies it, and reports.
-pub async fn execute(
+/// Reports an apply: recovery, the summary line, each failure as a diagnostic.
+pub fn conclude(
     global: &Global,
-    planned: Planned,
-    confirm: bool,
-    parallelism: usize,
-    message: &str,
+    stack: Option<&mut Stack>,
+    r: Result<Applied, Error>,
 ) -> ExitStatus {
-    let color = ui::use_color(global.color, std::io::stdout().is_terminal());
-    ui::print(&render::plan_text(&planned.plan, color));
-    if !planned.plan.has_changes() {
+    let applied = match r {
+        Ok(a) => a,
+        Err(e) => {
+            ctx::report(global, stack, &e);
+            return ExitStatus::Failure;
+        }
+    };
+    if let Some(s) = stack {
+        ctx::warnings(global, s);
+    }
+    let rec = &applied.recovery;
+    if !rec.adopted.is_empty() || !rec.abandoned.is_empty() {
+        eprintln!(
+            "Recovered an interrupted apply: adopted {}, abandoned {} (they are planned again).",
+            rec.adopted.len(),
+            rec.abandoned.len()
+        );
+    }
+    let Some(report) = &applied.report else {
+        return ExitStatus::Success;
+    };
+    eprintln!(
+        "Apply {}: generation {} of stack `{}`, {} steps succeeded, {} failed, {} skipped.",
+        if report.ok() {
+            "complete"
+        } else {
+            "incomplete"
+        },
+        report.serial,
+        applied.plan.stack,
+        report.succeeded.len(),
+        report.failed.len(),
+        report.skipped.len()
+    );
+    if report.ok() {
         return ExitStatus::Success;
     }
-    if confirm && !confirmed() {
-        ctx::fail(
-            global,
-            Diagnostic::error("E0307", "apply not confirmed").detail(
-                "nothing was changed; answer `yes` at the prompt, pass -y, or save the plan with `chimera plan --out FILE` and apply the file",
-            ),
-        );
-        return ExitStatus::Failure;
-    }
-    let Some(store) = ctx::open_state(global, &planned.state_url).await else {
-        return ExitStatus::Failure;
-    };
-    let Some(providers) = ctx::providers_with(
-        global,
-        std::path::Path::new(&planned.local_cloud),
-        &planned.plan.provider_settings,
-    )
-    .await
-    else {
-        return ExitStatus::Failure;
-    };
-    let progress = Arc::new(ui::ApplyProgress::new());
-    let opts = ApplyOptions {
-        parallelism,
-        actor: actor(),
-        message: message.to_string(),
-        progress: progress.clone(),
-    };
-    let result = chimera_engine::apply(&planned.plan, store.as_ref(), &providers, &opts).await;
-    progress.finish();
-    match result {
-        Ok(report) => {
-            let created = report.succeeded.len();
-            eprintln!(
-                "Apply {}: generation {} of stack `{}`, {created} steps succeeded, {} failed, {} skipped.",
-                if report.ok() {
-                    "complete"
-                } else {
-                    "incomplete"
-                },
-                report.serial,
-                planned.plan.stack,
-                report.failed.len(),
-                report.skipped.len()
-            );
-            for (s, e) in &report.failed {
-                eprintln!("  {} {}: {e}", s.kind.as_str(), s.address);
-            }
-            if report.ok() {
-                ExitStatus::Success
-            } else {
-                ExitStatus::Failure
-            }
-        }
-        Err(e) => {
-            ctx::fail(global, ctx::engine_diag(&e));
-            ExitStatus::Failure
-        }
-    }
-}
-
-pub fn actor() -> String {
-    std::env::var("USER")
-        .map(|u| format!("{u}@chimera"))
-        .unwrap_or_else(|_| "chimera".into())
+    ui::emit_diagnostics(
+        &report.diagnostics(),
+        &chimera_model::SourceMap::default(),
+        global.error_format,
+        global.color,
+    );
+    ExitStatus::Failure
 }

@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::{Global, StackArg, compile_or_report};
+use super::{Global, StackArg, finish, open};
 use crate::ui::{ErrorFormat, ExitStatus};
 
 #[derive(Debug, Args)]
@@ -10,21 +10,20 @@ pub struct CheckArgs {
 }
 
 pub fn run(global: &Global, args: &CheckArgs) -> ExitStatus {
-    let Some(compiled) = compile_or_report(global, &args.stack.path) else {
-        return ExitStatus::Failure;
-    };
-    let Some(graph) = compiled.graph else {
+    let mut stack = open(global, &args.stack.path, None);
+    let r = stack.check();
+    // JSON also prints the warnings as one document on stdout.
+    let warnings = stack.warnings().to_vec();
+    let Some(checked) = finish(global, &mut stack, r) else {
         return ExitStatus::Failure;
     };
     if global.error_format == ErrorFormat::Json {
-        let doc = serde_json::json!({ "diagnostics": compiled.diagnostics });
+        let doc = serde_json::json!({ "diagnostics": warnings });
         crate::ui::print(&format!("{doc}\n"));
     } else {
         crate::ui::print(&format!(
             "ok: stack `{}`, {} resources, {} references\n",
-            graph.stack,
-            graph.resources.len(),
-            graph.edges.len()
+            checked.stack, checked.resources, checked.references
         ));
     }
     ExitStatus::Success

@@ -1,13 +1,10 @@
-//! What stateful commands share: where state and the local cloud live, the runtime, providers,
-//! and turning library errors into diagnostics.
+//! What commands share: the workflow's settings from the command line and the environment,
+//! the runtime, and reporting workflow errors and warnings.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use chimera_engine::{EngineError, Providers};
 use chimera_model::{Diagnostic, SourceMap};
-use chimera_providers::local::{Knobs, LocalCloud};
-use chimera_state::{StateError, StateStore};
+use chimera_workflow::{Error, LOCAL_KNOBS, Settings, Stack};
 use clap::Args;
 
 use super::Global;
@@ -20,25 +17,27 @@ pub struct StateArgs {
     pub state: Option<String>,
 }
 
-/// The directory holding `.chimera/` for a stack path (a directory, or a file's directory).
-pub fn stack_dir(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.to_path_buf()
-    } else {
-        path.parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."))
+/// The workflow's settings: the command line's, and the environment's (read here, never in
+/// the library).
+pub fn settings(global: &Global, state: Option<&StateArgs>) -> Settings {
+    Settings {
+        state_url: state.and_then(|s| s.state.clone()),
+        local_cloud: std::env::var_os("CHIMERA_LOCAL_CLOUD").map(PathBuf::from),
+        provider_env: LOCAL_KNOBS
+            .iter()
+            .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+            .collect(),
+        eval: global.eval_options(),
+        cache_build: (!global.no_cache).then(super::build_id),
+        actor: actor(),
     }
 }
 
-pub fn state_url(args: &StateArgs, path: &Path) -> String {
-    args.state.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}",
-            stack_dir(path).join(".chimera/state.db").display()
-        )
-    })
+/// Who runs, for generations and audit entries.
+pub fn actor() -> String {
+    std::env::var("USER")
+        .map(|u| format!("{u}@chimera"))
+        .unwrap_or_else(|_| "chimera".into())
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -57,102 +56,41 @@ pub fn fail(global: &Global, d: Diagnostic) {
     );
 }
 
-pub fn state_diag(e: &StateError) -> Diagnostic {
-    match e {
-        StateError::Locked(_) => Diagnostic::error("E0301", "the stack is locked")
-            .detail(format!("{e}. Wait for it to finish; if that process is gone for good, run `chimera force-unlock`")),
-        StateError::Stale { .. } => Diagnostic::error("E0302", "the plan is stale")
-            .detail(format!("{e}: state changed since this plan was made; run `chimera plan --out FILE` again and review it")),
-        StateError::LockLost(_) => Diagnostic::error("E0301", "the lock was lost").detail(e.to_string()),
-        StateError::Invalid(m) => Diagnostic::error("E0300", "state problem").detail(m.clone()),
-        StateError::Db(m) => Diagnostic::error("E0300", "state database error")
-            .detail(format!("{m}; check that the state location is writable and not damaged")),
+/// Reports a workflow error (after the stack's warnings, if any).
+pub fn report(global: &Global, stack: Option<&mut Stack>, e: &Error) {
+    if let Some(s) = stack {
+        warnings(global, s);
+    }
+    ui::emit_error(e, global.error_format, global.color);
+}
+
+/// Prints how the stack was compiled (when traced) and the warnings it collected.
+pub fn warnings(global: &Global, stack: &mut Stack) {
+    trace_compilations(stack);
+    let (diags, sources) = stack.take_warnings();
+    if !diags.is_empty() {
+        ui::emit_diagnostics(&diags, &sources, global.error_format, global.color);
     }
 }
 
-pub fn engine_diag(e: &EngineError) -> Diagnostic {
-    match e {
-        EngineError::State(s) => state_diag(s),
-        EngineError::NoProvider(p) => Diagnostic::error("E0304", "provider not available")
-            .detail(format!("the plan uses provider {p}, which this build cannot reach yet; only `local` is available")),
-        EngineError::Unresolved(m) => Diagnostic::error("E0305", "an interrupted apply needs attention").detail(m.clone()),
+/// `CHIMERA_CACHE_TRACE=1` says on stderr how each compilation used the cache (`cache: hit`,
+/// `cache: miss`, `cache: rebuilt (why)`, `cache: plan memo hit`), and each evaluation
+/// without it (`eval: evaluated (--no-cache)`).
+pub fn trace(line: &str) {
+    if std::env::var_os("CHIMERA_CACHE_TRACE").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("{line}");
     }
 }
 
-pub async fn open_state(global: &Global, url: &str) -> Option<Box<dyn StateStore>> {
-    match chimera_state::open(url).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            fail(global, state_diag(&e));
-            None
-        }
+/// Traces how `stack` was compiled (see [`trace`]).
+pub fn trace_compilations(stack: &Stack) {
+    use chimera_workflow::{CacheUse, Compilation};
+    for c in stack.compilations() {
+        trace(&match c {
+            Compilation::Evaluated => "eval: evaluated (--no-cache)".to_string(),
+            Compilation::Cache(CacheUse::Hit) => "cache: hit".into(),
+            Compilation::Cache(CacheUse::Miss) => "cache: miss".into(),
+            Compilation::Cache(CacheUse::Rebuilt(why)) => format!("cache: rebuilt ({why})"),
+        });
     }
-}
-
-pub fn local_cloud_path(path: &Path) -> PathBuf {
-    std::env::var_os("CHIMERA_LOCAL_CLOUD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| stack_dir(path).join(".chimera/local-cloud.db"))
-}
-
-pub async fn open_local(global: &Global, path: &Path) -> Option<LocalCloud> {
-    open_local_at(global, &local_cloud_path(path), &serde_json::Value::Null).await
-}
-
-/// Opens the local cloud at `file` with knobs from the stack's `providers` settings, overridden
-/// by the environment.
-pub async fn open_local_at(
-    global: &Global,
-    file: &Path,
-    settings: &serde_json::Value,
-) -> Option<LocalCloud> {
-    let knobs = match Knobs::from_settings(settings, |k| std::env::var(k).ok()) {
-        Ok(k) => k,
-        Err(m) => {
-            fail(
-                global,
-                Diagnostic::error("E0304", "invalid local provider setting").detail(m),
-            );
-            return None;
-        }
-    };
-    match LocalCloud::open(file, knobs).await {
-        Ok(c) => Some(c),
-        Err(m) => {
-            fail(
-                global,
-                Diagnostic::error("E0304", "cannot open the local cloud").detail(m),
-            );
-            None
-        }
-    }
-}
-
-pub async fn providers(global: &Global, path: &Path) -> Option<Providers> {
-    providers_with(global, &local_cloud_path(path), &serde_json::Value::Null).await
-}
-
-pub async fn providers_with(
-    global: &Global,
-    local_cloud: &Path,
-    settings: &serde_json::Value,
-) -> Option<Providers> {
-    let local = open_local_at(global, local_cloud, settings).await?;
-    let providers = Providers::default().with(Arc::new(local));
-    #[cfg(feature = "aws")]
-    let providers = {
-        use chimera_providers::aws::{AwsCloud, AwsSettings};
-        match AwsSettings::from_settings(settings) {
-            // Credentials load on first use: stacks without 'aws never touch the AWS chain.
-            Ok(s) => providers.with(Arc::new(AwsCloud::new(s))),
-            Err(m) => {
-                fail(
-                    global,
-                    Diagnostic::error("E0304", "invalid aws provider setting").detail(m),
-                );
-                return None;
-            }
-        }
-    };
-    Some(providers)
 }

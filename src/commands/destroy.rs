@@ -1,10 +1,12 @@
+use std::sync::Arc;
+
+use chimera_workflow::ApplyRequest;
 use clap::Args;
 
-use super::apply::{execute, recover_first};
+use super::apply::{conclude, review};
 use super::ctx::{self, StateArgs};
-use super::plan::make_plan;
 use super::{Global, StackArg};
-use crate::ui::ExitStatus;
+use crate::ui::{self, ExitStatus};
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
@@ -20,20 +22,14 @@ pub struct DestroyArgs {
 }
 
 pub fn run(global: &Global, args: &DestroyArgs) -> ExitStatus {
-    ctx::runtime().block_on(async {
-        if !recover_first(global, &args.stack.path, &args.state).await {
-            return ExitStatus::Failure;
-        }
-        let Some(planned) = make_plan(global, &args.stack.path, &args.state, true).await else {
-            return ExitStatus::Failure;
-        };
-        execute(
-            global,
-            planned,
-            !args.yes,
-            args.parallelism.max(1),
-            "destroy",
-        )
-        .await
-    })
+    let progress = Arc::new(ui::ApplyProgress::new());
+    let req = ApplyRequest {
+        parallelism: args.parallelism.max(1),
+        message: "destroy".into(),
+        progress: progress.clone(),
+    };
+    let mut stack = super::open(global, &args.stack.path, Some(&args.state));
+    let r = ctx::runtime().block_on(stack.destroy(&req, review(global, !args.yes)));
+    progress.finish();
+    conclude(global, Some(&mut stack), r)
 }

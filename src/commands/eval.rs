@@ -1,7 +1,7 @@
 use chimera_compiler::graph;
 use clap::Args;
 
-use super::{Global, StackArg, compile_or_report};
+use super::{Global, StackArg, ctx, open};
 use crate::ui::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -14,10 +14,15 @@ pub struct EvalArgs {
 }
 
 pub fn run(global: &Global, args: &EvalArgs) -> ExitStatus {
-    let Some(g) = compile_or_report(global, &args.stack.path).and_then(|c| c.graph) else {
-        return ExitStatus::Failure;
+    let mut stack = open(global, &args.stack.path, None);
+    let mut s = match stack.graph() {
+        Ok(g) => serde_json::to_string_pretty(&graph::to_eval_json(g)).unwrap_or_default(),
+        Err(e) => {
+            ctx::report(global, Some(&mut stack), &e);
+            return ExitStatus::Failure;
+        }
     };
-    let mut s = serde_json::to_string_pretty(&graph::to_eval_json(&g)).unwrap_or_default();
+    ctx::warnings(global, &mut stack);
     s.push('\n');
     crate::ui::print(&s);
     ExitStatus::Success

@@ -1,8 +1,7 @@
 use clap::Args;
 
-use super::Global;
-use super::ctx;
-use super::state::{StackState, open_stack};
+use super::state::StackState;
+use super::{Global, ctx, finish};
 use crate::ui::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -12,26 +11,16 @@ pub struct ForceUnlockArgs {
 }
 
 pub fn run(global: &Global, args: &ForceUnlockArgs) -> ExitStatus {
-    ctx::runtime().block_on(async {
-        let Some((stack, store)) = open_stack(global, &args.at).await else {
-            return ExitStatus::Failure;
-        };
-        match store.force_unlock(&stack).await {
-            Ok(true) => {
-                let _ = store
-                    .audit(&super::apply::actor(), "force-unlock", &stack, "ok", "")
-                    .await;
-                eprintln!("Removed the lock on stack `{stack}`.");
-                ExitStatus::Success
-            }
-            Ok(false) => {
-                eprintln!("Stack `{stack}` was not locked.");
-                ExitStatus::Success
-            }
-            Err(e) => {
-                ctx::fail(global, ctx::state_diag(&e));
-                ExitStatus::Failure
-            }
-        }
-    })
+    let mut stack = args.at.open(global);
+    let r = ctx::runtime().block_on(stack.force_unlock());
+    let Some(removed) = finish(global, &mut stack, r) else {
+        return ExitStatus::Failure;
+    };
+    let name = stack.name().unwrap_or_default();
+    if removed {
+        eprintln!("Removed the lock on stack `{name}`.");
+    } else {
+        eprintln!("Stack `{name}` was not locked.");
+    }
+    ExitStatus::Success
 }

@@ -1,9 +1,8 @@
 use chimera_model::{Address, ProviderName};
 use clap::Args;
 
-use super::Global;
-use super::ctx;
-use super::state::{StackState, open_stack};
+use super::state::StackState;
+use super::{Global, ctx, finish};
 use crate::ui::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -20,20 +19,14 @@ pub struct ImportArgs {
 }
 
 pub fn run(global: &Global, args: &ImportArgs) -> ExitStatus {
-    ctx::runtime().block_on(async {
-        let Some((stack, store)) = open_stack(global, &args.at).await else {
-            return ExitStatus::Failure;
-        };
-        let Some(providers) = ctx::providers(global, &args.at.stack.path).await else { return ExitStatus::Failure };
-        match chimera_engine::import(store.as_ref(), &providers, &stack, &args.address, args.provider, &args.cloud_id, &super::apply::actor()).await {
-            Ok(serial) => {
-                eprintln!("Imported {} as {} (generation {serial}); `chimera plan` shows how it differs from the configuration.", args.cloud_id, args.address);
-                ExitStatus::Success
-            }
-            Err(e) => {
-                ctx::fail(global, ctx::engine_diag(&e));
-                ExitStatus::Failure
-            }
-        }
-    })
+    let mut stack = args.at.open(global);
+    let r = ctx::runtime().block_on(stack.import(&args.address, args.provider, &args.cloud_id));
+    let Some(serial) = finish(global, &mut stack, r) else {
+        return ExitStatus::Failure;
+    };
+    eprintln!(
+        "Imported {} as {} (generation {serial}); `chimera plan` shows how it differs from the configuration.",
+        args.cloud_id, args.address
+    );
+    ExitStatus::Success
 }

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use chimera_model::Diagnostic;
+use chimera_model::{Diagnostic, codes};
+use chimera_workflow::test;
 use clap::Args;
 
-use super::{Global, ctx, test};
+use super::{Global, ctx};
 use crate::ui::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -61,7 +62,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
     if let Err(e) = std::fs::create_dir_all(dir) {
         ctx::fail(
             global,
-            Diagnostic::error("E0312", "cannot create the directory")
+            Diagnostic::error(codes::INIT_WRITE, "cannot create the directory")
                 .detail(format!("`{}`: {e}", dir.display())),
         );
         return ExitStatus::Failure;
@@ -70,7 +71,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
     if !valid_name(&name) {
         ctx::fail(
             global,
-            Diagnostic::error("E0312", "invalid stack name").detail(format!(
+            Diagnostic::error(codes::INIT_NAME, "invalid stack name").detail(format!(
                 "`{name}`: a stack name is letters, digits, `.`, `_` and `-`, starting with a letter or digit; pass --name"
             )),
         );
@@ -92,7 +93,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
     if !taken.is_empty() {
         ctx::fail(
             global,
-            Diagnostic::error("E0312", "the directory already has Chimera files").detail(format!(
+            Diagnostic::error(codes::INIT_EXISTS, "the directory already has Chimera files").detail(format!(
                 "`{}` already has {}; nothing was written. Run `chimera init` in an empty directory (or a new one: `chimera init NEW_DIR`)",
                 dir.display(),
                 taken.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
@@ -109,7 +110,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
         if let Err(e) = written {
             ctx::fail(
                 global,
-                Diagnostic::error("E0312", "cannot write a file")
+                Diagnostic::error(codes::INIT_WRITE, "cannot write a file")
                     .detail(format!("`{}`: {e}", path.display())),
             );
             return ExitStatus::Failure;
@@ -120,7 +121,9 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
         .ok()
         .and_then(|c| c.into_iter().find(|c| c.name == "default"));
     if let Some(case) = case {
-        let preview = test::preview(global, dir, &case);
+        let settings = ctx::settings(global, None);
+        let cwd = std::env::current_dir().ok();
+        let preview = test::preview(dir, &case, &settings, cwd.as_deref());
         let ok = case
             .snapshot
             .parent()
@@ -129,7 +132,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
         if let Err(e) = ok {
             ctx::fail(
                 global,
-                Diagnostic::error("E0312", "cannot write a file")
+                Diagnostic::error(codes::INIT_WRITE, "cannot write a file")
                     .detail(format!("`{}`: {e}", case.snapshot.display())),
             );
             return ExitStatus::Failure;

@@ -23,10 +23,11 @@ mod test;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chimera_compiler::{Compiled, EvalOptions};
+use chimera_compiler::EvalOptions;
+use chimera_workflow::Stack;
 use clap::{Args, Parser, Subcommand};
 
-use crate::ui::{self, ColorChoice, ErrorFormat, ExitStatus};
+use crate::ui::{ColorChoice, ErrorFormat, ExitStatus};
 
 /// Chimera: a declarative, reconciling infrastructure compiler.
 ///
@@ -143,21 +144,9 @@ pub struct StackArg {
     pub path: PathBuf,
 }
 
-/// The evaluation cache of the stack at `path` (`.chimera/cache` beside it), unless
-/// `--no-cache`.
-pub fn eval_cache(global: &Global, path: &Path) -> Option<chimera_compiler::cache::EvalCache> {
-    if global.no_cache {
-        return None;
-    }
-    Some(chimera_compiler::cache::EvalCache::new(
-        ctx::stack_dir(path).join(".chimera/cache"),
-        build_id(),
-    ))
-}
-
 /// This build of Chimera: its version and its executable's size and modification time, so a
 /// rebuilt binary never trusts an older one's cache.
-fn build_id() -> String {
+pub(crate) fn build_id() -> String {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| std::fs::metadata(p).ok())
@@ -174,38 +163,25 @@ fn build_id() -> String {
     format!("{}+{exe}", env!("CARGO_PKG_VERSION"))
 }
 
-/// `CHIMERA_CACHE_TRACE=1` says on stderr how each compilation used the cache.
-pub fn cache_trace(what: &str) {
-    if std::env::var_os("CHIMERA_CACHE_TRACE").is_some_and(|v| !v.is_empty() && v != "0") {
-        eprintln!("cache: {what}");
-    }
+/// The stack at `path`, with the settings of this command line.
+pub fn open(global: &Global, path: &Path, state: Option<&ctx::StateArgs>) -> Stack {
+    Stack::open(path, ctx::settings(global, state))
 }
 
-/// Compiles (through the evaluation cache unless `--no-cache`) and prints diagnostics; `None`
-/// when there were errors.
-pub fn compile_or_report(global: &Global, path: &Path) -> Option<Compiled> {
-    let compiled = match eval_cache(global, path) {
-        Some(cache) => {
-            let (compiled, used) = cache.compile(path, &global.eval_options());
-            cache_trace(&match used {
-                chimera_compiler::cache::CacheUse::Hit => "hit".to_string(),
-                chimera_compiler::cache::CacheUse::Miss => "miss".to_string(),
-                chimera_compiler::cache::CacheUse::Rebuilt(why) => format!("rebuilt ({why})"),
-            });
-            compiled
+/// Reports the stack's warnings, then the error if `r` failed; the value if not.
+pub fn finish<T>(
+    global: &Global,
+    stack: &mut Stack,
+    r: Result<T, chimera_workflow::Error>,
+) -> Option<T> {
+    match r {
+        Ok(v) => {
+            ctx::warnings(global, stack);
+            Some(v)
         }
-        None => chimera_compiler::compile(path, &global.eval_options()),
-    };
-    if !compiled.diagnostics.is_empty() {
-        ui::emit_diagnostics(
-            &compiled.diagnostics,
-            &compiled.sources,
-            global.error_format,
-            global.color,
-        );
+        Err(e) => {
+            ctx::report(global, Some(stack), &e);
+            None
+        }
     }
-    if compiled.has_errors() || compiled.graph.is_none() {
-        return None;
-    }
-    Some(compiled)
 }

@@ -1,9 +1,8 @@
-use chimera_engine::DriftKind;
+use chimera_workflow::DriftKind;
 use clap::Args;
 
-use super::Global;
-use super::ctx;
-use super::state::{StackState, open_stack};
+use super::state::StackState;
+use super::{Global, ctx, finish};
 use crate::ui::{self, ExitStatus};
 
 #[derive(Debug, Args)]
@@ -15,59 +14,48 @@ pub struct RefreshArgs {
     pub dry_run: bool,
 }
 
-pub fn run(global: &Global, args: &RefreshArgs) -> ExitStatus {
-    ctx::runtime().block_on(async {
-        let Some((stack, store)) = open_stack(global, &args.at).await else {
-            return ExitStatus::Failure;
-        };
-        let Some(providers) = ctx::providers(global, &args.at.stack.path).await else {
-            return ExitStatus::Failure;
-        };
-        let result = if args.dry_run {
-            chimera_engine::detect_drift(store.as_ref(), &providers, &stack)
-                .await
-                .map(|d| (d, None))
-        } else {
-            chimera_engine::refresh(store.as_ref(), &providers, &stack, &super::apply::actor())
-                .await
-        };
-        match result {
-            Ok((drift, serial)) => {
-                let mut out = String::new();
-                if drift.is_empty() {
-                    out.push_str(&format!(
-                        "No drift: every resource of stack `{stack}` matches state.\n"
-                    ));
+/// Drift as text: one line per resource, one per changed attribute.
+pub fn drift_text(drift: &[chimera_workflow::Drift]) -> String {
+    let mut out = String::new();
+    for d in drift {
+        match &d.kind {
+            DriftKind::Deleted => out.push_str(&format!(
+                "- {} ({}) was deleted outside Chimera\n",
+                d.address, d.cloud_id
+            )),
+            DriftKind::Changed { attrs } => {
+                out.push_str(&format!(
+                    "~ {} ({}) changed outside Chimera\n",
+                    d.address, d.cloud_id
+                ));
+                for (k, recorded, observed) in attrs {
+                    out.push_str(&format!("    ~ {k} = {recorded} -> {observed}\n"));
                 }
-                for d in &drift {
-                    match &d.kind {
-                        DriftKind::Deleted => out.push_str(&format!(
-                            "- {} ({}) was deleted outside Chimera\n",
-                            d.address, d.cloud_id
-                        )),
-                        DriftKind::Changed { attrs } => {
-                            out.push_str(&format!(
-                                "~ {} ({}) changed outside Chimera\n",
-                                d.address, d.cloud_id
-                            ));
-                            for (k, recorded, observed) in attrs {
-                                out.push_str(&format!("    ~ {k} = {recorded} -> {observed}\n"));
-                            }
-                        }
-                    }
-                }
-                if let Some(s) = serial {
-                    out.push_str(&format!(
-                        "Recorded as generation {s}; `chimera plan` shows how to heal it.\n"
-                    ));
-                }
-                ui::print(&out);
-                ExitStatus::Success
-            }
-            Err(e) => {
-                ctx::fail(global, ctx::engine_diag(&e));
-                ExitStatus::Failure
             }
         }
-    })
+    }
+    out
+}
+
+pub fn run(global: &Global, args: &RefreshArgs) -> ExitStatus {
+    let mut stack = args.at.open(global);
+    let r = ctx::runtime().block_on(stack.refresh(args.dry_run));
+    let Some(refreshed) = finish(global, &mut stack, r) else {
+        return ExitStatus::Failure;
+    };
+    let mut out = String::new();
+    if refreshed.drift.is_empty() {
+        out.push_str(&format!(
+            "No drift: every resource of stack `{}` matches state.\n",
+            refreshed.stack
+        ));
+    }
+    out.push_str(&drift_text(&refreshed.drift));
+    if let Some(s) = refreshed.serial {
+        out.push_str(&format!(
+            "Recorded as generation {s}; `chimera plan` shows how to heal it.\n"
+        ));
+    }
+    ui::print(&out);
+    ExitStatus::Success
 }

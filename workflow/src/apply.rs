@@ -1,0 +1,239 @@
+//! Applying: a stack (recover → plan → review → apply), a saved plan file exactly, a destroy,
+//! or a rollback to an earlier generation.
+
+use std::sync::Arc;
+
+use chimera_engine::{ApplyOptions, ApplyReport, NoProgress, Progress, Recovery};
+use chimera_model::{ContentHash, Diagnostic, SourceMap, codes};
+use chimera_plans::PlanFile;
+use chimera_plans::plan::{self, Plan, Prior};
+
+use crate::error::{Error, ErrorKind};
+use crate::settings::Settings;
+use crate::stack::{Stack, build_providers};
+
+/// How to apply.
+#[derive(Clone)]
+pub struct ApplyRequest {
+    /// Concurrent provider calls per provider.
+    pub parallelism: usize,
+    /// Recorded with the new generation.
+    pub message: String,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Default for ApplyRequest {
+    fn default() -> Self {
+        ApplyRequest {
+            parallelism: 10,
+            message: String::new(),
+            progress: Arc::new(NoProgress),
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The plan that was reviewed (and applied, if it had changes).
+    pub plan: Plan,
+    /// What recovering an interrupted apply first did.
+    pub recovery: Recovery,
+    /// The engine's report; `None` when the plan had no changes.
+    pub report: Option<ApplyReport>,
+}
+
+impl Applied {
+    /// Everything succeeded (or there was nothing to do).
+    pub fn ok(&self) -> bool {
+        self.report.as_ref().is_none_or(ApplyReport::ok)
+    }
+}
+
+fn not_confirmed() -> Error {
+    Error::new(
+        ErrorKind::NotConfirmed,
+        Diagnostic::error(codes::NOT_CONFIRMED, "apply not confirmed").detail(
+            "nothing was changed; answer `yes` at the prompt, pass -y, or save the plan with `chimera plan --out FILE` and apply the file",
+        ),
+    )
+    .hint("confirm, or save the plan and apply the file")
+}
+
+fn engine_options(settings: &Settings, req: &ApplyRequest) -> ApplyOptions {
+    ApplyOptions {
+        parallelism: req.parallelism.max(1),
+        actor: settings.actor.clone(),
+        message: req.message.clone(),
+        progress: req.progress.clone(),
+    }
+}
+
+impl Stack {
+    /// Resolves an interrupted apply's pending intents through the providers.
+    pub async fn recover(&mut self) -> Result<Recovery, Error> {
+        let stack = self.name()?;
+        let actor = self.settings.actor.clone();
+        let (store, providers) = self.state_and_providers().await?;
+        Ok(chimera_engine::recover(store, providers, &stack, &actor).await?)
+    }
+
+    /// Recovers, plans, lets `review` see the plan (it returns whether to go on; it is not
+    /// asked to approve a plan without changes), and applies. One compile, one state store,
+    /// one set of providers for the whole run.
+    pub async fn apply(
+        &mut self,
+        req: &ApplyRequest,
+        review: impl FnOnce(&Plan) -> bool,
+    ) -> Result<Applied, Error> {
+        self.apply_planned(req, false, review).await
+    }
+
+    /// As [`Stack::apply`], for a plan that deletes everything the stack manages.
+    pub async fn destroy(
+        &mut self,
+        req: &ApplyRequest,
+        review: impl FnOnce(&Plan) -> bool,
+    ) -> Result<Applied, Error> {
+        self.apply_planned(req, true, review).await
+    }
+
+    async fn apply_planned(
+        &mut self,
+        req: &ApplyRequest,
+        destroy: bool,
+        review: impl FnOnce(&Plan) -> bool,
+    ) -> Result<Applied, Error> {
+        // Resolve an interrupted apply before planning, so the plan sees the truth.
+        let recovery = self.recover().await?;
+        let (plan, _) = self.plan_full(destroy, false).await?;
+        self.execute(plan, recovery, req, review).await
+    }
+
+    /// Plans the way back to generation `generation`'s resources, lets `review` see it, and
+    /// applies it.
+    pub async fn rollback(
+        &mut self,
+        generation: u64,
+        req: &ApplyRequest,
+        review: impl FnOnce(&Plan) -> bool,
+    ) -> Result<Applied, Error> {
+        let stack = self.name()?;
+        let recovery = self.recover().await?;
+        let store = self.store().await?;
+        let info = store.stack(&stack).await?;
+        let current = store.current(&stack).await?;
+        let target = store.resources_at(&stack, generation).await?;
+        let Some(info) = info.filter(|i| generation >= 1 && generation <= i.serial) else {
+            return Err(Error::new(
+                ErrorKind::Input,
+                Diagnostic::error(codes::NO_GENERATION, "no such generation").detail(format!(
+                    "stack `{stack}` has no generation {generation}; `chimera history` lists them"
+                )),
+            ));
+        };
+        let prior = Prior {
+            lineage: Some(info.lineage.clone()),
+            serial: info.serial,
+            resources: &current,
+        };
+        let plan = plan::plan_targets(
+            plan::rollback_targets(&target),
+            &stack,
+            &prior,
+            ContentHash([0; 32]),
+            false,
+        )
+        .map_err(|d| Error::many(ErrorKind::Plan, d, SourceMap::default()))?;
+        let lost = plan::unrestorable(&plan);
+        if !lost.is_empty() {
+            return Err(Error::many(ErrorKind::Plan, lost, SourceMap::default()));
+        }
+        self.execute(plan, recovery, req, review).await
+    }
+
+    async fn execute(
+        &mut self,
+        plan: Plan,
+        recovery: Recovery,
+        req: &ApplyRequest,
+        review: impl FnOnce(&Plan) -> bool,
+    ) -> Result<Applied, Error> {
+        let go = review(&plan);
+        if !plan.has_changes() {
+            return Ok(Applied {
+                plan,
+                recovery,
+                report: None,
+            });
+        }
+        if !go {
+            return Err(not_confirmed());
+        }
+        let opts = engine_options(&self.settings, req);
+        let (store, providers) = self.state_and_providers().await?;
+        let report = chimera_engine::apply(&plan, store, providers, &opts).await?;
+        Ok(Applied {
+            plan,
+            recovery,
+            report: Some(report),
+        })
+    }
+}
+
+/// Applies a saved plan file exactly, against the state and local cloud it was made for
+/// (`state_url` overrides the file's). It is shown to `review` first.
+pub async fn apply_file(
+    file: PlanFile,
+    settings: &Settings,
+    req: &ApplyRequest,
+    review: impl FnOnce(&Plan) -> bool,
+) -> Result<Applied, Error> {
+    let PlanFile {
+        plan,
+        state_url,
+        local_cloud,
+    } = file;
+    let go = review(&plan);
+    let recovery = Recovery::default();
+    if !plan.has_changes() {
+        return Ok(Applied {
+            plan,
+            recovery,
+            report: None,
+        });
+    }
+    if !go {
+        return Err(not_confirmed());
+    }
+    let url = settings.state_url.clone().unwrap_or(state_url);
+    let store = chimera_state::open(&url).await?;
+    let providers = build_providers(
+        std::path::Path::new(&local_cloud),
+        &plan.provider_settings,
+        &settings.provider_env,
+    )
+    .await?;
+    let opts = engine_options(settings, req);
+    let report = chimera_engine::apply(&plan, store.as_ref(), &providers, &opts).await?;
+    Ok(Applied {
+        plan,
+        recovery,
+        report: Some(report),
+    })
+}
+
+/// Reads a plan file: a diagnostic when it is missing, damaged or edited.
+pub fn read_plan_file(path: &std::path::Path) -> Result<PlanFile, Error> {
+    PlanFile::read(path).map_err(|d| Error::new(ErrorKind::Input, d))
+}
+
+/// Saves a plan file.
+pub fn write_plan_file(path: &std::path::Path, file: &PlanFile) -> Result<(), Error> {
+    file.write(path).map_err(|m| {
+        Error::new(
+            ErrorKind::Io,
+            Diagnostic::error(codes::PLAN_NOT_SAVED, "cannot save the plan").detail(m),
+        )
+    })
+}

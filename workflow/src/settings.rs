@@ -1,0 +1,48 @@
+//! What a caller decides for a run: passed in, never read from the environment here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chimera_compiler::EvalOptions;
+
+/// Settings of one run, as the caller (the CLI, the daemon, an agent) decided them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The state store's URL; `None`: `sqlite://<stack dir>/.chimera/state.db`.
+    pub state_url: Option<String>,
+    /// The local cloud's file; `None`: `<stack dir>/.chimera/local-cloud.db`.
+    pub local_cloud: Option<PathBuf>,
+    /// Environment-style provider knobs (`CHIMERA_LOCAL_LATENCY_MS`, …) that override the
+    /// stack's `providers` settings. The CLI fills it from its environment; a test or the
+    /// daemon from wherever it likes.
+    pub provider_env: BTreeMap<String, String>,
+    /// Evaluation limits.
+    pub eval: EvalOptions,
+    /// The evaluation cache's build id (a rebuilt binary never trusts an older one's
+    /// entries); `None` disables the cache (`--no-cache`).
+    pub cache_build: Option<String>,
+    /// Who runs: recorded with generations and audit entries.
+    pub actor: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            state_url: None,
+            local_cloud: None,
+            provider_env: BTreeMap::new(),
+            eval: EvalOptions::default(),
+            cache_build: None,
+            actor: "chimera".into(),
+        }
+    }
+}
+
+/// The `CHIMERA_LOCAL_*` knobs the local provider reads, for a caller filling
+/// [`Settings::provider_env`] from its environment.
+pub const LOCAL_KNOBS: &[&str] = &[
+    "CHIMERA_LOCAL_LATENCY_MS",
+    "CHIMERA_LOCAL_FAILURE_RATE",
+    "CHIMERA_LOCAL_THROTTLE_RATE",
+    "CHIMERA_LOCAL_CONSISTENCY_MS",
+];
