@@ -39,12 +39,20 @@ fn re_planning_an_unchanged_repository_uses_the_cache_until_something_changes() 
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("cache: miss"), "{}", stderr(&o));
 
-    // First plan: the graph from the cache (no evaluation); the no-op is memoized.
-    let o = chimera(d, &["plan", "--detailed-exitcode"]);
+    // A refreshing plan (the default) reads the cloud, so it is never a memo.
+    for _ in 0..2 {
+        let o = chimera(d, &["plan", "--detailed-exitcode"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("cache: hit"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("memo hit"), "{}", stderr(&o));
+    }
+    // Without refresh: the first plan takes the graph from the cache (no evaluation) and
+    // the no-op is memoized.
+    let o = chimera(d, &["plan", "--refresh=false", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("cache: hit"), "{}", stderr(&o));
     // Second: neither evaluation nor state rows.
-    let o = chimera(d, &["plan", "--detailed-exitcode"]);
+    let o = chimera(d, &["plan", "--refresh=false", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("plan memo hit"), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -53,9 +61,17 @@ fn re_planning_an_unchanged_repository_uses_the_cache_until_something_changes() 
         "{out}"
     );
     // Every format renders from the memo.
-    let o = chimera(d, &["plan", "--format", "json"]);
+    let o = chimera(d, &["plan", "--refresh=false", "--format", "json"]);
+    assert!(stderr(&o).contains("plan memo hit"), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["summary"]["no-op"], 5);
+    let o = chimera(d, &["plan", "--refresh=false", "--format", "markdown"]);
+    assert!(stderr(&o).contains("plan memo hit"), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("**No changes.** Stack `memo`"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 
     // State changes (drift recorded by refresh): the memo no longer applies.
     let o = chimera(
@@ -65,7 +81,7 @@ fn re_planning_an_unchanged_repository_uses_the_cache_until_something_changes() 
     assert!(o.status.success(), "{}", stderr(&o));
     let o = chimera(d, &["refresh"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = chimera(d, &["plan", "--detailed-exitcode"]);
+    let o = chimera(d, &["plan", "--refresh=false", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2), "drift to heal: {}", stderr(&o));
     assert!(!stderr(&o).contains("memo hit"), "{}", stderr(&o));
     let o = chimera(d, &["apply", "-y"]);
@@ -82,14 +98,84 @@ fn re_planning_an_unchanged_repository_uses_the_cache_until_something_changes() 
     let o = chimera(d, &["plan", "--no-cache", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!stderr(&o).contains("cache:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("eval: evaluated"), "{}", stderr(&o));
+
+    // `apply -y --no-cache` evaluates the stack once: recovery, planning and applying share
+    // one compile.
+    let o = chimera(d, &["apply", "-y", "--no-cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("eval: evaluated").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
 
     // A saved plan is always a full plan, never a memo.
     let o = chimera(d, &["apply", "-y"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    chimera(d, &["plan"]);
-    let o = chimera(d, &["plan", "--out", "p.json"]);
+    chimera(d, &["plan", "--refresh=false"]);
+    let o = chimera(d, &["plan", "--refresh=false", "--out", "p.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("memo hit"), "{}", stderr(&o));
     let o = chimera(d, &["apply", "p.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_plan_shows_drift_without_a_refresh_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("main.ncl"), stack(2)).unwrap();
+    let o = chimera(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Out-of-band changes: one attribute, one deletion.
+    for args in [
+        &["local", "mutate", "subnet.web", "--set", "public=true"][..],
+        &["local", "mutate", "instance.w-1", "--delete"][..],
+    ] {
+        let o = chimera(d, args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = chimera(d, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let drift_at = out
+        .find("Chimera found changes made outside it")
+        .unwrap_or_else(|| panic!("{out}"));
+    let plan_at = out.find("Chimera will perform these actions").unwrap();
+    assert!(drift_at < plan_at, "drift comes first: {out}");
+    assert!(out.contains("~ subnet.web ("), "{out}");
+    assert!(out.contains("~ public = false -> true"), "{out}");
+    assert!(out.contains("- instance.w-1 ("), "{out}");
+    // The plan heals both: the subnet back, the instance again.
+    assert!(
+        out.contains("~ subnet.web will be updated in place"),
+        "{out}"
+    );
+    assert!(out.contains("+ instance.w-1 will be created"), "{out}");
+    // JSON carries the drift apart from the changes.
+    let o = chimera(d, &["plan", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let drift = doc["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 2, "{doc}");
+    assert!(
+        drift
+            .iter()
+            .any(|x| x["kind"] == "deleted" && x["address"] == "instance.w-1")
+    );
+    // Without refresh, state as recorded: nothing to do.
+    let o = chimera(d, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Applying heals it, and then nothing drifts.
+    let o = chimera(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = chimera(d, &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("outside"));
 }

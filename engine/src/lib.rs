@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 pub use dag::{Step, StepKind};
 pub use executor::{client_token, resolve};
 pub use failure::{CallFailure, FailureClass};
-pub use observe::{Drift, DriftKind, detect_drift, import, orphans, refresh};
+pub use observe::{Drift, DriftKind, detect_drift, drift_of, import, orphans, refresh};
 pub use recover::{Recovery, recover};
 
 use crate::executor::Call;

@@ -2,33 +2,17 @@
 //! observed drift as a generation), `import` (adopt an existing resource) and `orphans`
 //! (tagged for the stack but unknown to state).
 
+use std::collections::BTreeMap;
+
 use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource, schema};
+pub use chimera_plans::drift::{Drift, DriftKind, observed_row};
 use chimera_providers::{Observed, TAG_ADDRESS};
 use chimera_state::{
     GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateStore,
 };
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{CallFailure, EngineError, Providers};
-
-/// How a resource differs from what state recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum DriftKind {
-    /// Gone from the cloud.
-    Deleted,
-    /// Attributes changed out of band: (attribute, recorded, observed).
-    Changed { attrs: Vec<(String, Value, Value)> },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Drift {
-    pub address: Address,
-    pub cloud_id: String,
-    #[serde(flatten)]
-    pub kind: DriftKind,
-}
 
 fn comparable(v: &Value) -> bool {
     match v {
@@ -84,33 +68,54 @@ pub async fn detect_drift(
     providers: &Providers,
     stack: &str,
 ) -> Result<Vec<Drift>, EngineError> {
-    let current = store.current(stack).await?;
-    let mut drift = Vec::new();
-    for row in current {
-        let provider = providers.get(row.provider)?;
-        let observed =
-            chimera_providers::with_retries(|| provider.read(row.address.kind, &row.cloud_id))
-                .await
-                .map_err(|e| EngineError::Call(CallFailure::of(&row.address, "read", &e)))?;
-        match observed {
-            None => drift.push(Drift {
-                address: row.address.clone(),
-                cloud_id: row.cloud_id.clone(),
-                kind: DriftKind::Deleted,
-            }),
-            Some(obs) => {
-                let attrs = compare(&row, &obs);
-                if !attrs.is_empty() {
-                    drift.push(Drift {
+    drift_of(providers, &store.current(stack).await?).await
+}
+
+/// Reads `rows` from their providers — one batched observe per provider — and reports how
+/// the cloud differs from them, in the rows' order.
+pub async fn drift_of(
+    providers: &Providers,
+    rows: &[StateResource],
+) -> Result<Vec<Drift>, EngineError> {
+    let mut by_provider: BTreeMap<&str, (ProviderName, Vec<usize>)> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        by_provider
+            .entry(r.provider.as_str())
+            .or_insert((r.provider, Vec::new()))
+            .1
+            .push(i);
+    }
+    let mut found: Vec<Option<Drift>> = vec![None; rows.len()];
+    for (name, idx) in by_provider.into_values() {
+        let provider = providers.get(name)?;
+        let items: Vec<_> = idx
+            .iter()
+            .map(|&i| (rows[i].address.kind, rows[i].cloud_id.clone()))
+            .collect();
+        let observed = provider.observe(&items).await.map_err(|e| {
+            // The first row stands for the batch: a batch fails as a whole.
+            EngineError::Call(CallFailure::of(&rows[idx[0]].address, "read", &e))
+        })?;
+        for (&i, obs) in idx.iter().zip(observed) {
+            let row = &rows[i];
+            found[i] = match obs {
+                None => Some(Drift {
+                    address: row.address.clone(),
+                    cloud_id: row.cloud_id.clone(),
+                    kind: DriftKind::Deleted,
+                }),
+                Some(obs) => {
+                    let attrs = compare(row, &obs);
+                    (!attrs.is_empty()).then(|| Drift {
                         address: row.address.clone(),
                         cloud_id: row.cloud_id.clone(),
                         kind: DriftKind::Changed { attrs },
-                    });
+                    })
                 }
-            }
+            };
         }
     }
-    Ok(drift)
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// Records drift in state as a new generation, so the next plan shows what it takes to heal
@@ -168,15 +173,10 @@ pub async fn refresh(
                     cloud_id: d.cloud_id.clone(),
                 },
                 DriftKind::Changed { attrs } => {
-                    let Some(mut row) = current.iter().find(|r| r.address == d.address).cloned()
-                    else {
+                    let Some(row) = current.iter().find(|r| r.address == d.address) else {
                         continue;
                     };
-                    for (k, _, observed) in attrs {
-                        row.attrs.insert(k.clone(), observed.clone());
-                    }
-                    row.hash = ContentHash([0; 32]);
-                    Outcome::Put(Box::new(row))
+                    Outcome::Put(Box::new(observed_row(row, attrs)))
                 }
             };
             results.push((id, outcome));

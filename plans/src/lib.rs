@@ -6,12 +6,14 @@
 //! crate does not know Nickel: whatever only plans, prices or applies links it instead of the
 //! compiler.
 
+pub mod drift;
 pub mod markdown;
 pub mod noop;
 pub mod plan;
 pub mod planfile;
 pub mod render;
 
+pub use drift::{Drift, DriftKind};
 pub use noop::NoopPlan;
 pub use plan::{Action, AttrChange, Desired, Plan, Prior, ResourceChange};
 pub use planfile::PlanFile;

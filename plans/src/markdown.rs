@@ -309,10 +309,28 @@ fn graph(plan: &Plan) -> String {
 
 /// The plan as a Markdown comment, at most `opts.max_chars` characters long.
 pub fn plan_markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
-    if !plan.has_changes() {
+    if !plan.has_changes() && plan.drift.is_empty() {
         return unchanged(&plan.stack, plan.changes.len(), opts);
     }
     let mut head = heading(opts);
+    if !plan.drift.is_empty() {
+        let body = crate::render::drift_text(&plan.drift);
+        let f = fence(&body);
+        let _ = writeln!(
+            head,
+            "<details><summary>{} resources changed outside Chimera (the plan accounts for them)</summary>\n\n{f}diff\n{body}{f}\n\n</details>\n",
+            plan.drift.len(),
+        );
+    }
+    if !plan.has_changes() {
+        let _ = writeln!(
+            head,
+            "**No changes.** Stack `{}` matches its desired state ({} resources).",
+            plan.stack,
+            plan.changes.len()
+        );
+        return cap(head, opts.max_chars);
+    }
     let _ = writeln!(head, "**{}**\n", crate::render::summary_line(plan));
     head.push_str(&table(plan));
     head.push('\n');

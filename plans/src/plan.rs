@@ -117,6 +117,10 @@ pub struct Plan {
     /// The stack's `providers` settings at plan time (applied with the plan).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub provider_settings: Value,
+    /// What the refresh before planning found changed outside Chimera (shown apart from the
+    /// changes; the changes already account for it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::drift::Drift>,
 }
 
 impl Plan {
@@ -590,6 +594,7 @@ pub fn plan_targets(
         destroy,
         changes: changes.into_values().collect(),
         provider_settings: Value::Null,
+        drift: Vec::new(),
     })
 }
 

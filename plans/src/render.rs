@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::drift::{Drift, DriftKind};
 use crate::noop::NoopPlan;
 use crate::plan::{Action, Plan, ResourceChange};
 
@@ -143,10 +144,50 @@ pub fn noop_text(plan: &NoopPlan) -> String {
     format!("{}\n", no_changes(&plan.stack, plan.addresses.len()))
 }
 
-/// The human-readable plan under `title`, or `unchanged` when there is nothing to do.
+/// Drift as text: one line per resource, one per changed attribute.
+pub fn drift_text(drift: &[Drift]) -> String {
+    let mut out = String::new();
+    for d in drift {
+        match &d.kind {
+            DriftKind::Deleted => {
+                let _ = writeln!(
+                    out,
+                    "- {} ({}) was deleted outside Chimera",
+                    d.address, d.cloud_id
+                );
+            }
+            DriftKind::Changed { attrs } => {
+                let _ = writeln!(
+                    out,
+                    "~ {} ({}) changed outside Chimera",
+                    d.address, d.cloud_id
+                );
+                for (k, recorded, observed) in attrs {
+                    let _ = writeln!(out, "    ~ {k} = {recorded} -> {observed}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The human-readable plan under `title`, or `unchanged` when there is nothing to do; drift
+/// the refresh found comes first.
 pub fn plan_text_titled(plan: &Plan, color: bool, title: &str, unchanged: &str) -> String {
     let st = Style { color };
     let mut out = String::new();
+    if !plan.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}\n",
+            st.paint(
+                "1",
+                "Chimera found changes made outside it (the plan below accounts for them):"
+            )
+        );
+        out.push_str(&drift_text(&plan.drift));
+        out.push('\n');
+    }
     if !plan.has_changes() {
         let _ = writeln!(out, "{unchanged}");
         return out;
@@ -198,6 +239,7 @@ pub fn plan_json(plan: &Plan) -> Value {
             })
         })
         .collect();
+    doc["drift"] = serde_json::to_value(&plan.drift).unwrap_or_default();
     doc
 }
 
@@ -230,5 +272,6 @@ fn json_head(
         "destroy": destroy,
         "summary": counts.into_iter().map(|(a, n)| (a.verb().to_string(), Value::from(n))).collect::<serde_json::Map<_, _>>(),
         "changes": [],
+        "drift": [],
     })
 }

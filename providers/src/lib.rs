@@ -156,7 +156,31 @@ pub trait Provider: Send + Sync {
     async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>>;
     /// Everything tagged as managed by `stack`.
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>>;
+    /// Reads many resources at once, in order (`None`: gone). A cloud answers it in a few
+    /// batched calls (a filtered list per kind); this default reads one resource at a time,
+    /// [`OBSERVE_CONCURRENCY`] at once, each retried on retryable errors.
+    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(OBSERVE_CONCURRENCY) {
+            let reads: Vec<_> = chunk.iter().map(|item| read_retrying(self, item)).collect();
+            for r in futures_util::future::join_all(reads).await {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// One read of [`Provider::observe`]'s default.
+async fn read_retrying<P: Provider + ?Sized>(
+    p: &P,
+    (kind, id): &(Kind, String),
+) -> Result<Option<Observed>> {
+    with_retries(|| p.read(*kind, id)).await
+}
+
+/// How many reads [`Provider::observe`]'s default makes at once.
+pub const OBSERVE_CONCURRENCY: usize = 16;
 
 /// Retries `call` on [`ProviderError::Retryable`] with jittered exponential backoff.
 pub async fn with_retries<T, F, Fut>(call: F) -> Result<T>
@@ -219,6 +243,9 @@ impl<P: Provider> Provider for Retrying<P> {
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         with_retries(|| self.0.list_managed(stack)).await
     }
+    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        with_retries(|| self.0.observe(items)).await
+    }
 }
 
 /// Serves a provider under another provider's name: lets tests and demos run a multi-cloud
@@ -248,6 +275,9 @@ impl<P: Provider> Provider for Alias<P> {
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         self.1.list_managed(stack).await
     }
+    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        self.1.observe(items).await
+    }
 }
 
 #[async_trait]
@@ -272,5 +302,8 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         (**self).list_managed(stack).await
+    }
+    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        (**self).observe(items).await
     }
 }

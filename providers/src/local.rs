@@ -617,6 +617,28 @@ impl LocalCloud {
         }
     }
 
+    async fn observe_now(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        let ids = serde_json::to_string(&items.iter().map(|(_, id)| id).collect::<Vec<_>>())
+            .map_err(|e| ProviderError::Failed {
+                code: "InvalidParameterValue".into(),
+                message: e.to_string(),
+            })?;
+        let rows =
+            sqlx::query("SELECT * FROM objects WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            if self.visible(r) {
+                let o = Self::row_to_observed(r)?;
+                found.insert(o.cloud_id.clone(), o);
+            }
+        }
+        Ok(items.iter().map(|(_, id)| found.get(id).cloned()).collect())
+    }
+
     async fn update_now(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         let mut attrs = req.attrs.clone();
         attrs.remove("tags");
@@ -733,5 +755,9 @@ impl Provider for LocalCloud {
     }
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         self.call(false, self.list_managed_now(stack)).await
+    }
+    /// One query for the whole batch.
+    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        self.call(false, self.observe_now(items)).await
     }
 }

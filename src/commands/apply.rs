@@ -25,6 +25,10 @@ pub struct ApplyArgs {
     /// Concurrent provider calls per provider.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
+    /// Read every resource from its cloud before planning, as `terraform plan` does
+    /// (`--refresh=false` plans against state as recorded).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
     /// A message recorded with the new generation.
     #[arg(long, short = 'm', default_value = "")]
     pub message: String,
@@ -40,6 +44,7 @@ pub fn run(global: &Global, args: &ApplyArgs) -> ExitStatus {
         parallelism: args.parallelism as usize,
         message: args.message.clone(),
         progress: progress.clone(),
+        refresh: args.refresh,
     };
     if is_plan_file(&args.target) {
         let settings = ctx::settings(global, Some(&args.state));

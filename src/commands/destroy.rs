@@ -17,6 +17,10 @@ pub struct DestroyArgs {
     /// Destroy without asking.
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
+    /// Read every resource from its cloud before planning, as `terraform plan` does
+    /// (`--refresh=false` plans against state as recorded).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
 }
@@ -27,6 +31,7 @@ pub fn run(global: &Global, args: &DestroyArgs) -> ExitStatus {
         parallelism: args.parallelism.max(1),
         message: "destroy".into(),
         progress: progress.clone(),
+        refresh: args.refresh,
     };
     let mut stack = super::open(global, &args.stack.path, Some(&args.state));
     let r = ctx::runtime().block_on(stack.destroy(&req, review(global, !args.yes)));

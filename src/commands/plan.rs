@@ -31,6 +31,10 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Read every resource from its cloud before planning, as `terraform plan` does
+    /// (`--refresh=false` plans against state as recorded).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
     /// Plan the destruction of everything in the stack.
     #[arg(long)]
     pub destroy: bool,
@@ -72,6 +76,7 @@ pub fn run(global: &Global, args: &PlanArgs) -> ExitStatus {
     let opts = PlanOptions {
         destroy: args.destroy,
         memo: args.out.is_none(),
+        refresh: args.refresh,
     };
     let r = ctx::runtime().block_on(stack.plan(opts));
     let Some(planned) = finish(global, &mut stack, r) else {

@@ -1,4 +1,3 @@
-use chimera_workflow::DriftKind;
 use clap::Args;
 
 use super::state::StackState;
@@ -14,29 +13,6 @@ pub struct RefreshArgs {
     pub dry_run: bool,
 }
 
-/// Drift as text: one line per resource, one per changed attribute.
-pub fn drift_text(drift: &[chimera_workflow::Drift]) -> String {
-    let mut out = String::new();
-    for d in drift {
-        match &d.kind {
-            DriftKind::Deleted => out.push_str(&format!(
-                "- {} ({}) was deleted outside Chimera\n",
-                d.address, d.cloud_id
-            )),
-            DriftKind::Changed { attrs } => {
-                out.push_str(&format!(
-                    "~ {} ({}) changed outside Chimera\n",
-                    d.address, d.cloud_id
-                ));
-                for (k, recorded, observed) in attrs {
-                    out.push_str(&format!("    ~ {k} = {recorded} -> {observed}\n"));
-                }
-            }
-        }
-    }
-    out
-}
-
 pub fn run(global: &Global, args: &RefreshArgs) -> ExitStatus {
     let mut stack = args.at.open(global);
     let r = ctx::runtime().block_on(stack.refresh(args.dry_run));
@@ -50,7 +26,7 @@ pub fn run(global: &Global, args: &RefreshArgs) -> ExitStatus {
             refreshed.stack
         ));
     }
-    out.push_str(&drift_text(&refreshed.drift));
+    out.push_str(&chimera_plans::render::drift_text(&refreshed.drift));
     if let Some(s) = refreshed.serial {
         out.push_str(&format!(
             "Recorded as generation {s}; `chimera plan` shows how to heal it.\n"

@@ -26,6 +26,7 @@ pub fn run(global: &Global, args: &RollbackArgs) -> ExitStatus {
         parallelism: 10,
         message: format!("rollback to generation {}", args.generation),
         progress: progress.clone(),
+        refresh: false,
     };
     let mut stack = args.at.open(global);
     let r =

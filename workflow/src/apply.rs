@@ -20,6 +20,9 @@ pub struct ApplyRequest {
     /// Recorded with the new generation.
     pub message: String,
     pub progress: Arc<dyn Progress>,
+    /// Refresh from the clouds before planning (not for a saved plan, which is applied as
+    /// it was made).
+    pub refresh: bool,
 }
 
 impl Default for ApplyRequest {
@@ -28,6 +31,7 @@ impl Default for ApplyRequest {
             parallelism: 10,
             message: String::new(),
             progress: Arc::new(NoProgress),
+            refresh: true,
         }
     }
 }
@@ -106,7 +110,7 @@ impl Stack {
     ) -> Result<Applied, Error> {
         // Resolve an interrupted apply before planning, so the plan sees the truth.
         let recovery = self.recover().await?;
-        let (plan, _) = self.plan_full(destroy, false).await?;
+        let (plan, _) = self.plan_full(destroy, req.refresh, false).await?;
         self.execute(plan, recovery, req, review).await
     }
 

@@ -15,8 +15,12 @@ pub struct PlanOptions {
     /// Plan the destruction of everything in the stack.
     pub destroy: bool,
     /// An unchanged stack against unchanged state may re-plan from the memo (no evaluation,
-    /// no state rows read). Only for showing a plan: a memo holds no values to apply.
+    /// no state rows read). Only for showing a plan: a memo holds no values to apply; and
+    /// only without `refresh`, since a memo cannot know what changed in the cloud.
     pub memo: bool,
+    /// Read every resource from its cloud first (as `terraform plan` does), so the plan heals
+    /// drift and shows it.
+    pub refresh: bool,
 }
 
 /// A plan, and where it was made.
@@ -71,7 +75,9 @@ impl Stack {
     /// Plans the stack against its current state (compiling it unless destroying).
     pub async fn plan(&mut self, opts: PlanOptions) -> Result<Planned, Error> {
         let url = self.state_url();
-        let cache = self.eval_cache().filter(|_| opts.memo && !opts.destroy);
+        let cache = self
+            .eval_cache()
+            .filter(|_| opts.memo && !opts.destroy && !opts.refresh);
         if let Some(cache) = &cache
             && let Some(cached) = cache.peek(self.path())
         {
@@ -85,7 +91,9 @@ impl Stack {
                 return Ok(Planned::Unchanged(memo));
             }
         }
-        let (plan, stamp) = self.plan_full(opts.destroy, cache.is_some()).await?;
+        let (plan, stamp) = self
+            .plan_full(opts.destroy, opts.refresh, cache.is_some())
+            .await?;
         if let (Some(cache), Some(stamp), Some(memo)) = (&cache, &stamp, NoopPlan::of(&plan)) {
             cache.remember(self.path(), &memo.desired_hash.to_hex(), stamp, &memo);
         }
@@ -101,12 +109,13 @@ impl Stack {
         }
     }
 
-    /// A full plan against current state: the graph moves into the plan (one copy of the
-    /// desired state, not two). With `stamp`, also the state the plan was made against, for
-    /// the memo.
+    /// A full plan against current state — refreshed from the clouds first when `refresh` —
+    /// with the graph moved into the plan (one copy of the desired state, not two). With
+    /// `stamp`, also the state the plan was made against, for the memo.
     pub(crate) async fn plan_full(
         &mut self,
         destroy: bool,
+        refresh: bool,
         stamp: bool,
     ) -> Result<(Plan, Option<StateStamp>), Error> {
         let graph = self.compile()?;
@@ -121,7 +130,7 @@ impl Stack {
             None
         };
         let info = store.stack(&stack).await?;
-        let current = store.current(&stack).await?;
+        let mut current = store.current(&stack).await?;
         let pending = store.pending_intents(&stack).await?;
         if !pending.is_empty() {
             self.warn(
@@ -132,6 +141,14 @@ impl Stack {
                     ),
                 ),
             );
+        }
+        let mut drift = Vec::new();
+        if refresh && !current.is_empty() {
+            drift = chimera_engine::drift_of(self.providers().await?, &current).await?;
+            let graph = self.compile()?;
+            current = chimera_plans::drift::refreshed_rows(current, &drift, |a| {
+                !destroy && graph.get(a).is_some()
+            });
         }
         let prior = Prior {
             lineage: info.as_ref().map(|i| i.lineage.clone()),
@@ -148,6 +165,7 @@ impl Stack {
             Error::many(ErrorKind::Plan, diags, chimera_model::SourceMap::default())
         })?;
         plan.provider_settings = settings;
+        plan.drift = drift;
         Ok((plan, stamp))
     }
 }
