@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Edge, Graph, GraphDoc, Resource};
-use crate::{Compiled, EvalOptions, compile, resolve_stack_path};
+use std::sync::Arc;
+
+use crate::source::{Disk, Source};
+use crate::{Compiled, EvalOptions, compile_from};
 
 const FORMAT: &str = "chimera-eval-cache-2";
 
@@ -38,6 +41,8 @@ pub struct EvalCache {
     dir: PathBuf,
     /// Identifies the build: the version and something that changes with every rebuild.
     build: String,
+    /// Where the stack's files are read (and digested for the keys).
+    source: Arc<dyn Source>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,8 +135,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl EvalCache {
+    /// Compiles through `source` instead of the disk; every file read is digested through it.
+    pub fn with_source(mut self, source: Arc<dyn Source>) -> Self {
+        self.source = source;
+        self
+    }
+
     pub fn new(dir: impl Into<PathBuf>, build: impl Into<String>) -> Self {
         EvalCache {
+            source: Arc::new(Disk::new()),
             dir: dir.into(),
             build: build.into(),
         }
@@ -142,9 +154,14 @@ impl EvalCache {
         h[..24].to_string()
     }
 
-    fn entry_of(path: &Path) -> PathBuf {
-        let file = resolve_stack_path(path);
-        std::path::absolute(&file).unwrap_or(file)
+    fn entry_of(&self, path: &Path) -> PathBuf {
+        crate::source::entry(self.source.as_ref(), path)
+    }
+
+    /// The digest of a file the evaluation read, as the source has it now.
+    fn source_digest(&self, path: &Path) -> Option<String> {
+        let bytes = self.source.read(path).ok()?;
+        Some(blake3::hash(&bytes).to_hex().to_string())
     }
 
     fn paths(&self, entry: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -182,7 +199,7 @@ impl EvalCache {
             return Err("made for another entry file".into());
         }
         for (f, d) in &index.files {
-            if file_digest(Path::new(f)).as_deref() != Some(d.as_str()) {
+            if self.source_digest(Path::new(f)).as_deref() != Some(d.as_str()) {
                 return Err(format!("`{f}` changed"));
             }
         }
@@ -192,7 +209,7 @@ impl EvalCache {
     /// What the cache holds for the stack at `path`, if it is valid for the files as they are
     /// now — without loading the graph.
     pub fn peek(&self, path: &Path) -> Option<Cached> {
-        let entry = Self::entry_of(path);
+        let entry = self.entry_of(path);
         let index = self.valid_index(&entry).ok()?;
         // The graph file must be intact too, though it is not parsed here.
         let (_, graph_path, _) = self.paths(&entry);
@@ -230,7 +247,7 @@ impl EvalCache {
         }
         let mut files = Vec::with_capacity(compiled.files_read.len());
         for f in &compiled.files_read {
-            let Some(d) = file_digest(f) else {
+            let Some(d) = self.source_digest(f) else {
                 return Ok(());
             };
             files.push((f.to_string_lossy().into_owned(), d));
@@ -263,7 +280,7 @@ impl EvalCache {
 
     /// Compiles the stack at `path`, from the cache when its entry is valid.
     pub fn compile(&self, path: &Path, opts: &EvalOptions) -> (Compiled, CacheUse) {
-        let entry = Self::entry_of(path);
+        let entry = self.entry_of(path);
         let outcome = match self.load(&entry) {
             Ok(graph) => {
                 return (
@@ -279,7 +296,7 @@ impl EvalCache {
             Err(reason) if reason.is_empty() => CacheUse::Miss,
             Err(reason) => CacheUse::Rebuilt(reason),
         };
-        let compiled = compile(path, opts);
+        let compiled = compile_from(&self.source, path, opts);
         // Best effort: a cache that cannot be written (read-only checkout) only costs speed.
         let _ = self.store(&entry, &compiled);
         (compiled, outcome)
@@ -310,7 +327,7 @@ impl EvalCache {
         cached: &Cached,
         state: &StateStamp,
     ) -> Option<T> {
-        let (_, _, memo_path) = self.paths(&Self::entry_of(path));
+        let (_, _, memo_path) = self.paths(&self.entry_of(path));
         let memo: Memo<T> = serde_json::from_slice(&std::fs::read(memo_path).ok()?).ok()?;
         (memo.key == self.memo_key(cached, state)).then_some(memo.value)
     }
@@ -334,7 +351,7 @@ impl EvalCache {
             key: self.memo_key(&cached, state),
             value,
         };
-        let (_, _, memo_path) = self.paths(&Self::entry_of(path));
+        let (_, _, memo_path) = self.paths(&self.entry_of(path));
         if let Ok(bytes) = serde_json::to_vec(&memo) {
             let _ = write_atomic(&memo_path, &bytes);
         }

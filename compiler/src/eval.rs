@@ -1,6 +1,6 @@
 //! Evaluation: a stack file → plain values with source spans, through nickel-lang-core.
 //!
-//! **Architecture Invariant:** the Nickel `Program` lives only inside [`evaluate`]'s worker
+//! **Architecture Invariant:** the Nickel evaluation context lives only inside [`evaluate`]'s worker
 //! thread, which frees it right after handing over the result (overlapping the free with the
 //! caller's lowering); nothing downstream holds Nickel values.
 //! Evaluation is pure: Nickel has no clock, network or environment access, and the stdlib is
@@ -18,14 +18,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chimera_model::{Diagnostic, SourceMap, Span};
-use nickel_lang_core::error::{Error as NickelError, EvalErrorKind, IntoDiagnostics};
+use nickel_lang_core::cache::{CacheHub, ImportResolver, InputFormat, SourcePath};
+use nickel_lang_core::error::{Error as NickelError, EvalErrorKind, IntoDiagnostics, NullReporter};
 use nickel_lang_core::eval::cache::CacheImpl;
 use nickel_lang_core::eval::value::{Container, NickelValue, ValueContentRef};
+use nickel_lang_core::eval::{VirtualMachine, VmContext};
 use nickel_lang_core::files::{FileId, Files};
 use nickel_lang_core::position::{PosTable, TermPos};
-use nickel_lang_core::program::{Program, ProgramBuilder};
 use serde_json::{Map, Value};
 
+use crate::source::Source;
 use crate::stdlib;
 
 /// Limits for one evaluation.
@@ -122,20 +124,24 @@ pub struct EvalOutput {
     pub sources: SourceMap,
 }
 
-/// Evaluates the stack file at `path` under the given limits.
-pub fn evaluate(path: &Path, opts: &EvalOptions) -> EvalOutput {
-    evaluate_with(path, opts, false)
+/// Evaluates the stack file at `path` (absolute, in `source`) under the given limits.
+pub fn evaluate(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -> EvalOutput {
+    evaluate_with(source, path, opts, false)
 }
 
 /// Evaluates a module file (`{ resources = [...] }`, listed in a stack's `modules`).
-pub fn evaluate_module(path: &Path, opts: &EvalOptions) -> EvalOutput {
-    evaluate_with(path, opts, true)
+pub fn evaluate_module(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -> EvalOutput {
+    evaluate_with(source, path, opts, true)
 }
 
 /// Evaluates modules in parallel, one Nickel program each (they are `!Send`: each lives and
 /// dies on its own thread), at most as many at once as there are cores. Results are in the
 /// order of `paths`; each module's Nickel heap is freed as soon as its output is extracted.
-pub fn evaluate_modules(paths: &[PathBuf], opts: &EvalOptions) -> Vec<EvalOutput> {
+pub fn evaluate_modules(
+    source: &Arc<dyn Source>,
+    paths: &[PathBuf],
+    opts: &EvalOptions,
+) -> Vec<EvalOutput> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = std::thread::available_parallelism()
@@ -151,7 +157,7 @@ pub fn evaluate_modules(paths: &[PathBuf], opts: &EvalOptions) -> Vec<EvalOutput
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = paths.get(i) else { break };
-                    let out = evaluate_module(path, opts);
+                    let out = evaluate_module(source, path, opts);
                     if let Ok(mut slot) = slots[i].lock() {
                         *slot = Some(out);
                     }
@@ -171,8 +177,15 @@ pub fn evaluate_modules(paths: &[PathBuf], opts: &EvalOptions) -> Vec<EvalOutput
         .collect()
 }
 
-fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
+fn evaluate_with(
+    source: &Arc<dyn Source>,
+    path: &Path,
+    opts: &EvalOptions,
+    module: bool,
+) -> EvalOutput {
     let owned = path.to_path_buf();
+    let worker_source = source.clone();
+    let shown = source.display(&path.to_string_lossy());
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::Builder::new()
         .name("nickel-eval".into())
@@ -180,7 +193,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
         .stack_size(512 << 20)
         .spawn(move || {
             let mut program = None;
-            let out = evaluate_here(&owned, &mut program, module);
+            let out = evaluate_here(worker_source.as_ref(), &owned, &mut program, module);
             let _ = tx.send(out);
             // Freeing a large Nickel heap takes a while; do it here, while the caller lowers.
             drop(program);
@@ -209,7 +222,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
         }
         if start.elapsed() >= opts.timeout {
             return limit_diagnostic(
-                path,
+                &shown,
                 codes::EVAL_TIMEOUT,
                 "evaluation timed out",
                 format!(
@@ -222,7 +235,7 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
             && rss > limit
         {
             return limit_diagnostic(
-                path,
+                &shown,
                 codes::EVAL_MEMORY,
                 "evaluation ran out of memory",
                 format!(
@@ -235,14 +248,14 @@ fn evaluate_with(path: &Path, opts: &EvalOptions, module: bool) -> EvalOutput {
 }
 
 fn limit_diagnostic(
-    path: &Path,
+    path: &str,
     code: chimera_model::Code,
     summary: &str,
     detail: String,
 ) -> EvalOutput {
     // Nickel cannot say where it was when interrupted: point at the stack file.
     let location = chimera_model::Location {
-        file: path.display().to_string(),
+        file: path.to_string(),
         line: 1,
         column: 1,
         end_line: 1,
@@ -284,62 +297,89 @@ fn nickel_string(s: &str) -> String {
     out
 }
 
-const OUTPUT_FIELD: &str = "chimera_output";
+/// A Nickel evaluation context of our own making: the embedded stdlib and the source's
+/// in-memory files in Nickel's file cache (not merged into the program, as builder inputs
+/// would be), and a generated entry that is the output itself.
+pub(crate) struct Vm {
+    ctxt: VmContext<CacheHub, CacheImpl>,
+    main: FileId,
+}
+
+impl Vm {
+    fn eval_full_for_export(&mut self) -> Result<NickelValue, NickelError> {
+        let prepared = self.ctxt.prepare_eval(self.main)?;
+        Ok(VirtualMachine::new(&mut self.ctxt).eval_full_for_export(prepared)?)
+    }
+
+    fn files(&self) -> Files {
+        self.ctxt.import_resolver.files().clone()
+    }
+
+    fn pos_table(&self) -> &PosTable {
+        &self.ctxt.pos_table
+    }
+}
 
 /// Raw Nickel evaluation of a stack (what `nickel export` does), with no lowering: the baseline
 /// the compiler's benchmark compares against. Runs on the calling thread, without limits.
 pub fn evaluate_raw(path: &Path) -> Result<(), String> {
-    let abs = std::path::absolute(path).map_err(|e| e.to_string())?;
-    let mut prog = build_program(abs.to_str().ok_or("non-UTF-8 path")?, false)?;
-    prog.eval_full_for_export()
+    let disk = crate::source::Disk::new();
+    let abs = disk.absolute(path);
+    let mut vm = build_program(&disk, abs.to_str().ok_or("non-UTF-8 path")?, false);
+    vm.eval_full_for_export()
         .map(drop)
         .map_err(|e| format!("{e:?}"))
 }
 
-fn build_program(abs_str: &str, module: bool) -> Result<Program<CacheImpl>, String> {
+fn build_program(source: &dyn Source, abs_str: &str, module: bool) -> Vm {
     let user = nickel_string(abs_str);
     let lib = nickel_string(&stdlib::virtual_path("chimera.ncl"));
     let entry = if module {
         // A module contributes resources only; the stack's name and settings are the stack's.
         format!(
-            "{{ {OUTPUT_FIELD} = {{ stack = {{ stack = \"module\", resources = ((import {user}) | (import {lib}).Module).resources }}, catalog = null }} }}"
+            "{{ stack = {{ stack = \"module\", resources = ((import {user}) | (import {lib}).Module).resources }}, catalog = null }}"
         )
     } else {
         format!(
-            "{{ {OUTPUT_FIELD} = {{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }} }}"
+            "{{ stack = (import {user}) | (import {lib}).Stack, catalog = (import {lib}).catalog }}"
         )
     };
-    let mut builder = ProgramBuilder::new();
+    let mut cache = CacheHub::new();
+    let mut add = |path: PathBuf, text: String| {
+        let format = InputFormat::from_path(&path).unwrap_or_default();
+        cache
+            .sources
+            .add_string(SourcePath::Path(path, format), text)
+    };
     for (name, text) in stdlib::FILES {
-        builder = builder.add_source_string(*text, stdlib::virtual_path(name));
+        add(PathBuf::from(stdlib::virtual_path(name)), text.to_string());
     }
-    let mut prog: Program<CacheImpl> = builder
-        .add_source_string(entry, stdlib::virtual_path("entry.ncl"))
-        .add_import_paths([PathBuf::from(stdlib::VIRTUAL_DIR)])
-        .build::<CacheImpl>()
-        .map_err(|e| e.to_string())?;
-    prog.field = prog
-        .parse_field_path(OUTPUT_FIELD.to_string())
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(prog)
+    // The source's files held in memory, under their absolute paths: an import finds them
+    // there before it looks at the disk.
+    for (path, text) in source.in_memory() {
+        add(path, text.to_string());
+    }
+    let main = add(PathBuf::from(stdlib::virtual_path("entry.ncl")), entry);
+    cache
+        .sources
+        .add_import_paths(std::iter::once(PathBuf::from(stdlib::VIRTUAL_DIR)));
+    let ctxt = VmContext::new(cache, std::io::sink(), NullReporter {});
+    Vm { ctxt, main }
 }
 
 /// Evaluates on the current thread. The program is handed back through `keep` so the caller
 /// decides when to free it; nothing in the returned output refers to it.
-fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>, module: bool) -> EvalOutput {
+fn evaluate_here(
+    source: &dyn Source,
+    path: &Path,
+    keep: &mut Option<Vm>,
+    module: bool,
+) -> EvalOutput {
     let mut sources = SourceMap::default();
-    let abs = match std::path::absolute(path) {
-        Ok(p) => p,
-        Err(e) => {
-            return EvalOutput {
-                result: Err(vec![io_diag(path, &e)]),
-                sources,
-            };
-        }
-    };
-    if let Err(e) = std::fs::metadata(&abs) {
+    let abs = source.absolute(path);
+    if let Err(e) = source.read(&abs) {
         return EvalOutput {
-            result: Err(vec![io_diag(path, &e)]),
+            result: Err(vec![io_diag(&source.display(&path.to_string_lossy()), &e)]),
             sources,
         };
     }
@@ -352,41 +392,31 @@ fn evaluate_here(path: &Path, keep: &mut Option<Program<CacheImpl>>, module: boo
             sources,
         };
     };
-    let mut prog = match build_program(abs_str, module) {
-        Ok(p) => p,
-        Err(e) => {
-            return EvalOutput {
-                result: Err(vec![
-                    Diagnostic::error(codes::STACK_UNREADABLE, "cannot load the stack").detail(e),
-                ]),
-                sources,
-            };
-        }
-    };
+    let mut prog = build_program(source, abs_str, module);
     let value = prog.eval_full_for_export();
     let mut files = prog.files();
     let result = match value {
         Ok(v) => {
-            let mut conv = SpanConv::new(&files, &mut sources);
+            let mut conv = SpanConv::new(source, &files, &mut sources);
             walk_output(&v, prog.pos_table(), &mut conv).map(|mut ev| {
                 ev.files_read = user_files(&files);
                 ev
             })
         }
-        Err(e) => Err(nickel_diagnostics(e, &mut files, &mut sources)),
+        Err(e) => Err(nickel_diagnostics(source, e, &mut files, &mut sources)),
     };
     *keep = Some(prog);
     EvalOutput { result, sources }
 }
 
-fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
+fn io_diag(path: &str, e: &std::io::Error) -> Diagnostic {
     let fix = if e.kind() == std::io::ErrorKind::NotFound {
         "check the path; a stack is a directory with a `main.ncl` or a `.ncl` file".to_string()
     } else {
         format!("check that the file is readable ({e})")
     };
     Diagnostic::error(codes::STACK_UNREADABLE, "cannot read the stack file")
-        .detail(format!("`{}`: {fix}", path.display()))
+        .detail(format!("`{path}`: {fix}"))
 }
 
 fn user_files(files: &Files) -> Vec<PathBuf> {
@@ -403,21 +433,21 @@ fn user_files(files: &Files) -> Vec<PathBuf> {
 
 /// Maps Nickel file ids and spans into our [`SourceMap`], adding each file once.
 struct SpanConv<'a> {
+    source: &'a dyn Source,
     files: &'a Files,
     sources: &'a mut SourceMap,
     ids: HashMap<FileId, u32>,
     last: Option<(FileId, u32)>,
-    cwd: Option<PathBuf>,
 }
 
 impl<'a> SpanConv<'a> {
-    fn new(files: &'a Files, sources: &'a mut SourceMap) -> Self {
+    fn new(source: &'a dyn Source, files: &'a Files, sources: &'a mut SourceMap) -> Self {
         SpanConv {
+            source,
             files,
             sources,
             ids: HashMap::new(),
             last: None,
-            cwd: std::env::current_dir().ok(),
         }
     }
 
@@ -431,13 +461,7 @@ impl<'a> SpanConv<'a> {
             return i;
         }
         let raw = self.files.name(id).to_string_lossy().into_owned();
-        let name = match &self.cwd {
-            Some(cwd) => Path::new(&raw)
-                .strip_prefix(cwd)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or(raw.clone()),
-            None => raw.clone(),
-        };
+        let name = self.source.display(&raw);
         let text: Arc<str> = self.files.clone_source(id);
         let i = self.sources.add(stdlib::display_name(&name), text);
         self.ids.insert(id, i);
@@ -471,6 +495,7 @@ impl<'a> SpanConv<'a> {
 /// Nickel's diagnostics as ours. Rendering them can add files (e.g. snippets of contract
 /// labels), so spans are resolved against `files` as it is after that.
 fn nickel_diagnostics(
+    source: &dyn Source,
     e: NickelError,
     files: &mut Files,
     sources: &mut SourceMap,
@@ -490,7 +515,7 @@ fn nickel_diagnostics(
     };
     let raw = e.into_diagnostics(files);
     let files: &Files = files;
-    let mut conv = SpanConv::new(files, sources);
+    let mut conv = SpanConv::new(source, files, sources);
     let entry_name = stdlib::virtual_path("entry.ncl");
     let mut out = Vec::new();
     for d in raw {

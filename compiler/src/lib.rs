@@ -9,15 +9,18 @@ pub mod catalog;
 pub mod eval;
 pub mod graph;
 pub mod lower;
+pub mod source;
 pub mod stdlib;
 
 use chimera_model::codes;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chimera_model::{Diagnostic, SourceMap};
 
 pub use eval::EvalOptions;
 pub use graph::{Graph, Resource};
+pub use source::{Disk, GitTree, Overlay, Source};
 
 /// The result of compiling a stack: a graph, or diagnostics, and the sources they point into.
 pub struct Compiled {
@@ -34,19 +37,15 @@ impl Compiled {
     }
 }
 
-/// A stack is a directory with `main.ncl`, or a `.ncl` file.
-pub fn resolve_stack_path(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join("main.ncl")
-    } else {
-        path.to_path_buf()
-    }
+/// Compiles the stack at `path` (a directory with `main.ncl`, or a file) on disk.
+pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
+    compile_from(&(Arc::new(Disk::new()) as Arc<dyn Source>), path, opts)
 }
 
-/// Compiles the stack at `path` (a directory with `main.ncl`, or a file).
-pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
-    let file = resolve_stack_path(path);
-    let out = eval::evaluate(&file, opts);
+/// Compiles the stack at `path` in `source` (a directory with `main.ncl`, or a file).
+pub fn compile_from(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -> Compiled {
+    let file = source::entry(source.as_ref(), path);
+    let out = eval::evaluate(source, &file, opts);
     let mut sources = out.sources;
     let mut evaluated = match out.result {
         Ok(e) => e,
@@ -63,7 +62,7 @@ pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
         let dir = file.parent().unwrap_or(Path::new("."));
         let paths: Vec<PathBuf> = evaluated.modules.iter().map(|m| dir.join(m)).collect();
         let mut diagnostics = Vec::new();
-        for out in eval::evaluate_modules(&paths, opts) {
+        for out in eval::evaluate_modules(source, &paths, opts) {
             let offset = sources.append(out.sources);
             match out.result {
                 Ok(m) => {

@@ -71,8 +71,11 @@ pub async fn detect_drift(
     drift_of(providers, &store.current(stack).await?).await
 }
 
-/// Reads `rows` from their providers — one batched observe per provider — and reports how
-/// the cloud differs from them, in the rows' order.
+/// How many resources one observe call asks for: bounds what a refresh holds at once.
+pub const OBSERVE_BATCH: usize = 1000;
+
+/// Reads `rows` from their providers — batched observes of up to [`OBSERVE_BATCH`] per
+/// provider — and reports how the cloud differs from them, in the rows' order.
 pub async fn drift_of(
     providers: &Providers,
     rows: &[StateResource],
@@ -86,7 +89,12 @@ pub async fn drift_of(
             .push(i);
     }
     let mut found: Vec<Option<Drift>> = vec![None; rows.len()];
-    for (name, idx) in by_provider.into_values() {
+    let batches = by_provider.into_values().flat_map(|(name, idx)| {
+        idx.chunks(OBSERVE_BATCH)
+            .map(|c| (name, c.to_vec()))
+            .collect::<Vec<_>>()
+    });
+    for (name, idx) in batches {
         let provider = providers.get(name)?;
         let items: Vec<_> = idx
             .iter()

@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use chimera_compiler::graph::Graph;
+use chimera_compiler::{Disk, GitTree, Source};
 use chimera_model::{Diagnostic, SourceMap, codes};
 use chimera_plans::plan::{self, Plan, Prior};
 
@@ -56,50 +58,14 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Writes the tree of `commit` into `into` (`git archive | tar -x`).
-fn export(root: &Path, commit: &str, into: &Path) -> Result<(), Error> {
-    let mut archive = Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["archive", "--format=tar", commit])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            git_err(
-                "git is not available",
-                format!("cannot run `git archive`: {e}"),
-            )
-        })?;
-    let Some(stdout) = archive.stdout.take() else {
-        return Err(git_err("git failed", "`git archive` gave no output".into()));
-    };
-    let tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(into)
-        .stdin(stdout)
-        .output()
-        .map_err(|e| git_err("tar is not available", format!("cannot run `tar -x`: {e}")))?;
-    let archived = archive
-        .wait_with_output()
-        .map_err(|e| git_err("git failed", format!("`git archive {commit}`: {e}")))?;
-    if !archived.status.success() || !tar.status.success() {
-        return Err(git_err(
-            "cannot read the base version",
-            format!(
-                "`git archive {commit} | tar -x` failed: {}{}",
-                String::from_utf8_lossy(&archived.stderr).trim(),
-                String::from_utf8_lossy(&tar.stderr).trim()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Compiles one version of the stack; its diagnostics and a closing one when it does not.
-fn compile(path: &Path, which: &str, settings: &Settings) -> Result<Graph, Error> {
-    let c = chimera_compiler::compile(path, &settings.eval);
+fn compile(
+    source: &Arc<dyn Source>,
+    path: &Path,
+    which: &str,
+    settings: &Settings,
+) -> Result<Graph, Error> {
+    let c = chimera_compiler::compile_from(source, path, &settings.eval);
     match c.graph {
         Some(g) if !c.has_errors() => Ok(g),
         _ => {
@@ -147,19 +113,15 @@ pub fn preview(path: &Path, base: &str, settings: &Settings) -> Result<Preview, 
             ),
         )
     })?;
-    let tmp = tempfile::tempdir().map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            Diagnostic::error(codes::GIT, "cannot make a temporary directory")
-                .detail(e.to_string()),
-        )
-    })?;
-    export(&root, &commit, tmp.path())?;
-
-    let head = compile(&path, "working tree", settings)?;
-    let base_path = tmp.path().join(&rel);
-    let base_graph = if base_path.exists() {
-        Some(compile(&base_path, &format!("`{base}`"), settings)?)
+    let disk: Arc<dyn Source> = Arc::new(Disk::new());
+    let head = compile(&disk, &path, "working tree", settings)?;
+    // The base version is read from git into memory, never unpacked to disk.
+    let tree =
+        GitTree::open(&root, &commit).map_err(|m| git_err("cannot read the base version", m))?;
+    let base_graph = if tree.contains(&rel) {
+        let path = tree.path(&rel);
+        let tree: Arc<dyn Source> = Arc::new(tree);
+        Some(compile(&tree, &path, &format!("`{base}`"), settings)?)
     } else {
         None
     };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chimera_compiler::cache::{CacheUse, EvalCache};
-use chimera_compiler::{Compiled, graph::Graph};
+use chimera_compiler::{Compiled, Disk, Source, graph::Graph};
 use chimera_engine::Providers;
 use chimera_model::{Diagnostic, SourceMap, codes};
 use chimera_providers::local::{Knobs, LocalCloud};
@@ -41,6 +41,7 @@ pub fn stack_dir(path: &Path) -> PathBuf {
 pub struct Stack {
     path: PathBuf,
     dir: PathBuf,
+    source: Arc<dyn Source>,
     pub(crate) settings: Settings,
     /// The stack's name when the caller gave it (state-only commands need no compile).
     name: Option<String>,
@@ -53,12 +54,21 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The stack at `path` (a directory with `main.ncl`, or a `.ncl` file). Nothing is read
-    /// until a flow needs it.
+    /// The stack at `path` (a directory with `main.ncl`, or a `.ncl` file) on disk. Nothing
+    /// is read until a flow needs it.
     pub fn open(path: impl Into<PathBuf>, settings: Settings) -> Stack {
+        Self::open_in(Arc::new(Disk::new()), path, settings)
+    }
+
+    /// The stack at `path` as `source` holds it (e.g. an
+    /// [`Overlay`](chimera_compiler::Overlay) of proposed edits over a checkout: compiled and
+    /// planned without writing them). State and the local cloud live beside `path` on disk, as
+    /// for [`Stack::open`].
+    pub fn open_in(source: Arc<dyn Source>, path: impl Into<PathBuf>, settings: Settings) -> Stack {
         let path = path.into();
         Stack {
             dir: stack_dir(&path),
+            source,
             path,
             settings,
             name: None,
@@ -127,10 +137,10 @@ impl Stack {
 
     /// The evaluation cache, unless disabled.
     pub(crate) fn eval_cache(&self) -> Option<EvalCache> {
-        self.settings
-            .cache_build
-            .as_ref()
-            .map(|build| EvalCache::new(self.dir.join(".chimera/cache"), build.clone()))
+        self.settings.cache_build.as_ref().map(|build| {
+            EvalCache::new(self.dir.join(".chimera/cache"), build.clone())
+                .with_source(self.source.clone())
+        })
     }
 
     /// Compiles the stack (through the evaluation cache when enabled), once.
@@ -144,7 +154,7 @@ impl Stack {
                 }
                 None => {
                     self.compilations.push(Compilation::Evaluated);
-                    chimera_compiler::compile(&self.path, &self.settings.eval)
+                    chimera_compiler::compile_from(&self.source, &self.path, &self.settings.eval)
                 }
             };
             self.compiled = Some(compiled);
