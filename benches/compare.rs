@@ -234,11 +234,25 @@ fn cache_case(n: usize) {
     );
 }
 
+/// The local cloud beside a `sqlite://…/.chimera/state.db` state: both forms of a stack plan
+/// against the one cloud the split form applied to (a refreshing plan reads it).
+fn cloud_of(state: &str) -> String {
+    state
+        .trim_start_matches("sqlite://")
+        .replace("state.db", "local-cloud.db")
+}
+
 /// `chimera` under `/usr/bin/time` when it exists: wall seconds and peak RSS (MiB, NaN without).
 fn timed_rss(dir: &Path, state: &str, args: &[&str]) -> (f64, f64) {
     if !Path::new("/usr/bin/time").exists() {
         return (
-            timed(chimera(dir).env("CHIMERA_STATE", state).args(args), &[0]),
+            timed(
+                chimera(dir)
+                    .env("CHIMERA_STATE", state)
+                    .env("CHIMERA_LOCAL_CLOUD", cloud_of(state))
+                    .args(args),
+                &[0],
+            ),
             f64::NAN,
         );
     }
@@ -249,7 +263,8 @@ fn timed_rss(dir: &Path, state: &str, args: &[&str]) -> (f64, f64) {
         .args(args);
     c.current_dir(dir)
         .env("NO_COLOR", "1")
-        .env("CHIMERA_STATE", state);
+        .env("CHIMERA_STATE", state)
+        .env("CHIMERA_LOCAL_CLOUD", cloud_of(state));
     let t = Instant::now();
     let out = c
         .stdin(Stdio::null())
@@ -318,6 +333,7 @@ fn modules_case(n: usize, k: usize) {
     timed(
         chimera(split.path())
             .env("CHIMERA_STATE", &state)
+            .env("CHIMERA_LOCAL_CLOUD", cloud_of(&state))
             .args(["apply", "-y", "--no-cache"]),
         &[0],
     );
