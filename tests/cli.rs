@@ -64,7 +64,10 @@ macro_rules! snapshot {
 fn the_examples_check_clean() {
     let mut all = String::new();
     for ex in ["examples/webapp", "examples/fleet", "examples/multicloud"] {
-        all.push_str(&format!("$ chimera check {ex}\n{}\n", chimera(&["check", ex])));
+        all.push_str(&format!(
+            "$ chimera check {ex}\n{}\n",
+            chimera(&["check", ex])
+        ));
     }
     snapshot!("check_examples", all);
 }
@@ -72,7 +75,10 @@ fn the_examples_check_clean() {
 #[test]
 fn a_check_failure_is_located_in_text_and_json() {
     let bad = "compiler/tests/inputs/fail/port_70000.ncl";
-    snapshot!("check_failure_text", chimera(&["check", bad, "--color", "never"]));
+    snapshot!(
+        "check_failure_text",
+        chimera(&["check", bad, "--color", "never"])
+    );
     snapshot!(
         "check_failure_json",
         chimera(&["check", bad, "--error-format", "json"])
@@ -94,7 +100,10 @@ fn a_check_failure_is_located_in_text_and_json() {
 
 #[test]
 fn graph_formats_and_eval_redact_secrets() {
-    snapshot!("graph_dot", chimera(&["graph", "examples/webapp", "--format", "dot"]));
+    snapshot!(
+        "graph_dot",
+        chimera(&["graph", "examples/webapp", "--format", "dot"])
+    );
     snapshot!(
         "graph_mermaid",
         chimera(&["graph", "examples/webapp", "--format", "mermaid"])
@@ -128,13 +137,20 @@ fn a_lifecycle_as_users_see_it() {
     std::fs::write(d.join("main.ncl"), STACK).unwrap();
     let mut log = String::new();
     let mut step = |args: &[&str], env: &[(&str, &str)]| {
-        log.push_str(&format!("$ chimera {}\n{}\n", args.join(" "), run_in(d, args, env)));
+        log.push_str(&format!(
+            "$ chimera {}\n{}\n",
+            args.join(" "),
+            run_in(d, args, env)
+        ));
     };
     step(&["plan"], &[]);
     step(&["apply", "-y"], &[]);
     step(&["plan", "--detailed-exitcode"], &[]);
     step(&["state", "list"], &[]);
-    step(&["local", "mutate", "subnet.web", "--set", "public=true"], &[]);
+    step(
+        &["local", "mutate", "subnet.web", "--set", "public=true"],
+        &[],
+    );
     step(&["local", "mutate", "instance.w-1", "--delete"], &[]);
     step(&["plan", "--detailed-exitcode"], &[]);
     step(&["plan", "--refresh=false", "--detailed-exitcode"], &[]);

@@ -570,7 +570,7 @@ fn nickel_diagnostics(
     out
 }
 
-fn record_fields<'v>(v: &'v NickelValue) -> Option<Vec<(String, &'v NickelValue)>> {
+fn record_fields(v: &NickelValue) -> Option<Vec<(String, &NickelValue)>> {
     match v.content_ref() {
         ValueContentRef::Record(Container::Empty) => Some(Vec::new()),
         ValueContentRef::Record(Container::Alloc(record)) => Some(

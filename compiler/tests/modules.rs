@@ -59,13 +59,12 @@ fn a_split_stack_compiles_to_the_same_graph_as_one_file() {
 
     // The same resources in one file.
     let b = tempfile::tempdir().unwrap();
-    let one = format!(
-        r#"let net = import "network.ncl" in
+    let one = r#"let net = import "network.ncl" in
 let a = import "web-a.ncl" in
 let b = import "web-b.ncl" in
-{{ stack = "split", resources = net.resources @ a.resources @ b.resources }}
+{ stack = "split", resources = net.resources @ a.resources @ b.resources }
 "#
-    );
+    .to_string();
     write(
         b.path(),
         &[

@@ -122,6 +122,13 @@ pub fn new_intent(plan: &Plan, s: &Step, lineage: &str, serial: u64) -> NewInten
 /// delete) or the failure.
 pub type Finished = (usize, i64, Result<Option<Observed>, CallFailure>);
 
+/// A provider and the bound on its concurrent calls.
+#[derive(Clone)]
+pub struct Lane {
+    pub provider: Arc<dyn Provider>,
+    pub limit: Arc<Semaphore>,
+}
+
 /// Everything one call needs, owned, so it can run on its own task.
 pub struct Call {
     pub step: Step,
@@ -135,8 +142,7 @@ pub struct Call {
     /// The resource as state knew it (updates and deletes act on it; in a
     /// create-before-destroy replace, the delete must hit the old resource, not the new one).
     pub cloud_id: Option<String>,
-    pub provider: Arc<dyn Provider>,
-    pub limit: Arc<Semaphore>,
+    pub lane: Lane,
 }
 
 impl Call {
@@ -144,15 +150,14 @@ impl Call {
     /// references resolve now.
     pub fn prepare(
         plan: &Plan,
-        steps: &[Step],
+        step: &Step,
         index: usize,
         intent: i64,
         token: String,
         outputs: &HashMap<Address, Map<String, Value>>,
-        provider: Arc<dyn Provider>,
-        limit: Arc<Semaphore>,
+        lane: Lane,
     ) -> Call {
-        let step = steps[index].clone();
+        let step = step.clone();
         let change = &plan.changes[step.change];
         let attrs = match (&step.kind, &change.desired) {
             (StepKind::Delete, _) | (_, None) => Ok(Map::new()),
@@ -173,8 +178,7 @@ impl Call {
             index,
             token,
             attrs,
-            provider,
-            limit,
+            lane,
         }
     }
 
@@ -190,7 +194,7 @@ impl Call {
                 return (self.index, self.intent, Err(f));
             }
         };
-        let _permit = self.limit.acquire().await;
+        let _permit = self.lane.limit.acquire().await;
         let req = Request {
             stack: &self.stack,
             address: &s.address,
@@ -198,7 +202,7 @@ impl Call {
             attrs,
             token: &self.token,
         };
-        let provider = &self.provider;
+        let provider = &self.lane.provider;
         let r: Result<Option<Observed>, ProviderError> = match (s.kind, &self.cloud_id) {
             (StepKind::Create, _) => chimera_providers::with_retries(|| provider.create(&req))
                 .await

@@ -247,13 +247,15 @@ async fn apply_locked(
             opts.progress.started(s);
             let call = Call::prepare(
                 plan,
-                &steps,
+                s,
                 i,
                 id,
                 client_token(&lineage, &s.address, serial, s.kind),
                 &outputs,
-                providers.get(provider)?.clone(),
-                limits[&provider].clone(),
+                executor::Lane {
+                    provider: providers.get(provider)?.clone(),
+                    limit: limits[&provider].clone(),
+                },
             );
             running.spawn(call.run());
         }

@@ -465,10 +465,7 @@ pub fn plan_targets(
             );
             continue;
         }
-        let stored_new = attrs_for_state(
-            &r.desired.attrs,
-            &r.desired.sensitive.iter().cloned().collect::<Vec<_>>(),
-        );
+        let stored_new = attrs_for_state(&r.desired.attrs, &r.desired.sensitive.to_vec());
         let mut keys: BTreeSet<&String> = stored_new.keys().collect();
         keys.extend(old.attrs.keys());
         let mut list = Vec::new();

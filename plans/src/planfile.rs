@@ -51,12 +51,14 @@ impl PlanFile {
     }
 
     /// Reads and verifies a plan file.
-    pub fn read(path: &Path) -> Result<PlanFile, Diagnostic> {
+    pub fn read(path: &Path) -> Result<PlanFile, Box<Diagnostic>> {
         let bad = |why: String| {
-            Diagnostic::error(codes::INVALID_PLAN_FILE, "invalid plan file").detail(format!(
-                "`{}`: {why}; make a new one with `chimera plan --out FILE`",
-                path.display()
-            ))
+            Box::new(
+                Diagnostic::error(codes::INVALID_PLAN_FILE, "invalid plan file").detail(format!(
+                    "`{}`: {why}; make a new one with `chimera plan --out FILE`",
+                    path.display()
+                )),
+            )
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it ({e})")))?;

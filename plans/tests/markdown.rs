@@ -116,8 +116,9 @@ fn a_very_large_plan_stays_under_the_github_limit() {
     let out = md(&p, markdown::DEFAULT_MAX_CHARS);
     let n = out.chars().count();
     assert!(
-        n <= markdown::DEFAULT_MAX_CHARS && n < markdown::GITHUB_COMMENT_LIMIT,
-        "{n}"
+        n <= markdown::DEFAULT_MAX_CHARS,
+        "{n} characters; GitHub refuses more than {}",
+        markdown::GITHUB_COMMENT_LIMIT
     );
     assert!(out.contains("Plan: 2999 to create, 0 to update, 0 to replace, 0 to delete."));
     assert!(out.contains("**Truncated:**"), "the cut is said");

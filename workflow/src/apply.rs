@@ -229,7 +229,7 @@ pub async fn apply_file(
 
 /// Reads a plan file: a diagnostic when it is missing, damaged or edited.
 pub fn read_plan_file(path: &std::path::Path) -> Result<PlanFile, Error> {
-    PlanFile::read(path).map_err(|d| Error::new(ErrorKind::Input, d))
+    PlanFile::read(path).map_err(|d| Error::new(ErrorKind::Input, *d))
 }
 
 /// Saves a plan file.
