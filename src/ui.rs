@@ -91,6 +91,21 @@ pub fn emit_diagnostics(
     }
 }
 
+/// Cloud resources as `ID<TAB>KIND<TAB>ADDRESS` lines.
+pub fn inventory(found: &[chimera_providers::Observed]) -> String {
+    found
+        .iter()
+        .map(|o| {
+            let addr = o
+                .tags
+                .get(chimera_providers::TAG_ADDRESS)
+                .map(String::as_str)
+                .unwrap_or_default();
+            format!("{}\t{}\t{addr}\n", o.cloud_id, o.kind)
+        })
+        .collect()
+}
+
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();

@@ -45,6 +45,11 @@ pub fn entry(source: &dyn Source, path: &Path) -> PathBuf {
     }
 }
 
+/// The files a source holds in memory, as [`Source::in_memory`] hands them over.
+fn held(files: &BTreeMap<PathBuf, Arc<str>>) -> Vec<(PathBuf, Arc<str>)> {
+    files.iter().map(|(p, t)| (p.clone(), t.clone())).collect()
+}
+
 fn strip_prefix_display(path: &str, base: Option<&Path>) -> String {
     match base {
         Some(b) => Path::new(path)
@@ -151,10 +156,7 @@ impl Source for Overlay {
         }
     }
     fn in_memory(&self) -> Vec<(PathBuf, Arc<str>)> {
-        self.files
-            .iter()
-            .map(|(p, t)| (p.clone(), t.clone()))
-            .collect()
+        held(&self.files)
     }
     fn display(&self, path: &str) -> String {
         strip_prefix_display(path, Some(&self.root))
@@ -338,10 +340,7 @@ impl Source for GitTree {
             })
     }
     fn in_memory(&self) -> Vec<(PathBuf, Arc<str>)> {
-        self.files
-            .iter()
-            .map(|(p, t)| (p.clone(), t.clone()))
-            .collect()
+        held(&self.files)
     }
     fn display(&self, path: &str) -> String {
         match Path::new(path).strip_prefix(&self.root) {

@@ -51,16 +51,7 @@ pub fn run(global: &Global, cmd: &LocalCmd) -> ExitStatus {
             let Some(all) = finish(global, &mut stack, r) else {
                 return ExitStatus::Failure;
             };
-            let mut out = String::new();
-            for o in all {
-                let addr = o
-                    .tags
-                    .get(chimera_providers::TAG_ADDRESS)
-                    .cloned()
-                    .unwrap_or_default();
-                out.push_str(&format!("{}\t{}\t{}\n", o.cloud_id, o.kind, addr));
-            }
-            ui::print(&out);
+            ui::print(&ui::inventory(&all));
             ExitStatus::Success
         }
         LocalSub::Mutate {

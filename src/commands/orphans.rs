@@ -20,16 +20,7 @@ pub fn run(global: &Global, args: &OrphansArgs) -> ExitStatus {
     let Some(found) = finish(global, &mut stack, r) else {
         return ExitStatus::Failure;
     };
-    let mut out = String::new();
-    for o in &found {
-        let addr = o
-            .tags
-            .get(chimera_providers::TAG_ADDRESS)
-            .cloned()
-            .unwrap_or_default();
-        out.push_str(&format!("{}\t{}\t{}\n", o.cloud_id, o.kind, addr));
-    }
-    ui::print(&out);
+    ui::print(&ui::inventory(&found));
     if !found.is_empty() {
         let name = stack.name().unwrap_or_default();
         eprintln!(

@@ -64,6 +64,19 @@ fn not_confirmed() -> Error {
     .hint("confirm, or save the plan and apply the file")
 }
 
+/// Shows `plan` to `review`: whether to apply it (a plan without changes is not applied), or
+/// the refusal.
+fn reviewed(plan: &Plan, review: impl FnOnce(&Plan) -> bool) -> Result<bool, Error> {
+    let go = review(plan);
+    if !plan.has_changes() {
+        return Ok(false);
+    }
+    if !go {
+        return Err(not_confirmed());
+    }
+    Ok(true)
+}
+
 fn engine_options(settings: &Settings, req: &ApplyRequest) -> ApplyOptions {
     ApplyOptions {
         parallelism: req.parallelism.max(1),
@@ -163,16 +176,12 @@ impl Stack {
         req: &ApplyRequest,
         review: impl FnOnce(&Plan) -> bool,
     ) -> Result<Applied, Error> {
-        let go = review(&plan);
-        if !plan.has_changes() {
+        if !reviewed(&plan, review)? {
             return Ok(Applied {
                 plan,
                 recovery,
                 report: None,
             });
-        }
-        if !go {
-            return Err(not_confirmed());
         }
         let opts = engine_options(&self.settings, req);
         let (store, providers) = self.state_and_providers().await?;
@@ -198,17 +207,13 @@ pub async fn apply_file(
         state_url,
         local_cloud,
     } = file;
-    let go = review(&plan);
     let recovery = Recovery::default();
-    if !plan.has_changes() {
+    if !reviewed(&plan, review)? {
         return Ok(Applied {
             plan,
             recovery,
             report: None,
         });
-    }
-    if !go {
-        return Err(not_confirmed());
     }
     let url = settings.state_url.clone().unwrap_or(state_url);
     let store = chimera_state::open(&url).await?;
