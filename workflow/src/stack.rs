@@ -43,8 +43,12 @@ pub struct Stack {
     dir: PathBuf,
     source: Arc<dyn Source>,
     pub(crate) settings: Settings,
-    /// The stack's name when the caller gave it (state-only commands need no compile).
+    /// The stack's name: given by the caller (state-only commands need no compile), or
+    /// recorded at the first successful compile.
     name: Option<String>,
+    /// The stack's `providers` settings, recorded at the first successful compile (the graph
+    /// itself may have moved into a plan since); `None` before.
+    provider_settings: Option<Value>,
     compiled: Option<Compiled>,
     compilations: Vec<Compilation>,
     warnings: Vec<Diagnostic>,
@@ -72,6 +76,7 @@ impl Stack {
             path,
             settings,
             name: None,
+            provider_settings: None,
             compiled: None,
             compilations: Vec::new(),
             warnings: Vec::new(),
@@ -160,35 +165,38 @@ impl Stack {
             self.compiled = Some(compiled);
         }
         let compiled = self.compiled.as_mut().expect("compiled above");
-        if compiled.has_errors() || compiled.graph.is_none() {
+        if compiled.has_errors() || (compiled.graph.is_none() && self.provider_settings.is_none()) {
             return Err(Error::many(
                 ErrorKind::Compile,
                 compiled.diagnostics.clone(),
                 compiled.sources.clone(),
             ));
         }
+        if compiled.graph.is_none() {
+            return Err(graph_taken());
+        }
         if !compiled.diagnostics.is_empty() {
             self.warnings.append(&mut compiled.diagnostics);
             let sources = std::mem::take(&mut compiled.sources);
             self.warning_sources = sources;
         }
-        Ok(compiled.graph.as_ref().expect("checked above"))
+        let graph = compiled.graph.as_ref().expect("checked above");
+        if self.provider_settings.is_none() {
+            self.provider_settings = Some(graph.provider_settings.clone());
+            self.name.get_or_insert_with(|| graph.stack.clone());
+        }
+        Ok(graph)
     }
 
     /// The compiled graph by value (compiling if needed): the plan takes the desired values
-    /// instead of copying them. The stack cannot hand it out twice.
+    /// instead of copying them. The stack cannot hand it out twice; its name and provider
+    /// settings stay known.
     pub(crate) fn take_graph(&mut self) -> Result<Graph, Error> {
         self.compile()?;
         self.compiled
             .as_mut()
             .and_then(|c| c.graph.take())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Compile,
-                    Diagnostic::error(codes::INTERNAL, "the compiled graph was already used")
-                        .detail("a workflow asked for the stack's graph twice; this is a bug in Chimera, please report it"),
-                )
-            })
+            .ok_or_else(graph_taken)
     }
 
     /// The stack's name: given, or from compiling it.
@@ -196,19 +204,7 @@ impl Stack {
         if let Some(n) = &self.name {
             return Ok(n.clone());
         }
-        let name = self.compile()?.stack.clone();
-        self.name = Some(name.clone());
-        Ok(name)
-    }
-
-    /// The stack's provider settings: from its compiled `providers`, or none when it was not
-    /// compiled (a command given `--stack NAME`).
-    fn provider_settings(&self) -> Value {
-        self.compiled
-            .as_ref()
-            .and_then(|c| c.graph.as_ref())
-            .map(|g| g.provider_settings.clone())
-            .unwrap_or(Value::Null)
+        Ok(self.compile()?.stack.clone())
     }
 
     /// The state store, opened once.
@@ -222,10 +218,10 @@ impl Stack {
     /// The providers, built once, with the stack's settings when it was compiled.
     pub async fn providers(&mut self) -> Result<&Providers, Error> {
         if self.providers.is_none() {
-            let settings = self.provider_settings();
             let p = build_providers(
                 &self.local_cloud_path(),
-                &settings,
+                // Not compiled (a command given `--stack NAME`): no settings.
+                self.provider_settings.as_ref().unwrap_or(&Value::Null),
                 &self.settings.provider_env,
             )
             .await?;
@@ -245,6 +241,15 @@ impl Stack {
             self.providers.as_ref().expect("built"),
         ))
     }
+}
+
+fn graph_taken() -> Error {
+    Error::new(
+        ErrorKind::Compile,
+        Diagnostic::error(codes::INTERNAL, "the compiled graph was already used").detail(
+            "a workflow asked for the stack's graph after planning took it; this is a bug in Chimera, please report it",
+        ),
+    )
 }
 
 /// The knobs of the local cloud: the stack's `providers.local`, overridden by the caller's

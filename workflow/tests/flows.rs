@@ -203,3 +203,32 @@ fn state_only_flows_do_not_compile_a_named_stack() {
     assert!(!pulled.resources.is_empty());
     assert!(named.compilations().is_empty());
 }
+
+#[test]
+fn the_stack_s_provider_settings_reach_its_providers() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    // A failing local cloud, configured by the stack itself.
+    let src = example("webapp").replacen(
+        "stack = \"webapp\",",
+        "stack = \"webapp\", providers = { local = { failure_rate = 1 } },",
+        1,
+    );
+    let mut stack = Stack::open_in(overlay(dir.path(), &src), dir.path(), settings());
+    // Without refresh; the plan takes the graph by value, and the settings stay known.
+    let req = ApplyRequest {
+        refresh: false,
+        ..ApplyRequest::default()
+    };
+    let applied = rt.block_on(stack.apply(&req, yes)).unwrap();
+    let report = applied.report.expect("applied");
+    assert!(
+        report
+            .failed
+            .iter()
+            .all(|(_, f)| f.code.as_deref() == Some("InjectedFailure")),
+        "{report:?}"
+    );
+    assert!(!report.failed.is_empty());
+    assert_eq!(stack.name().ok().as_deref(), Some("webapp"));
+}
