@@ -100,10 +100,12 @@ pub async fn drift_of(
             .iter()
             .map(|&i| (rows[i].address.kind, rows[i].cloud_id.clone()))
             .collect();
-        let observed = provider.observe(&items).await.map_err(|e| {
-            // The first row stands for the batch: a batch fails as a whole.
-            EngineError::Call(CallFailure::of(&rows[idx[0]].address, "read", &e))
-        })?;
+        let observed = chimera_providers::with_retries(|| provider.observe(&items))
+            .await
+            .map_err(|e| {
+                // The first row stands for the batch: a batch fails as a whole.
+                EngineError::Call(CallFailure::of(&rows[idx[0]].address, "read", &e))
+            })?;
         for (&i, obs) in idx.iter().zip(observed) {
             let row = &rows[i];
             found[i] = match obs {

@@ -895,6 +895,47 @@ impl Provider for AwsCloud {
         self.locate(kind, cloud_id).await
     }
 
+    /// Batched: per kind and region, one Describe call (paged) for up to
+    /// [`IDS_PER_FILTER`] ids, filtered by id; ids found in one region are not asked of the
+    /// next.
+    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+        let mut found: HashMap<String, Observed> = HashMap::new();
+        let regions = self.regions().await;
+        for kind in Kind::ALL {
+            for region in &regions {
+                let missing: Vec<String> = items
+                    .iter()
+                    .filter(|(k, id)| *k == kind && !found.contains_key(id))
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                if missing.is_empty() {
+                    break;
+                }
+                let client = self.client(region).await?;
+                for chunk in missing.chunks(IDS_PER_FILTER) {
+                    let by_id = Filter::builder()
+                        .name(id_filter(kind))
+                        .set_values(Some(chunk.to_vec()))
+                        .build();
+                    for o in self.by_filter(&client, kind, region, vec![by_id]).await? {
+                        found.insert(o.cloud_id.clone(), o);
+                    }
+                }
+            }
+        }
+        items
+            .iter()
+            .map(|(_, id)| match found.get(id) {
+                Some(o) => Ok(Some(o.clone())),
+                // Created moments ago by this process: not visible yet, not gone.
+                None if self.is_recent(id) => Err(ProviderError::Retryable(format!(
+                    "{id} was created moments ago and is not visible yet"
+                ))),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         self.update_now(req, cloud_id).await
     }
@@ -1017,6 +1058,20 @@ fn retryable_code(code: &str) -> bool {
 
 fn wait_err<E: std::fmt::Debug>(what: &str, e: E) -> ProviderError {
     ProviderError::Retryable(format!("waiting for {what} failed: {e:?}"))
+}
+
+/// How many ids one Describe filter carries (EC2 accepts up to 200 values per filter).
+const IDS_PER_FILTER: usize = 200;
+
+/// The Describe filter that selects resources of `kind` by id.
+fn id_filter(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Network => "vpc-id",
+        Kind::Subnet => "subnet-id",
+        Kind::Firewall => "group-id",
+        Kind::Instance => "instance-id",
+        Kind::Volume => "volume-id",
+    }
 }
 
 fn tag_filter(key: &str, value: &str) -> Filter {

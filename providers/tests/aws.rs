@@ -324,3 +324,64 @@ async fn not_found_right_after_a_create_is_eventual_consistency_not_absence() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn observing_many_resources_takes_a_few_describe_calls() {
+    let moto = Moto::start();
+    // Every request goes through the proxy, which counts them by EC2 Action.
+    let proxy = ThrottleProxy::start(&moto.endpoint, 0);
+    let aws = Arc::new(cloud(&proxy.endpoint).await);
+    let sub = subnet(aws.as_ref(), "10.0.0.0/20").await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let aws = aws.clone();
+        let subnet = sub.clone();
+        set.spawn(async move {
+            create(
+                aws.as_ref(),
+                Kind::Instance,
+                &format!("w-{i}"),
+                json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": subnet, "firewalls": [], "public_ip": false }),
+            )
+            .await
+            .unwrap()
+            .cloud_id
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = set.join_next().await {
+        ids.push(r.unwrap());
+    }
+    let mut items: Vec<(Kind, String)> =
+        ids.iter().map(|id| (Kind::Instance, id.clone())).collect();
+    items.push((Kind::Subnet, sub.clone()));
+    // One that is gone: observed as absent, in its place.
+    items.push((Kind::Instance, "i-00000000000000000".into()));
+    let before = proxy.requests();
+    let observed = aws.observe(&items).await.unwrap();
+    let after = proxy.requests();
+    let calls = |a: &str| after.get(a).copied().unwrap_or(0) - before.get(a).copied().unwrap_or(0);
+    assert_eq!(observed.len(), 202);
+    assert!(observed[..200].iter().all(Option::is_some));
+    assert_eq!(observed[200].as_ref().unwrap().cloud_id, sub);
+    assert!(observed[201].is_none());
+    for (o, id) in observed.iter().zip(&ids) {
+        assert_eq!(&o.as_ref().unwrap().cloud_id, id, "in the order asked");
+    }
+    // 201 instance ids: two filters of up to 200, each paged by moto at 100; one for the subnet.
+    let describes: u64 = after
+        .keys()
+        .filter(|a| a.starts_with("Describe"))
+        .map(|a| calls(a))
+        .sum();
+    assert!(
+        calls("DescribeInstances") <= 4 && calls("DescribeSubnets") == 1,
+        "{:?}",
+        after
+    );
+    assert!(
+        describes <= 6,
+        "200 instances in {describes} Describe calls"
+    );
+    eprintln!("observe of 201 instances and a subnet: {describes} Describe calls");
+}

@@ -236,6 +236,21 @@ impl ThrottleProxy {
         ThrottleProxy { child, endpoint }
     }
 
+    /// How many requests of each EC2 Action it has seen so far (throttled ones included).
+    pub fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        ureq::get(&format!("{}/proxy-requests", self.endpoint))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (a, n) = l.split_once(' ')?;
+                Some((a.to_string(), n.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// How many requests it has throttled (or answered "not found") so far.
     pub fn throttled(&self) -> u64 {
         ureq::get(&format!("{}/proxy-health", self.endpoint))

@@ -5,7 +5,8 @@ Used by Chimera's tests of retries and by the AWS benchmark.
 usage: throttle_proxy.py PORT UPSTREAM EVERY [DELAY_MS [NOT_FOUND]]   (EVERY = 0: never throttle)
 NOT_FOUND: answer the first NOT_FOUND DescribeInstances-by-id requests with
 InvalidInstanceID.NotFound, as EC2 does right after RunInstances (eventual consistency).
-GET /proxy-health returns how many requests were throttled so far.
+GET /proxy-health returns how many requests were throttled so far; GET /proxy-requests returns
+how many requests of each EC2 Action it has seen, one "Action count" line each.
 """
 import time
 import http.client
@@ -25,6 +26,7 @@ UP = urllib.parse.urlparse(UPSTREAM)
 lock = threading.Lock()
 seen = 0
 throttled = 0
+actions = {}
 
 THROTTLE = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
             b'<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>'
@@ -50,6 +52,10 @@ class Proxy(BaseHTTPRequestHandler):
             with lock:
                 n = throttled
             return self.reply(200, str(n).encode())
+        if self.path == "/proxy-requests":
+            with lock:
+                text = "".join(f"{a} {n}\n" for a, n in sorted(actions.items()))
+            return self.reply(200, text.encode())
         self.forward()
 
     def do_POST(self):
@@ -61,6 +67,9 @@ class Proxy(BaseHTTPRequestHandler):
                 throttled += 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+        with lock:
+            actions[action] = actions.get(action, 0) + 1
         if DELAY:
             time.sleep(DELAY)
         if throttle:
