@@ -5,6 +5,21 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+
+/// What users see, as a reviewed snapshot: commit ids and temporary paths filtered out.
+fn snapshot(name: &str, text: &str) {
+    insta::with_settings!({
+        filters => vec![
+            (r"/tmp/\.tmp[A-Za-z0-9]+", "[TMP]"),
+            (r"\b[0-9a-f]{40}\b", "[COMMIT]"),
+            (r"\b[0-9a-f]{10}\b", "[COMMIT]"),
+        ],
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
 fn chimera(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_chimera"))
         .args(args)
@@ -78,6 +93,7 @@ fn init_test_update_and_preview_with_real_git() {
     let o = chimera(&repo, &["test"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
+    snapshot("workflow_test_fails_with_a_diff", &t);
     assert!(t.contains("FAIL    default"), "{t}");
     assert!(t.contains("++ instance.web-2 will be created"), "{t}");
     assert!(
@@ -126,6 +142,7 @@ fn init_test_update_and_preview_with_real_git() {
     );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
+    snapshot("workflow_preview_text", &t);
     assert!(t.contains("+ instance.web-2 will be created"), "{t}");
     assert!(
         t.contains("Plan: 1 to create, 0 to update, 0 to replace, 0 to delete."),
