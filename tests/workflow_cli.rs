@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-
 /// What users see, as a reviewed snapshot: commit ids and temporary paths filtered out.
 fn snapshot(name: &str, text: &str) {
     insta::with_settings!({

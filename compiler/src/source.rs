@@ -68,10 +68,14 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// Relative to the process's current directory.
     pub fn new() -> Self {
-        Disk {
-            cwd: std::env::current_dir().ok(),
-        }
+        Self::at(std::env::current_dir().ok())
+    }
+
+    /// Relative to `cwd` (a caller that must not read the environment passes it in).
+    pub fn at(cwd: Option<PathBuf>) -> Self {
+        Disk { cwd }
     }
 }
 

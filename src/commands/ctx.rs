@@ -30,6 +30,7 @@ pub fn settings(global: &Global, state: Option<&StateArgs>) -> Settings {
         eval: global.eval_options(),
         cache_build: (!global.no_cache).then(super::build_id),
         actor: actor(),
+        cwd: std::env::current_dir().ok(),
     }
 }
 

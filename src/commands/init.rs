@@ -121,9 +121,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
         .ok()
         .and_then(|c| c.into_iter().find(|c| c.name == "default"));
     if let Some(case) = case {
-        let settings = ctx::settings(global, None);
-        let cwd = std::env::current_dir().ok();
-        let preview = test::preview(dir, &case, &settings, cwd.as_deref());
+        let preview = test::preview(dir, &case, &ctx::settings(global, None));
         let ok = case
             .snapshot
             .parent()

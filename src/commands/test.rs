@@ -57,7 +57,6 @@ pub fn run(global: &Global, args: &TestArgs) -> ExitStatus {
         update: args.update,
         filter: args.filter.clone(),
         ci: in_ci(),
-        cwd: std::env::current_dir().ok(),
     };
     let settings = ctx::settings(global, None);
     let run = match chimera_workflow::test::run(&args.dir, &opts, &settings) {

@@ -113,7 +113,7 @@ pub fn preview(path: &Path, base: &str, settings: &Settings) -> Result<Preview, 
             ),
         )
     })?;
-    let disk: Arc<dyn Source> = Arc::new(Disk::new());
+    let disk: Arc<dyn Source> = Arc::new(Disk::at(settings.cwd.clone()));
     let head = compile(&disk, &path, "working tree", settings)?;
     // The base version is read from git into memory, never unpacked to disk.
     let tree =

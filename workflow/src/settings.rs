@@ -23,6 +23,9 @@ pub struct Settings {
     pub cache_build: Option<String>,
     /// Who runs: recorded with generations and audit entries.
     pub actor: String,
+    /// The caller's working directory: relative stack paths are read from it, and
+    /// diagnostics name files relative to it. `None`: absolute names.
+    pub cwd: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -34,6 +37,7 @@ impl Default for Settings {
             eval: EvalOptions::default(),
             cache_build: None,
             actor: "chimera".into(),
+            cwd: None,
         }
     }
 }

@@ -61,7 +61,8 @@ impl Stack {
     /// The stack at `path` (a directory with `main.ncl`, or a `.ncl` file) on disk. Nothing
     /// is read until a flow needs it.
     pub fn open(path: impl Into<PathBuf>, settings: Settings) -> Stack {
-        Self::open_in(Arc::new(Disk::new()), path, settings)
+        let disk = Disk::at(settings.cwd.clone());
+        Self::open_in(Arc::new(disk), path, settings)
     }
 
     /// The stack at `path` as `source` holds it (e.g. an

@@ -34,9 +34,6 @@ pub struct TestOptions {
     pub filter: Option<String>,
     /// In CI a missing snapshot is a failure (written as `.snap.new` for review).
     pub ci: bool,
-    /// The caller's working directory: diagnostics name files relative to it, and snapshots
-    /// must not depend on it.
-    pub cwd: Option<PathBuf>,
 }
 
 /// What happened to one case.
@@ -170,8 +167,9 @@ fn read_fixture(path: &Path) -> Result<(Option<String>, u64, Vec<StateResource>)
 }
 
 /// The preview a case renders: its plan as text, or its diagnostics. Paths are relative to
-/// `dir`, so snapshots are the same on every machine.
-pub fn preview(dir: &Path, case: &Case, settings: &Settings, cwd: Option<&Path>) -> String {
+/// `dir`, so snapshots are the same on every machine (diagnostics name files relative to
+/// `settings.cwd`, which is taken off).
+pub fn preview(dir: &Path, case: &Case, settings: &Settings) -> String {
     let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let mut out = format!(
         "# chimera test: {}\n# state: {}\n\n",
@@ -181,7 +179,9 @@ pub fn preview(dir: &Path, case: &Case, settings: &Settings, cwd: Option<&Path>)
             .map(rel)
             .unwrap_or_else(|| "none (a new stack)".into())
     );
-    let compiled = chimera_compiler::compile(&case.source, &settings.eval);
+    let disk: std::sync::Arc<dyn chimera_compiler::Source> =
+        std::sync::Arc::new(chimera_compiler::Disk::at(settings.cwd.clone()));
+    let compiled = chimera_compiler::compile_from(&disk, &case.source, &settings.eval);
     let body = match (&compiled.graph, compiled.has_errors()) {
         (Some(g), false) => {
             let fixture = match &case.fixture {
@@ -210,7 +210,7 @@ pub fn preview(dir: &Path, case: &Case, settings: &Settings, cwd: Option<&Path>)
     // make them relative to `dir`, as the header is.
     let abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let mut prefixes = vec![abs.display().to_string()];
-    if let Some(cwd) = cwd.and_then(|c| c.canonicalize().ok())
+    if let Some(cwd) = settings.cwd.as_ref().and_then(|c| c.canonicalize().ok())
         && let Ok(rel) = abs.strip_prefix(&cwd)
         && !rel.as_os_str().is_empty()
     {
@@ -255,7 +255,7 @@ pub fn run(dir: &Path, opts: &TestOptions, settings: &Settings) -> Result<TestRu
         orphans: Vec::new(),
     };
     for case in selected {
-        let got = preview(dir, case, settings, opts.cwd.as_deref());
+        let got = preview(dir, case, settings);
         let want = std::fs::read_to_string(&case.snapshot).ok();
         let outcome = match want {
             Some(w) if w == got => Outcome::Passed,
