@@ -1,8 +1,9 @@
 //! The conformance suite every provider passes (tests call [`run`] with each provider).
 //!
 //! It checks the contract the engine relies on: creates are idempotent by token, tokens are
-//! findable and tags are set, reads see what was written, updates apply in place, deletes are
-//! idempotent, and absence is reported as absence.
+//! findable and tags are set, reads see what was written, batched reads (`observe`) see the same
+//! in the order asked, updates apply in place, deletes are idempotent, and absence is reported
+//! as absence.
 
 use chimera_model::{Address, Kind};
 use serde_json::{Map, Value, json};
@@ -123,6 +124,32 @@ pub async fn run(p: &dyn Provider, native_region: &str, stack: &str) -> Result<(
     ensure!(
         read.tags.get("v").map(String::as_str) == Some("2"),
         "updated tags must be visible"
+    );
+
+    // Batched reads: what `read` sees, in the order asked, and absence as `None`.
+    let missing = format!("{}-missing", sub.cloud_id);
+    let observed = p
+        .observe(&[
+            (Kind::Subnet, sub.cloud_id.clone()),
+            (Kind::Network, missing),
+            (Kind::Network, net.cloud_id.clone()),
+        ])
+        .await
+        .map_err(e("observe"))?;
+    ensure!(
+        observed.len() == 3,
+        "observe must answer every item, answered {}",
+        observed.len()
+    );
+    ensure!(
+        observed[0].as_ref() == Some(&read),
+        "observe must see what read sees, got {:?}",
+        observed[0]
+    );
+    ensure!(observed[1].is_none(), "an absent id must observe as None");
+    ensure!(
+        observed[2].as_ref().map(|o| o.cloud_id.as_str()) == Some(net.cloud_id.as_str()),
+        "observe must answer in the order asked"
     );
 
     let managed = p.list_managed(stack).await.map_err(e("list_managed"))?;
