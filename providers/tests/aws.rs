@@ -46,6 +46,32 @@ async fn create(
     .await
 }
 
+/// `n` instances `w-0`… in `subnet`, launched concurrently: their ids, in the order they
+/// finished.
+async fn launch(aws: &Arc<Retrying<AwsCloud>>, subnet: &str, n: usize) -> Vec<String> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let aws = aws.clone();
+        let subnet = subnet.to_string();
+        set.spawn(async move {
+            create(
+                aws.as_ref(),
+                Kind::Instance,
+                &format!("w-{i}"),
+                json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": subnet, "firewalls": [], "public_ip": false }),
+            )
+            .await
+            .unwrap()
+            .cloud_id
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = set.join_next().await {
+        ids.push(r.unwrap());
+    }
+    ids
+}
+
 /// A network and a subnet with `cidr` in it (zone a, private): returns the subnet's id.
 async fn subnet(p: &dyn Provider, cidr: &str) -> String {
     let net = create(p, Kind::Network, "n", json!({ "cidr": "10.0.0.0/16" }))
@@ -265,24 +291,7 @@ async fn list_managed_and_find_by_token_page_through_every_result() {
     let moto = Moto::start();
     let aws = Arc::new(cloud(&moto.endpoint).await);
     let sub = subnet(aws.as_ref(), "10.0.0.0/20").await;
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..105 {
-        let aws = aws.clone();
-        let subnet = sub.clone();
-        set.spawn(async move {
-            create(
-                aws.as_ref(),
-                Kind::Instance,
-                &format!("w-{i}"),
-                json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": subnet, "firewalls": [], "public_ip": false }),
-            )
-            .await
-            .unwrap()
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.unwrap();
-    }
+    launch(&aws, &sub, 105).await;
     let managed = aws.list_managed("moto-test").await.unwrap();
     assert_eq!(
         managed.len(),
@@ -332,26 +341,7 @@ async fn observing_many_resources_takes_a_few_describe_calls() {
     let proxy = ThrottleProxy::start(&moto.endpoint, 0);
     let aws = Arc::new(cloud(&proxy.endpoint).await);
     let sub = subnet(aws.as_ref(), "10.0.0.0/20").await;
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..200 {
-        let aws = aws.clone();
-        let subnet = sub.clone();
-        set.spawn(async move {
-            create(
-                aws.as_ref(),
-                Kind::Instance,
-                &format!("w-{i}"),
-                json!({ "instance_type": "t3.micro", "image": "ubuntu-24.04", "subnet": subnet, "firewalls": [], "public_ip": false }),
-            )
-            .await
-            .unwrap()
-            .cloud_id
-        });
-    }
-    let mut ids = Vec::new();
-    while let Some(r) = set.join_next().await {
-        ids.push(r.unwrap());
-    }
+    let ids = launch(&aws, &sub, 200).await;
     let mut items: Vec<(Kind, String)> =
         ids.iter().map(|id| (Kind::Instance, id.clone())).collect();
     items.push((Kind::Subnet, sub.clone()));

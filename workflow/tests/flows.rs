@@ -31,6 +31,11 @@ fn overlay(dir: &Path, main: &str) -> Arc<dyn Source> {
     Arc::new(Overlay::new(dir, [("main.ncl", main)]))
 }
 
+/// A stack whose `main.ncl` is `src`, held in memory over the empty directory `dir`.
+fn in_memory(dir: &Path, src: &str) -> Stack {
+    Stack::open_in(overlay(dir, src), dir, settings())
+}
+
 fn yes(_: &Plan) -> bool {
     true
 }
@@ -53,7 +58,7 @@ fn the_examples_apply_and_plan_from_memory() {
         } else {
             example(name)
         };
-        let mut stack = Stack::open_in(overlay(dir.path(), &src), dir.path(), settings());
+        let mut stack = in_memory(dir.path(), &src);
         let applied = rt
             .block_on(stack.apply(&ApplyRequest::default(), yes))
             .unwrap();
@@ -68,7 +73,7 @@ fn the_examples_apply_and_plan_from_memory() {
         assert!(dir.path().join(".chimera/state.db").exists());
 
         // A fresh stack plans the same memory against that state: nothing to do, no drift.
-        let mut again = Stack::open_in(overlay(dir.path(), &src), dir.path(), settings());
+        let mut again = in_memory(dir.path(), &src);
         let planned = rt
             .block_on(again.plan(PlanOptions {
                 refresh: true,
@@ -89,14 +94,14 @@ fn an_edit_held_in_memory_is_planned_against_state() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let src = example("webapp");
-    let mut stack = Stack::open_in(overlay(dir.path(), &src), dir.path(), settings());
+    let mut stack = in_memory(dir.path(), &src);
     rt.block_on(stack.apply(&ApplyRequest::default(), yes))
         .unwrap();
 
     // An agent's proposed edit: one more tag on every resource, never written to disk.
     let edited = src.replacen("tags = {", "tags = { team = \"web\",", 1);
     assert_ne!(edited, src, "the example has tags to edit");
-    let mut proposal = Stack::open_in(overlay(dir.path(), &edited), dir.path(), settings());
+    let mut proposal = in_memory(dir.path(), &edited);
     let Planned::Full(file) = rt.block_on(proposal.plan(PlanOptions::default())).unwrap() else {
         panic!("no memo without a cache")
     };
@@ -117,11 +122,7 @@ fn an_edit_held_in_memory_is_planned_against_state() {
 fn a_review_that_declines_changes_nothing() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let mut stack = Stack::open_in(
-        overlay(dir.path(), &example("webapp")),
-        dir.path(),
-        settings(),
-    );
+    let mut stack = in_memory(dir.path(), &example("webapp"));
     let mut seen = 0;
     let err = rt
         .block_on(stack.apply(&ApplyRequest::default(), |p| {
@@ -141,7 +142,7 @@ fn a_review_that_declines_changes_nothing() {
 fn a_stack_that_does_not_compile_is_a_located_compile_error() {
     let dir = tempfile::tempdir().unwrap();
     let src = "let c = import \"chimera.ncl\" in\n{ stack = \"x\", resources = [ c.Network & { name = \"n\", cidr = \"10.0.0.0/33\" } ] }\n";
-    let mut stack = Stack::open_in(overlay(dir.path(), src), dir.path(), settings());
+    let mut stack = in_memory(dir.path(), src);
     let err = stack.check().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Compile);
     let d = &err.diagnostics[0];
@@ -187,16 +188,11 @@ fn a_failed_call_keeps_its_class_and_address() {
 fn state_only_flows_do_not_compile_a_named_stack() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let mut stack = Stack::open_in(
-        overlay(dir.path(), &example("webapp")),
-        dir.path(),
-        settings(),
-    );
+    let mut stack = in_memory(dir.path(), &example("webapp"));
     rt.block_on(stack.apply(&ApplyRequest::default(), yes))
         .unwrap();
     // Broken source, but named: history, rows and pull need no compile.
-    let mut named = Stack::open_in(overlay(dir.path(), "{ not nickel"), dir.path(), settings())
-        .named(Some("webapp".into()));
+    let mut named = in_memory(dir.path(), "{ not nickel").named(Some("webapp".into()));
     assert_eq!(rt.block_on(named.history()).unwrap().len(), 1);
     let pulled = rt.block_on(named.pull()).unwrap();
     assert_eq!(pulled.serial, 1);
@@ -214,7 +210,7 @@ fn the_stack_s_provider_settings_reach_its_providers() {
         "stack = \"webapp\", providers = { local = { failure_rate = 1 } },",
         1,
     );
-    let mut stack = Stack::open_in(overlay(dir.path(), &src), dir.path(), settings());
+    let mut stack = in_memory(dir.path(), &src);
     // Without refresh; the plan takes the graph by value, and the settings stay known.
     let req = ApplyRequest {
         refresh: false,
