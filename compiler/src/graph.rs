@@ -14,7 +14,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{Map, Value};
 
-use crate::lower::{Lowered, Spec, kind_outputs};
+use crate::lower::{Lowered, def};
 
 fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, Result<Ref, String>)>) {
     match v {
@@ -32,10 +32,7 @@ fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, Result<Ref, String
 }
 
 fn attrs_of(l: &Lowered) -> Map<String, Value> {
-    let mut attrs = match serde_json::to_value(&l.spec) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
+    let mut attrs = l.spec.to_attrs();
     attrs.insert(
         "tags".into(),
         Value::Object(
@@ -137,7 +134,7 @@ pub fn build(
                 );
                 continue;
             };
-            if !kind_outputs(r.kind).contains(&r.attr.as_str()) {
+            if !def(r.kind).outputs.contains(&r.attr.as_str()) {
                 diags.push(
                     Diagnostic::error(codes::BAD_REFERENCE, "reference to an unknown output")
                         .detail(format!(
@@ -145,7 +142,7 @@ pub fn build(
                             target,
                             r.attr,
                             r.kind,
-                            kind_outputs(r.kind).join(", ")
+                            def(r.kind).outputs.join(", ")
                         ))
                         .address(&l.address)
                         .at(loc(l, &field)),
@@ -229,11 +226,7 @@ pub fn build(
         .map(|(((l, attrs), deps), hash)| {
             let hash = hash.unwrap_or(ContentHash([0; 32]));
             whole.part(&hash.0);
-            let native_type = match &l.spec {
-                Spec::Instance(i) => Some(i.instance_type.clone()),
-                Spec::Volume(v) => Some(v.disk_type.clone()),
-                _ => None,
-            };
+            let native_type = l.spec.native_type().map(str::to_string);
             Resource {
                 address: l.address,
                 provider: l.provider,

@@ -8,87 +8,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use chimera_model::{Address, Diagnostic, Kind, Location, ProviderName, Ref, SourceMap, Span};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::catalog::{Catalog, HOURS_PER_MONTH};
 use crate::eval::RawResource;
 
 pub use chimera_model::graph::Lifecycle;
-
-/// A port range of a firewall rule; `None` means all ports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rule {
-    pub protocol: String,
-    pub from_port: Option<u16>,
-    pub to_port: Option<u16>,
-    pub cidrs: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NetworkSpec {
-    pub cidr: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SubnetSpec {
-    pub network: String,
-    pub cidr: String,
-    pub zone: String,
-    pub public: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FirewallSpec {
-    pub network: String,
-    pub ingress: Vec<Rule>,
-    pub egress: Vec<Rule>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InstanceSpec {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_gib: Option<f64>,
-    /// Resolved from the catalog for the provider.
-    pub instance_type: String,
-    pub image: String,
-    /// Provider-native image reference from the catalog.
-    pub image_ref: Value,
-    pub subnet: String,
-    pub firewalls: Vec<String>,
-    pub public_ip: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_data: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VolumeSpec {
-    pub size_gib: u32,
-    #[serde(rename = "type")]
-    pub volume_type: String,
-    pub disk_type: String,
-    pub zone: String,
-    pub encrypted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-}
-
-/// The kind-specific, typed part of a resource.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Spec {
-    Network(NetworkSpec),
-    Subnet(SubnetSpec),
-    Firewall(FirewallSpec),
-    Instance(InstanceSpec),
-    Volume(VolumeSpec),
-}
+pub use chimera_model::kinds::{
+    FirewallSpec, InstanceSpec, NetworkSpec, Rule, Spec, SubnetSpec, VolumeSpec, def,
+};
 
 /// A lowered resource (before graph construction assigns dependencies and hashes).
 #[derive(Debug, Clone)]
@@ -134,41 +62,6 @@ const COMMON_FIELDS: &[&str] = &[
     "gcp",
     "azure",
 ];
-
-pub fn kind_fields(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Network => &["cidr"],
-        Kind::Subnet => &["network", "cidr", "zone", "public"],
-        Kind::Firewall => &["network", "ingress", "egress"],
-        Kind::Instance => &[
-            "size",
-            "cpu",
-            "memory_gib",
-            "image",
-            "subnet",
-            "firewalls",
-            "public_ip",
-            "user_data",
-        ],
-        Kind::Volume => &["size_gib", "type", "zone", "encrypted", "instance"],
-    }
-}
-
-/// Outputs a kind offers to references.
-pub fn kind_outputs(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Instance => &["id", "private_ip", "public_ip"],
-        _ => &["id"],
-    }
-}
-
-/// Attributes that are always sensitive.
-pub fn always_sensitive(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Instance => &["user_data"],
-        _ => &[],
-    }
-}
 
 /// Longest string accepted in any attribute.
 pub const MAX_STRING: usize = 64 * 1024;
@@ -465,38 +358,6 @@ fn cidrs_overlap(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
     cidr_within(a, b) || cidr_within(b, a)
 }
 
-/// Names as each provider accepts them.
-fn name_rule(p: ProviderName, name: &str) -> Result<(), String> {
-    let alnum = |c: char| c.is_ascii_alphanumeric();
-    match p {
-        ProviderName::Gcp => {
-            let ok = name.len() <= 63
-                && name.starts_with(|c: char| c.is_ascii_lowercase())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !name.ends_with('-');
-            if ok {
-                Ok(())
-            } else {
-                Err("gcp names must be 1-63 lowercase letters, digits and `-`, start with a letter and not end with `-` (RFC 1035)".into())
-            }
-        }
-        ProviderName::Azure => {
-            let ok = name.len() <= 64
-                && name.starts_with(alnum)
-                && !name.ends_with('.')
-                && !name.ends_with('-');
-            if ok {
-                Ok(())
-            } else {
-                Err("azure names must be 1-64 characters, start with a letter or digit and not end with `.` or `-`".into())
-            }
-        }
-        ProviderName::Aws | ProviderName::Local => Ok(()),
-    }
-}
-
 fn generic_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -599,8 +460,8 @@ pub fn header(
     // Unknown fields, with a suggestion.
     let known: Vec<&str> = COMMON_FIELDS
         .iter()
-        .chain(kind_fields(kind))
         .copied()
+        .chain(def(kind).field_names())
         .collect();
     for field in raw.fields.keys() {
         if !known.contains(&field.as_str()) {
@@ -676,7 +537,7 @@ pub fn lower_one(
         address: address.to_string(),
         diags,
     };
-    if let Err(m) = name_rule(provider, &header.name) {
+    if let Err(m) = def(header.kind).check_name(provider, &header.name) {
         cx.err(
             codes::INVALID_NAME,
             "name",
@@ -774,7 +635,7 @@ pub fn lower_one(
                     ("prevent_destroy", Value::Bool(b)) => lifecycle.prevent_destroy = b,
                     ("create_before_destroy", Value::Bool(b)) => lifecycle.create_before_destroy = b,
                     ("ignore_changes", Value::Array(items)) => {
-                        let known: Vec<&str> = kind_fields(header.kind).iter().chain(["tags"].iter()).copied().collect();
+                        let known: Vec<&str> = def(header.kind).field_names().chain(["tags"]).collect();
                         for item in items {
                             match item.as_str() {
                                 Some(a) if known.contains(&a) => lifecycle.ignore_changes.push(a.to_string()),
@@ -805,7 +666,8 @@ pub fn lower_one(
     }
 
     // Sensitive attributes.
-    let mut sensitive: BTreeSet<String> = always_sensitive(header.kind)
+    let mut sensitive: BTreeSet<String> = def(header.kind)
+        .sensitive
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -814,7 +676,7 @@ pub fn lower_one(
         Some(Value::Array(items)) => {
             for item in items {
                 match item.as_str() {
-                    Some(a) if kind_fields(header.kind).contains(&a) || a == "tags" => {
+                    Some(a) if def(header.kind).has_field(a) || a == "tags" => {
                         sensitive.insert(a.to_string());
                     }
                     _ => cx.err(
@@ -824,7 +686,7 @@ pub fn lower_one(
                         format!(
                             "`sensitive` entries must be attributes of a {}: {}",
                             header.kind,
-                            kind_fields(header.kind).join(", ")
+                            def(header.kind).field_names().collect::<Vec<_>>().join(", ")
                         ),
                     ),
                 }
@@ -1369,16 +1231,7 @@ pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec
     };
     let mut subnets_by_network: BTreeMap<String, Vec<(&Lowered, (Ipv4Addr, u8))>> = BTreeMap::new();
     for l in lowered {
-        let structural: Vec<(&str, &String)> = match &l.spec {
-            Spec::Subnet(s) => vec![("network", &s.network)],
-            Spec::Firewall(f) => vec![("network", &f.network)],
-            Spec::Instance(i) => std::iter::once(("subnet", &i.subnet))
-                .chain(i.firewalls.iter().map(|f| ("firewalls", f)))
-                .collect(),
-            Spec::Volume(v) => v.instance.iter().map(|i| ("instance", i)).collect(),
-            Spec::Network(_) => vec![],
-        };
-        for (field, placeholder) in structural {
+        for (field, placeholder) in l.spec.references() {
             if let Some(t) = target(placeholder)
                 && t.provider != l.provider
             {
@@ -1458,11 +1311,7 @@ mod tests {
     }
 
     #[test]
-    fn provider_name_rules() {
-        assert!(name_rule(ProviderName::Gcp, "web-0").is_ok());
-        assert!(name_rule(ProviderName::Gcp, "Web_0").is_err());
-        assert!(name_rule(ProviderName::Azure, "web.").is_err());
-        assert!(name_rule(ProviderName::Aws, "Web_0").is_ok());
+    fn generic_names() {
         assert!(generic_name("ok-name.1").is_ok());
         assert!(generic_name("-bad").is_err());
     }

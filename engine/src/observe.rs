@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource, schema};
+use chimera_model::kinds::firewall;
+use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource};
 pub use chimera_plans::drift::{Drift, DriftKind, observed_row};
 use chimera_providers::{Observed, TAG_ADDRESS};
 use chimera_state::{
@@ -50,8 +51,8 @@ fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
                 None => continue,
             }
         };
-        let differs = if schema::is_rules(row.address.kind, k) {
-            schema::canonical_rules(&observed) != schema::canonical_rules(recorded)
+        let differs = if firewall::is_rules(row.address.kind, k) {
+            firewall::canonical_rules(&observed) != firewall::canonical_rules(recorded)
         } else {
             &observed != recorded
         };

@@ -1,7 +1,7 @@
 //! Chimera's shared domain types.
 //!
 //! Everything else depends on this crate and it depends on nothing of ours: resource addresses,
-//! kinds and providers, reference placeholders, source spans and diagnostics, and the content
+//! kinds and providers, each kind's definition (`kinds`), reference placeholders, source spans and diagnostics, and the content
 //! hash. It does no I/O.
 
 pub mod address;
@@ -9,8 +9,8 @@ pub mod codes;
 pub mod diagnostic;
 pub mod graph;
 pub mod hash;
+pub mod kinds;
 pub mod reference;
-pub mod schema;
 pub mod state;
 
 pub use address::{Address, Kind, ProviderName};

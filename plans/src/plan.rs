@@ -7,7 +7,7 @@ use chimera_model::codes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chimera_model::hash::Hasher;
-use chimera_model::schema::is_force_new;
+use chimera_model::kinds::is_force_new;
 use chimera_model::{Address, ContentHash, Diagnostic, ProviderName, Ref, StateResource};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

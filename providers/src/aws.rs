@@ -30,7 +30,8 @@ use aws_sdk_ec2::types::{
     VolumeType,
 };
 use base64::Engine as _;
-use chimera_model::{Kind, ProviderName, schema};
+use chimera_model::kinds::firewall;
+use chimera_model::{Kind, ProviderName};
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
@@ -457,9 +458,9 @@ impl AwsCloud {
         current: Option<&Observed>,
     ) -> Result<()> {
         for (attr, egress) in [("ingress", false), ("egress", true)] {
-            let want = schema::canonical_rules(attrs.get(attr).unwrap_or(&Value::Null));
+            let want = firewall::canonical_rules(attrs.get(attr).unwrap_or(&Value::Null));
             let have = current
-                .map(|c| schema::canonical_rules(c.attrs.get(attr).unwrap_or(&Value::Null)))
+                .map(|c| firewall::canonical_rules(c.attrs.get(attr).unwrap_or(&Value::Null)))
                 .unwrap_or_default();
             let add: Vec<IpPermission> = want
                 .iter()
@@ -1253,7 +1254,7 @@ fn observe_volume(v: &aws_sdk_ec2::types::Volume, region: &str) -> Observed {
     )
 }
 
-/// One canonical rule (see [`schema::canonical_rules`]) as an EC2 permission.
+/// One canonical rule (see [`firewall::canonical_rules`]) as an EC2 permission.
 fn permission(r: &Value) -> IpPermission {
     let protocol = r["protocol"].as_str().unwrap_or("all");
     let mut range = IpRange::builder().cidr_ip(r["cidr"].as_str().unwrap_or_default());
@@ -1334,13 +1335,13 @@ mod tests {
             { "protocol": "tcp", "from_port": 22, "to_port": 22, "cidrs": ["10.0.0.0/16", "10.1.0.0/16"], "description": "ssh" },
             { "protocol": "all", "from_port": null, "to_port": null, "cidrs": ["0.0.0.0/0"] },
         ]);
-        let perms: Vec<IpPermission> = schema::canonical_rules(&rules)
+        let perms: Vec<IpPermission> = firewall::canonical_rules(&rules)
             .iter()
             .map(permission)
             .collect();
         assert_eq!(
-            schema::canonical_rules(&rules_of(&perms)),
-            schema::canonical_rules(&rules)
+            firewall::canonical_rules(&rules_of(&perms)),
+            firewall::canonical_rules(&rules)
         );
     }
 

@@ -156,8 +156,8 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
     .await
     .unwrap();
     assert_eq!(
-        chimera_model::schema::canonical_rules(&fw.attrs["ingress"]),
-        chimera_model::schema::canonical_rules(&rules)
+        chimera_model::kinds::firewall::canonical_rules(&fw.attrs["ingress"]),
+        chimera_model::kinds::firewall::canonical_rules(&rules)
     );
     let instance = json!({
         "instance_type": "t3.small", "image": "ubuntu-24.04", "subnet": sub.cloud_id,

@@ -1,0 +1,55 @@
+//! subnet: a block inside a network, in one zone.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Field, KindDef, NameRule};
+use crate::{Kind, ProviderName};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubnetSpec {
+    pub network: String,
+    pub cidr: String,
+    pub zone: String,
+    pub public: bool,
+}
+
+pub static DEF: KindDef = KindDef {
+    kind: Kind::Subnet,
+    schema: "Subnet",
+    fields: &[
+        Field {
+            name: "network",
+            required: true,
+            doc: "The network: a Network resource or its `outputs.id`.",
+        },
+        Field {
+            name: "cidr",
+            required: true,
+            doc: "An IPv4 block inside the network's.",
+        },
+        Field {
+            name: "zone",
+            required: false,
+            doc: "The zone within the region: \"a\", \"b\" or \"c\" (default \"a\").",
+        },
+        Field {
+            name: "public",
+            required: false,
+            doc: "Whether instances get a public address by default (default false).",
+        },
+    ],
+    outputs: &["id"],
+    force_new: &["network", "cidr", "zone"],
+    sensitive: &[],
+    names: &[
+        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
+        (ProviderName::Azure, NameRule::Azure { min: 1, max: 80 }),
+        (
+            ProviderName::Aws,
+            NameRule::Length {
+                max: 256,
+                reserved: None,
+            },
+        ),
+    ],
+};
