@@ -44,10 +44,8 @@ pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
 
 /// Compiles the stack at `path` in `source` (a directory with `main.ncl`, or a file).
 pub fn compile_from(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -> Compiled {
-    let file = source::entry(source.as_ref(), path);
-    let out = eval::evaluate(source, &file, opts);
-    let mut sources = out.sources;
-    let mut evaluated = match out.result {
+    let (evaluated, sources) = evaluate_stack(source, path, opts);
+    let evaluated = match evaluated {
         Ok(e) => e,
         Err(diagnostics) => {
             return Compiled {
@@ -57,6 +55,31 @@ pub fn compile_from(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -
                 files_read: Vec::new(),
             };
         }
+    };
+    let mut diagnostics = Vec::new();
+    let files_read = evaluated.files_read.clone();
+    let graph = lower_evaluated(evaluated, &sources, &mut diagnostics);
+    Compiled {
+        graph,
+        diagnostics,
+        sources,
+        files_read,
+    }
+}
+
+/// Evaluates the stack at `path` and its modules: every resource with its spans, and the
+/// sources they point into.
+fn evaluate_stack(
+    source: &Arc<dyn Source>,
+    path: &Path,
+    opts: &EvalOptions,
+) -> (Result<eval::Evaluated, Vec<Diagnostic>>, SourceMap) {
+    let file = source::entry(source.as_ref(), path);
+    let out = eval::evaluate(source, &file, opts);
+    let mut sources = out.sources;
+    let mut evaluated = match out.result {
+        Ok(e) => e,
+        Err(diagnostics) => return (Err(diagnostics), sources),
     };
     if !evaluated.modules.is_empty() {
         let dir = file.parent().unwrap_or(Path::new("."));
@@ -75,25 +98,44 @@ pub fn compile_from(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -
             }
         }
         if !diagnostics.is_empty() {
-            return Compiled {
-                graph: None,
-                diagnostics,
-                sources,
-                files_read: Vec::new(),
-            };
+            return (Err(diagnostics), sources);
         }
         evaluated.files_read.sort();
         evaluated.files_read.dedup();
     }
-    let mut diagnostics = Vec::new();
-    let files_read = evaluated.files_read.clone();
-    let graph = lower_evaluated(evaluated, &sources, &mut diagnostics);
-    Compiled {
-        graph,
-        diagnostics,
-        sources,
-        files_read,
-    }
+    (Ok(evaluated), sources)
+}
+
+/// Where each `(address, field)` of the stack was written (the field, else the resource's
+/// name, else the resource), and the sources the locations point into. Evaluates the stack
+/// again: for diagnostics found after compiling (a provider's limits at plan time), whose
+/// graph carries no spans.
+pub fn locate(
+    source: &Arc<dyn Source>,
+    path: &Path,
+    opts: &EvalOptions,
+    wanted: &[(chimera_model::Address, String)],
+) -> (Vec<Option<chimera_model::Location>>, SourceMap) {
+    let (evaluated, sources) = evaluate_stack(source, path, opts);
+    let Ok(evaluated) = evaluated else {
+        return (vec![None; wanted.len()], sources);
+    };
+    let is = |r: &eval::RawResource, a: &chimera_model::Address| {
+        let field = |k: &str| r.fields.get(k).and_then(serde_json::Value::as_str);
+        field("kind") == Some(a.kind.as_str()) && field("name") == Some(a.name.as_str())
+    };
+    let found = wanted
+        .iter()
+        .map(|(address, field)| {
+            let raw = evaluated.resources.iter().find(|r| is(r, address))?;
+            let span = raw
+                .field_span(field)
+                .or(raw.field_span("name"))
+                .or(raw.span)?;
+            sources.locate(span)
+        })
+        .collect();
+    (found, sources)
 }
 
 /// Lowers an evaluation into a graph, appending diagnostics. Consumes the evaluation so each

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chimera_model::hash::Hasher;
 use chimera_model::{Address, Piece, ProviderName, Ref, StateResource};
 use chimera_plans::plan::{Desired, Plan, ResourceChange, attrs_for_state};
-use chimera_providers::{Observed, Provider, ProviderError, Request};
+use chimera_providers::{CloudRef, Observed, Proposal, Provider, ProviderError};
 use chimera_state::{IntentAction, NewIntent, Outcome};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -137,8 +137,8 @@ pub struct Call {
     pub stack: String,
     pub token: String,
     pub native_region: String,
-    /// The desired attributes with references resolved, or why they could not be.
-    pub attrs: Result<Map<String, Value>, String>,
+    /// The desired resource with references resolved, or why it could not be.
+    pub proposal: Result<Option<Proposal>, String>,
     /// The resource as state knew it (updates and deletes act on it; in a
     /// create-before-destroy replace, the delete must hit the old resource, not the new one).
     pub cloud_id: Option<String>,
@@ -159,25 +159,35 @@ impl Call {
     ) -> Call {
         let step = step.clone();
         let change = &plan.changes[step.change];
-        let attrs = match (&step.kind, &change.desired) {
-            (StepKind::Delete, _) | (_, None) => Ok(Map::new()),
+        let proposal = match (&step.kind, &change.desired) {
+            (StepKind::Delete, _) | (_, None) => Ok(None),
             (_, Some(d)) => resolve(&Value::Object(d.attrs.clone()), outputs)
-                .map(|v| v.as_object().cloned().unwrap_or_default()),
+                .map_err(|e| format!("unresolved reference: {e}"))
+                .and_then(|v| {
+                    Proposal::from_attrs(
+                        d.provider,
+                        step.address.kind,
+                        v.as_object().unwrap_or(&Map::new()),
+                    )
+                })
+                .map(Some),
         };
         Call {
-            native_region: change
-                .desired
-                .as_ref()
-                .map(|d| d.native_region.clone())
-                .or(change.prior.as_ref().map(|p| p.native_region.clone()))
-                .unwrap_or_default(),
+            // A delete acts where the old resource lives (a replace may move it).
+            native_region: match step.kind {
+                StepKind::Delete => change.prior.as_ref().map(|p| p.native_region.clone()),
+                _ => None,
+            }
+            .or(change.desired.as_ref().map(|d| d.native_region.clone()))
+            .or(change.prior.as_ref().map(|p| p.native_region.clone()))
+            .unwrap_or_default(),
             cloud_id: change.prior.as_ref().map(|p| p.cloud_id.clone()),
             stack: plan.stack.clone(),
             step,
             intent,
             index,
             token,
-            attrs,
+            proposal,
             lane,
         }
     }
@@ -186,42 +196,43 @@ impl Call {
     pub async fn run(self) -> Finished {
         let s = &self.step;
         let op = s.kind.as_str();
-        let attrs = match &self.attrs {
-            Ok(a) => a,
+        let proposal = match &self.proposal {
+            Ok(p) => p.as_ref(),
             Err(e) => {
-                let f =
-                    CallFailure::permanent(&s.address, op, format!("unresolved reference: {e}"));
+                let f = CallFailure::permanent(&s.address, op, e.clone());
                 return (self.index, self.intent, Err(f));
             }
         };
         let _permit = self.lane.limit.acquire().await;
-        let req = Request {
-            stack: &self.stack,
-            address: &s.address,
-            native_region: &self.native_region,
-            attrs,
-            token: &self.token,
-        };
+        let req =
+            proposal.map(|p| p.request(&self.stack, &s.address, &self.native_region, &self.token));
         let provider = &self.lane.provider;
-        let r: Result<Option<Observed>, ProviderError> = match (s.kind, &self.cloud_id) {
-            (StepKind::Create, _) => chimera_providers::with_retries(|| provider.create(&req))
-                .await
-                .map(Some),
-            (StepKind::Update, Some(c)) => {
-                chimera_providers::with_retries(|| provider.update(&req, c))
+        let r: Result<Option<Observed>, ProviderError> = match (s.kind, &self.cloud_id, &req) {
+            (StepKind::Create | StepKind::Update, _, None) => Err(ProviderError::Failed {
+                code: "NoDesiredState".into(),
+                message: "the plan has no desired state for this step".into(),
+            }),
+            (StepKind::Create, _, Some(req)) => {
+                chimera_providers::with_retries(|| provider.create(req))
                     .await
                     .map(Some)
             }
-            (StepKind::Update, None) => Err(ProviderError::Failed {
+            (StepKind::Update, Some(c), Some(req)) => {
+                chimera_providers::with_retries(|| provider.update(req, c))
+                    .await
+                    .map(Some)
+            }
+            (StepKind::Update, None, _) => Err(ProviderError::Failed {
                 code: "NoCloudId".into(),
                 message: "state has no id for this resource".into(),
             }),
-            (StepKind::Delete, Some(c)) => {
-                chimera_providers::with_retries(|| provider.delete(s.address.kind, c))
+            (StepKind::Delete, Some(c), _) => {
+                let at = CloudRef::new(s.address.kind, c.clone(), self.native_region.clone());
+                chimera_providers::with_retries(|| provider.delete(&at))
                     .await
                     .map(|_| None)
             }
-            (StepKind::Delete, None) => Ok(None),
+            (StepKind::Delete, None, _) => Ok(None),
         };
         let r = r.map_err(|e| CallFailure::of(&s.address, op, &e));
         (self.index, self.intent, r)

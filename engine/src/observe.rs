@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chimera_model::kinds::firewall;
 use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource};
 pub use chimera_plans::drift::{Drift, DriftKind, observed_row};
-use chimera_providers::{Observed, TAG_ADDRESS};
+use chimera_providers::{CloudRef, Observed, TAG_ADDRESS};
 use chimera_state::{
     GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateStore,
 };
@@ -63,6 +63,11 @@ fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
     out
 }
 
+/// Where a state row's resource lives.
+pub fn cloud_ref(row: &StateResource) -> CloudRef {
+    CloudRef::new(row.address.kind, row.cloud_id.clone(), row.native_region.clone())
+}
+
 /// Reads every resource of the stack from its provider and reports drift. Read-only.
 pub async fn detect_drift(
     store: &dyn StateStore,
@@ -99,7 +104,7 @@ pub async fn drift_of(
         let provider = providers.get(name)?;
         let items: Vec<_> = idx
             .iter()
-            .map(|&i| (rows[i].address.kind, rows[i].cloud_id.clone()))
+            .map(|&i| cloud_ref(&rows[i]))
             .collect();
         let observed = chimera_providers::with_retries(|| provider.observe(&items))
             .await
@@ -211,11 +216,12 @@ pub async fn import(
     stack: &str,
     address: &Address,
     provider_name: ProviderName,
-    cloud_id: &str,
+    at: &CloudRef,
     actor: &str,
 ) -> Result<u64, EngineError> {
+    let cloud_id = at.id.as_str();
     let provider = providers.get(provider_name)?;
-    let obs = chimera_providers::with_retries(|| provider.read(address.kind, cloud_id))
+    let obs = chimera_providers::with_retries(|| provider.read(at))
         .await
         .map_err(|e| EngineError::Call(CallFailure::of(address, "read", &e)))?
         .ok_or_else(|| EngineError::NoSuchCloudResource {

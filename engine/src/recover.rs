@@ -105,7 +105,8 @@ async fn recover_locked(
                 match row {
                     None => Outcome::Failed("interrupted; the resource is not in state".into()),
                     Some(r) => {
-                        match chimera_providers::with_retries(|| provider.read(kind, &r.cloud_id))
+                        let at = crate::observe::cloud_ref(r);
+                        match chimera_providers::with_retries(|| provider.read(&at))
                             .await
                         {
                             Ok(None) => {

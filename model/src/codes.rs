@@ -50,6 +50,7 @@ registry! {
     NO_PLACEMENT = "E0116", "`'cheapest` found no cloud offering everything a group needs";
     CROSS_PROVIDER = "E0117", "a resource attaches to a resource on another provider";
     MODULES_INVALID = "E0118", "`modules` is not a list of files";
+    PROVIDER_LIMIT = "E0119", "a provider's limit is broken (block size, user data, volume size, tag or rule count), found at plan time before anything is created";
     // Planning.
     PREVENT_DESTROY = "E0200", "the plan would delete or replace a resource with `prevent_destroy`";
     UNRESTORABLE = "E0201", "a rollback needs a sensitive value that state only keeps a digest of";

@@ -8,6 +8,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod clock;
+pub mod cloud;
 pub mod conformance;
 pub mod local;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
+use chimera_model::kinds::Spec;
 use chimera_model::{Address, Kind, ProviderName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -118,15 +120,124 @@ impl ProviderError {
     }
 }
 
-/// A create or update: the resource's attributes with every reference resolved.
+/// A create or update (or, at plan time, a proposal to [`Provider::validate`]): the resource's
+/// typed spec with every reference resolved (at plan time, references are placeholders).
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
     pub stack: &'a str,
     pub address: &'a Address,
     pub native_region: &'a str,
-    pub attrs: &'a Map<String, Value>,
+    pub spec: &'a Spec,
+    /// The user's tags (Chimera's own are added by [`managed_tags`]).
+    pub tags: &'a BTreeMap<String, String>,
+    /// The provider escape hatch (`aws = { ami = "…" }` on the resource), passed through.
+    pub native: &'a Map<String, Value>,
     /// Idempotency token: the same token never creates twice.
     pub token: &'a str,
+}
+
+impl Request<'_> {
+    /// A string from the provider escape hatch.
+    pub fn native_str(&self, key: &str) -> Option<&str> {
+        self.native.get(key).and_then(Value::as_str)
+    }
+}
+
+/// The typed parts of a request, owned: what a resource's canonical attributes (with
+/// references resolved, or placeholders at plan time) say to its provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    pub spec: Spec,
+    pub tags: BTreeMap<String, String>,
+    pub native: Map<String, Value>,
+}
+
+impl Proposal {
+    /// Splits a resource's attributes into its spec, its tags and `provider`'s escape hatch.
+    /// Fails when they do not make a spec of `kind` (an attribute missing or mistyped).
+    pub fn from_attrs(
+        provider: ProviderName,
+        kind: Kind,
+        attrs: &Map<String, Value>,
+    ) -> std::result::Result<Proposal, String> {
+        let tags = match attrs.get("tags") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    other => Err(format!("tag `{k}` is not a string: {other}")),
+                })
+                .collect::<std::result::Result<_, _>>()?,
+            Some(other) => return Err(format!("`tags` is not a record: {other}")),
+        };
+        Ok(Proposal {
+            spec: Spec::from_attrs(kind, attrs)?,
+            tags,
+            native: attrs
+                .get(provider.as_str())
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The request that makes this proposal real.
+    pub fn request<'a>(
+        &'a self,
+        stack: &'a str,
+        address: &'a Address,
+        native_region: &'a str,
+        token: &'a str,
+    ) -> Request<'a> {
+        Request {
+            stack,
+            address,
+            native_region,
+            spec: &self.spec,
+            tags: &self.tags,
+            native: &self.native,
+            token,
+        }
+    }
+}
+
+/// Where a cloud resource lives: what reads and deletes need to go straight to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CloudRef {
+    pub kind: Kind,
+    pub id: String,
+    /// The provider's region (`us-east-1`); empty when unknown (an import by bare id), and
+    /// then the provider looks in every region it knows.
+    pub region: String,
+}
+
+impl CloudRef {
+    pub fn new(kind: Kind, id: impl Into<String>, region: impl Into<String>) -> Self {
+        CloudRef {
+            kind,
+            id: id.into(),
+            region: region.into(),
+        }
+    }
+}
+
+/// A provider-specific limit a resource breaks, found before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// The attribute at fault (`name` for the resource's name).
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Violation {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// What the cloud reports about a resource.
@@ -142,41 +253,48 @@ pub struct Observed {
     pub tags: BTreeMap<String, String>,
 }
 
+impl Observed {
+    /// Where this resource lives.
+    pub fn at(&self) -> CloudRef {
+        CloudRef::new(self.kind, self.cloud_id.clone(), self.native_region.clone())
+    }
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn name(&self) -> ProviderName;
+    /// Provider-specific limits `req` breaks (name length, sizes a region lacks, ports). Pure
+    /// and offline: called at plan time, before anything is created.
+    fn validate(&self, _req: &Request<'_>) -> Vec<Violation> {
+        Vec::new()
+    }
     async fn create(&self, req: &Request<'_>) -> Result<Observed>;
     /// `None`: the resource does not exist.
-    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>>;
+    async fn read(&self, at: &CloudRef) -> Result<Option<Observed>>;
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed>;
     /// Deleting what is already gone succeeds.
-    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()>;
+    async fn delete(&self, at: &CloudRef) -> Result<()>;
     /// The resource created with `token`, if any. `Ok(None)` means provably absent; an error
     /// means the answer is unknown.
     async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>>;
     /// Everything tagged as managed by `stack`.
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>>;
     /// Reads many resources at once, in order (`None`: gone). A cloud answers it in a few
-    /// batched calls (a filtered list per kind); this default reads one resource at a time,
-    /// [`OBSERVE_CONCURRENCY`] at once, each retried on retryable errors.
-    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+    /// batched calls (a filtered list per kind and region); this default reads one resource at
+    /// a time, [`OBSERVE_CONCURRENCY`] at once, each retried on retryable errors.
+    async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         let mut out = Vec::with_capacity(items.len());
         for chunk in items.chunks(OBSERVE_CONCURRENCY) {
-            let reads: Vec<_> = chunk.iter().map(|item| read_retrying(self, item)).collect();
+            let reads: Vec<_> = chunk
+                .iter()
+                .map(|at| with_retries(|| self.read(at)))
+                .collect();
             for r in futures_util::future::join_all(reads).await {
                 out.push(r?);
             }
         }
         Ok(out)
     }
-}
-
-/// One read of [`Provider::observe`]'s default.
-async fn read_retrying<P: Provider + ?Sized>(
-    p: &P,
-    (kind, id): &(Kind, String),
-) -> Result<Option<Observed>> {
-    with_retries(|| p.read(*kind, id)).await
 }
 
 /// How many reads [`Provider::observe`]'s default makes at once.
@@ -201,16 +319,7 @@ where
 
 /// The tags a managed resource carries: the user's plus Chimera's.
 pub fn managed_tags(req: &Request<'_>) -> BTreeMap<String, String> {
-    let mut tags: BTreeMap<String, String> = req
-        .attrs
-        .get("tags")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut tags = req.tags.clone();
     tags.insert(TAG_STACK.into(), req.stack.into());
     tags.insert(TAG_ADDRESS.into(), req.address.to_string());
     tags.insert(TAG_TOKEN.into(), req.token.into());
@@ -228,14 +337,17 @@ impl<P: Provider> Provider for Retrying<P> {
     async fn create(&self, req: &Request<'_>) -> Result<Observed> {
         with_retries(|| self.0.create(req)).await
     }
-    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
-        with_retries(|| self.0.read(kind, cloud_id)).await
+    fn validate(&self, req: &Request<'_>) -> Vec<Violation> {
+        self.0.validate(req)
+    }
+    async fn read(&self, at: &CloudRef) -> Result<Option<Observed>> {
+        with_retries(|| self.0.read(at)).await
     }
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         with_retries(|| self.0.update(req, cloud_id)).await
     }
-    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
-        with_retries(|| self.0.delete(kind, cloud_id)).await
+    async fn delete(&self, at: &CloudRef) -> Result<()> {
+        with_retries(|| self.0.delete(at)).await
     }
     async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
         with_retries(|| self.0.find_by_token(kind, token)).await
@@ -243,7 +355,7 @@ impl<P: Provider> Provider for Retrying<P> {
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         with_retries(|| self.0.list_managed(stack)).await
     }
-    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+    async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         with_retries(|| self.0.observe(items)).await
     }
 }
@@ -260,14 +372,17 @@ impl<P: Provider> Provider for Alias<P> {
     async fn create(&self, req: &Request<'_>) -> Result<Observed> {
         self.1.create(req).await
     }
-    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
-        self.1.read(kind, cloud_id).await
+    fn validate(&self, req: &Request<'_>) -> Vec<Violation> {
+        self.1.validate(req)
+    }
+    async fn read(&self, at: &CloudRef) -> Result<Option<Observed>> {
+        self.1.read(at).await
     }
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         self.1.update(req, cloud_id).await
     }
-    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
-        self.1.delete(kind, cloud_id).await
+    async fn delete(&self, at: &CloudRef) -> Result<()> {
+        self.1.delete(at).await
     }
     async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
         self.1.find_by_token(kind, token).await
@@ -275,7 +390,7 @@ impl<P: Provider> Provider for Alias<P> {
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         self.1.list_managed(stack).await
     }
-    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+    async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         self.1.observe(items).await
     }
 }
@@ -288,14 +403,17 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     async fn create(&self, req: &Request<'_>) -> Result<Observed> {
         (**self).create(req).await
     }
-    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
-        (**self).read(kind, cloud_id).await
+    fn validate(&self, req: &Request<'_>) -> Vec<Violation> {
+        (**self).validate(req)
+    }
+    async fn read(&self, at: &CloudRef) -> Result<Option<Observed>> {
+        (**self).read(at).await
     }
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         (**self).update(req, cloud_id).await
     }
-    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
-        (**self).delete(kind, cloud_id).await
+    async fn delete(&self, at: &CloudRef) -> Result<()> {
+        (**self).delete(at).await
     }
     async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
         (**self).find_by_token(kind, token).await
@@ -303,7 +421,7 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         (**self).list_managed(stack).await
     }
-    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+    async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         (**self).observe(items).await
     }
 }

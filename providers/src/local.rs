@@ -10,13 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use chimera_model::kinds::Spec;
 use chimera_model::{Kind, ProviderName};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::oneshot;
 
-use crate::{Observed, Provider, ProviderError, Request, Result, managed_tags};
+use crate::{
+    CloudRef, Observed, Provider, ProviderError, Request, Result, Violation, managed_tags,
+};
+
+/// The network and subnet sizes the simulated cloud allocates: up to /28, like EC2 (it keeps
+/// the first three addresses of a subnet and the last), and no larger than /8.
+const BLOCK_PREFIXES: std::ops::RangeInclusive<u8> = 8..=28;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -131,6 +138,7 @@ struct QueueState {
 
 struct PendingCreate {
     kind: Kind,
+    spec: Spec,
     native_region: String,
     attrs: Map<String, Value>,
     tags: BTreeMap<String, String>,
@@ -209,7 +217,7 @@ impl CreateQueue {
         // Everything the batch refers to, with its attributes (a subnet's CIDR).
         let refs: Vec<&str> = batch
             .iter()
-            .flat_map(|p| referenced(&p.attrs).map(|(_, id)| id))
+            .flat_map(|p| referenced(&p.spec).map(|(_, id)| id))
             .collect();
         let mut known: HashMap<String, Value> = HashMap::new();
         for row in sqlx::query(
@@ -233,7 +241,7 @@ impl CreateQueue {
                 out.push(None);
                 continue;
             }
-            if let Some((k, id)) = referenced(&p.attrs).find(|(_, id)| !known.contains_key(*id)) {
+            if let Some((k, id)) = referenced(&p.spec).find(|(_, id)| !known.contains_key(*id)) {
                 out.push(Some(Err(ProviderError::Failed {
                     code: "InvalidParameterValue".into(),
                     message: format!("`{k}` refers to `{id}`, which does not exist"),
@@ -242,11 +250,9 @@ impl CreateQueue {
             }
             seen.insert(p.token.as_str(), i);
             *need.entry(prefix(p.kind).to_string()).or_default() += 1;
-            if p.kind == Kind::Instance {
-                *need
-                    .entry(format!("ip:{}", subnet_of(&p.attrs)))
-                    .or_default() += 1;
-                if wants_public_ip(&p.attrs) {
+            if let Spec::Instance(i) = &p.spec {
+                *need.entry(format!("ip:{}", i.subnet)).or_default() += 1;
+                if i.public_ip {
                     *need.entry("public-ip".into()).or_default() += 1;
                 }
             }
@@ -279,8 +285,8 @@ impl CreateQueue {
             let id = format!("{}-{:08x}", prefix(p.kind), take(prefix(p.kind)));
             let mut outputs = Map::new();
             outputs.insert("id".into(), Value::String(id.clone()));
-            if p.kind == Kind::Instance {
-                let subnet = subnet_of(&p.attrs);
+            if let Spec::Instance(instance) = &p.spec {
+                let subnet = instance.subnet.as_str();
                 let n = take(&format!("ip:{subnet}"));
                 let cidr = known
                     .get(subnet)
@@ -297,7 +303,7 @@ impl CreateQueue {
                         continue;
                     }
                 };
-                let public = if wants_public_ip(&p.attrs) {
+                let public = if instance.public_ip {
                     let k = take("public-ip");
                     Value::String(format!("198.51.{}.{}", 100 + (k / 250) % 100, 1 + k % 250))
                 } else {
@@ -305,8 +311,7 @@ impl CreateQueue {
                 };
                 outputs.insert("public_ip".into(), public);
             }
-            let mut attrs = p.attrs.clone();
-            attrs.remove("tags");
+            let attrs = p.attrs.clone();
             rows.push(serde_json::json!({
                 "id": id,
                 "kind": p.kind.as_str(),
@@ -356,25 +361,21 @@ fn json_list(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-/// The ids a create refers to: its network, subnet or instance.
-fn referenced(attrs: &Map<String, Value>) -> impl Iterator<Item = (&str, &str)> {
-    ["network", "subnet", "instance"]
+/// The ids a create must find in this cloud: its network, subnet or instance. (Firewalls are
+/// attached by id without a check, like EC2's security groups in another account's VPC.)
+fn referenced(spec: &Spec) -> impl Iterator<Item = (&'static str, &str)> {
+    spec.references()
         .into_iter()
-        .filter_map(|k| attrs.get(k).and_then(Value::as_str).map(|v| (k, v)))
+        .filter(|(attr, _)| *attr != "firewalls")
 }
 
-fn subnet_of(attrs: &Map<String, Value>) -> &str {
+/// What the simulated cloud stores for a request: the spec's attributes and the escape hatch.
+fn stored_attrs(req: &Request<'_>) -> Map<String, Value> {
+    let mut attrs = req.spec.to_attrs();
+    if !req.native.is_empty() {
+        attrs.insert("local".into(), Value::Object(req.native.clone()));
+    }
     attrs
-        .get("subnet")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-fn wants_public_ip(attrs: &Map<String, Value>) -> bool {
-    attrs
-        .get("public_ip")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
 }
 
 /// The `n`th assignable address of `cidr` (the first three are the cloud's, like AWS's), or
@@ -563,6 +564,27 @@ impl LocalCloud {
         Ok(())
     }
 
+    /// Drift: sets tag `key` of the resource with `cloud_id` out of band.
+    pub async fn set_tag(
+        &self,
+        cloud_id: &str,
+        key: &str,
+        value: &str,
+    ) -> std::result::Result<(), String> {
+        let n = sqlx::query("UPDATE objects SET tags = json_set(tags, '$.\"' || ? || '\"', ?) WHERE id = ?")
+            .bind(key)
+            .bind(value)
+            .bind(cloud_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .rows_affected();
+        if n == 0 {
+            return Err(format!("no resource `{cloud_id}` in the local cloud"));
+        }
+        Ok(())
+    }
+
     /// Drift: deletes a resource out of band. Returns whether it existed.
     pub async fn remove(&self, cloud_id: &str) -> std::result::Result<bool, String> {
         let n = sqlx::query("DELETE FROM objects WHERE id = ?")
@@ -591,9 +613,10 @@ impl LocalCloud {
     async fn create_now(&self, req: &Request<'_>) -> Result<Observed> {
         let (reply, answer) = oneshot::channel();
         self.creates.push(PendingCreate {
-            kind: req.address.kind,
+            kind: req.spec.kind(),
+            spec: req.spec.clone(),
             native_region: req.native_region.into(),
-            attrs: req.attrs.clone(),
+            attrs: stored_attrs(req),
             tags: managed_tags(req),
             token: req.token.into(),
             reply,
@@ -605,9 +628,9 @@ impl LocalCloud {
         })
     }
 
-    async fn read_now(&self, _kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
+    async fn read_now(&self, at: &CloudRef) -> Result<Option<Observed>> {
         let row = sqlx::query("SELECT * FROM objects WHERE id = ?")
-            .bind(cloud_id)
+            .bind(&at.id)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
@@ -617,8 +640,8 @@ impl LocalCloud {
         }
     }
 
-    async fn observe_now(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
-        let ids = serde_json::to_string(&items.iter().map(|(_, id)| id).collect::<Vec<_>>())
+    async fn observe_now(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
+        let ids = serde_json::to_string(&items.iter().map(|at| &at.id).collect::<Vec<_>>())
             .map_err(|e| ProviderError::Failed {
                 code: "InvalidParameterValue".into(),
                 message: e.to_string(),
@@ -636,12 +659,11 @@ impl LocalCloud {
                 found.insert(o.cloud_id.clone(), o);
             }
         }
-        Ok(items.iter().map(|(_, id)| found.get(id).cloned()).collect())
+        Ok(items.iter().map(|at| found.get(&at.id).cloned()).collect())
     }
 
     async fn update_now(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
-        let mut attrs = req.attrs.clone();
-        attrs.remove("tags");
+        let attrs = stored_attrs(req);
         let mut tags = managed_tags(req);
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let row = sqlx::query("SELECT * FROM objects WHERE id = ?")
@@ -669,7 +691,8 @@ impl LocalCloud {
         Ok(Observed { attrs, tags, ..old })
     }
 
-    async fn delete_now(&self, _kind: Kind, cloud_id: &str) -> Result<()> {
+    async fn delete_now(&self, at: &CloudRef) -> Result<()> {
+        let cloud_id = at.id.as_str();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let users: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM objects WHERE id != ? AND (json_extract(attrs, '$.network') = ? OR json_extract(attrs, '$.subnet') = ?)",
@@ -741,14 +764,17 @@ impl Provider for LocalCloud {
     async fn create(&self, req: &Request<'_>) -> Result<Observed> {
         self.call(true, self.create_now(req)).await
     }
-    async fn read(&self, kind: Kind, cloud_id: &str) -> Result<Option<Observed>> {
-        self.call(false, self.read_now(kind, cloud_id)).await
+    fn validate(&self, req: &Request<'_>) -> Vec<Violation> {
+        crate::cloud::block_sizes(req.spec, BLOCK_PREFIXES)
+    }
+    async fn read(&self, at: &CloudRef) -> Result<Option<Observed>> {
+        self.call(false, self.read_now(at)).await
     }
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed> {
         self.call(true, self.update_now(req, cloud_id)).await
     }
-    async fn delete(&self, kind: Kind, cloud_id: &str) -> Result<()> {
-        self.call(true, self.delete_now(kind, cloud_id)).await
+    async fn delete(&self, at: &CloudRef) -> Result<()> {
+        self.call(true, self.delete_now(at)).await
     }
     async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
         self.call(false, self.find_by_token_now(kind, token)).await
@@ -757,7 +783,7 @@ impl Provider for LocalCloud {
         self.call(false, self.list_managed_now(stack)).await
     }
     /// One query for the whole batch.
-    async fn observe(&self, items: &[(Kind, String)]) -> Result<Vec<Option<Observed>>> {
+    async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         self.call(false, self.observe_now(items)).await
     }
 }

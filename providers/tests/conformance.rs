@@ -1,48 +1,248 @@
-use chimera_providers::local::{Knobs, LocalCloud};
+//! The provider conformance suite, one test per provider, kind and verb
+//! (`local::subnet::update`, `aws::volume::find_by_token`), plus the local cloud under
+//! throttling and injected failures, and a deliberately broken provider that must fail many
+//! cases at once. AWS runs against moto on 127.0.0.1, one server per test.
 
-#[tokio::test]
-async fn local_passes_the_conformance_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = LocalCloud::open(&dir.path().join("cloud.db"), Knobs::default())
-        .await
-        .unwrap();
-    chimera_providers::conformance::run(&cloud, "local-us-east", "conformance-stack")
-        .await
-        .unwrap();
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chimera_model::Kind;
+use chimera_providers::conformance::{self, Harness, Verb};
+use chimera_providers::local::{Knobs, LocalCloud};
+use chimera_providers::{CloudRef, Observed, Provider, Request, Result as PResult, Retrying};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    for (kind, verb) in conformance::cases() {
+        trials.push(Trial::test(format!("local::{kind}::{verb}"), move || {
+            runtime().block_on(async move {
+                let (_dir, local) = local(Knobs::default()).await;
+                outcome(conformance::check(&local, kind, verb).await)
+            })
+        }));
+        #[cfg(feature = "aws")]
+        trials.push(Trial::test(format!("aws::{kind}::{verb}"), move || {
+            runtime().block_on(async move {
+                let aws = aws::Moto::start().await;
+                outcome(conformance::check(&aws, kind, verb).await)
+            })
+        }));
+    }
+    trials.push(Trial::test("local::under_throttling_and_latency", || {
+        runtime().block_on(under_throttling_and_latency())
+    }));
+    trials.push(Trial::test("local::injected_failures_are_reported", || {
+        runtime().block_on(injected_failures_are_reported())
+    }));
+    trials.push(Trial::test("broken_provider_fails_many_cases", || {
+        runtime().block_on(broken_provider_fails_many_cases())
+    }));
+    libtest_mimic::run(&args, trials).exit();
 }
 
-#[tokio::test]
-async fn local_passes_under_throttling_and_latency_with_retries() {
-    // Throttled calls are retried by `with_retries`; the suite itself calls the provider
-    // directly, so wrap the knobs' effect through a retrying provider.
-    let dir = tempfile::tempdir().unwrap();
-    let knobs = Knobs {
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn outcome(r: Result<(), Vec<String>>) -> Result<(), Failed> {
+    r.map_err(|failures| Failed::from(failures.join("\n")))
+}
+
+/// The local cloud in a temporary directory, its calls retried like the engine's.
+struct Local {
+    cloud: Arc<LocalCloud>,
+    retrying: Retrying<Arc<LocalCloud>>,
+}
+
+async fn local(knobs: Knobs) -> (tempfile::TempDir, Local) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cloud = Arc::new(
+        LocalCloud::open(&dir.path().join("cloud.db"), knobs)
+            .await
+            .expect("open the local cloud"),
+    );
+    let retrying = Retrying(cloud.clone());
+    (dir, Local { cloud, retrying })
+}
+
+#[async_trait]
+impl Harness for Local {
+    fn provider(&self) -> &dyn Provider {
+        &self.retrying
+    }
+    fn region(&self) -> &str {
+        "local-us-east"
+    }
+    async fn tag_out_of_band(&self, at: &CloudRef, key: &str, value: &str) -> Result<(), String> {
+        self.cloud.set_tag(&at.id, key, value).await
+    }
+}
+
+async fn under_throttling_and_latency() -> Result<(), Failed> {
+    let (_dir, local) = local(Knobs {
         latency: std::time::Duration::from_millis(2),
         throttle_rate: 0.3,
         ..Knobs::default()
-    };
-    let cloud = LocalCloud::open(&dir.path().join("cloud.db"), knobs)
-        .await
-        .unwrap();
-    let retrying = chimera_providers::Retrying(cloud);
-    chimera_providers::conformance::run(&retrying, "local-us-east", "throttled")
-        .await
-        .unwrap();
+    })
+    .await;
+    let failed = conformance::check_all(&local).await;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{failed:#?}").into())
+    }
 }
 
-#[tokio::test]
-async fn injected_failures_are_reported_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let knobs = Knobs {
+async fn injected_failures_are_reported() -> Result<(), Failed> {
+    let (_dir, local) = local(Knobs {
         failure_rate: 1.0,
         ..Knobs::default()
-    };
-    let cloud = LocalCloud::open(&dir.path().join("cloud.db"), knobs)
+    })
+    .await;
+    let failed = conformance::check(&local, Kind::Network, Verb::Create)
         .await
-        .unwrap();
-    let retrying = chimera_providers::Retrying(cloud);
-    let err = chimera_providers::conformance::run(&retrying, "local-us-east", "failing")
-        .await
-        .unwrap_err();
-    assert!(err.contains("InjectedFailure"), "{err}");
+        .expect_err("every create fails");
+    if failed.iter().any(|f| f.contains("InjectedFailure")) {
+        Ok(())
+    } else {
+        Err(format!("expected InjectedFailure, got {failed:?}").into())
+    }
+}
+
+/// A provider that forgets idempotency tokens (every create is new) and drops the user's tags.
+struct Broken(Local);
+
+#[async_trait]
+impl Provider for Broken {
+    fn name(&self) -> chimera_model::ProviderName {
+        self.0.retrying.name()
+    }
+    async fn create(&self, req: &Request<'_>) -> PResult<Observed> {
+        let token = format!("{}-{}", req.token, fastrand::u64(..));
+        let no_tags = Default::default();
+        let req = Request {
+            token: &token,
+            tags: &no_tags,
+            ..req.clone()
+        };
+        self.0.retrying.create(&req).await
+    }
+    async fn read(&self, at: &CloudRef) -> PResult<Option<Observed>> {
+        self.0.retrying.read(at).await
+    }
+    async fn update(&self, req: &Request<'_>, cloud_id: &str) -> PResult<Observed> {
+        self.0.retrying.update(req, cloud_id).await
+    }
+    async fn delete(&self, at: &CloudRef) -> PResult<()> {
+        self.0.retrying.delete(at).await
+    }
+    async fn find_by_token(&self, kind: Kind, token: &str) -> PResult<Option<Observed>> {
+        self.0.retrying.find_by_token(kind, token).await
+    }
+    async fn list_managed(&self, stack: &str) -> PResult<Vec<Observed>> {
+        self.0.retrying.list_managed(stack).await
+    }
+}
+
+struct BrokenHarness(Broken);
+
+#[async_trait]
+impl Harness for BrokenHarness {
+    fn provider(&self) -> &dyn Provider {
+        &self.0
+    }
+    fn region(&self) -> &str {
+        self.0.0.region()
+    }
+    async fn tag_out_of_band(&self, at: &CloudRef, key: &str, value: &str) -> Result<(), String> {
+        self.0.0.tag_out_of_band(at, key, value).await
+    }
+}
+
+async fn broken_provider_fails_many_cases() -> Result<(), Failed> {
+    let (_dir, local) = local(Knobs::default()).await;
+    let failed = conformance::check_all(&BrokenHarness(Broken(local))).await;
+    let cases = conformance::cases().count();
+    let text = format!("{failed:#?}");
+    // Every kind's create, read, update, find_by_token and list_managed check the tags or
+    // the token; drift and delete do not depend on them.
+    let problems = [
+        (failed.len() >= 5 * 5, format!("only {} of {cases} cases failed", failed.len())),
+        (text.contains("made a second resource"), "the lost idempotency was not reported".into()),
+        (text.contains("tag `suite`"), "the dropped tags were not reported".into()),
+        (
+            Kind::ALL.iter().all(|k| failed.iter().any(|(fk, _, _)| fk == k)),
+            "some kind passed".into(),
+        ),
+    ];
+    let broken: Vec<String> = problems
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, m)| m)
+        .collect();
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\n{text}", broken.join("\n")).into())
+    }
+}
+
+#[cfg(feature = "aws")]
+mod aws {
+    use super::*;
+    use chimera_providers::aws::{AwsCloud, AwsSettings};
+    use chimera_testkit::{MOTO_AMI, REGION};
+
+    /// The AWS provider on its own moto.
+    pub struct Moto {
+        moto: chimera_testkit::Moto,
+        cloud: Retrying<AwsCloud>,
+    }
+
+    impl Moto {
+        pub async fn start() -> Moto {
+            let moto = chimera_testkit::Moto::start();
+            let settings = AwsSettings {
+                images: [("ubuntu-24.04".to_string(), MOTO_AMI.to_string())].into(),
+                ..AwsSettings::default()
+            };
+            let cloud = Retrying(AwsCloud::with_config(
+                settings,
+                chimera_testkit::sdk_config(&moto.endpoint).await,
+            ));
+            Moto { moto, cloud }
+        }
+    }
+
+    #[async_trait]
+    impl Harness for Moto {
+        fn provider(&self) -> &dyn Provider {
+            &self.cloud
+        }
+        fn region(&self) -> &str {
+            REGION
+        }
+        async fn tag_out_of_band(
+            &self,
+            at: &CloudRef,
+            key: &str,
+            value: &str,
+        ) -> Result<(), String> {
+            chimera_testkit::ec2(&self.moto.endpoint)
+                .await
+                .create_tags()
+                .resources(&at.id)
+                .tags(aws_sdk_ec2::types::Tag::builder().key(key).value(value).build())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        }
+    }
 }

@@ -14,13 +14,17 @@ pub struct ImportArgs {
     /// The provider holding it.
     #[arg(long, default_value = "local")]
     pub provider: ProviderName,
+    /// The provider's region it lives in (e.g. us-east-1); without it, every region the
+    /// provider knows is searched.
+    #[arg(long, default_value = "")]
+    pub region: String,
     #[command(flatten)]
     pub at: StackState,
 }
 
 pub fn run(global: &Global, args: &ImportArgs) -> ExitStatus {
     let mut stack = args.at.open(global);
-    let r = ctx::runtime().block_on(stack.import(&args.address, args.provider, &args.cloud_id));
+    let r = ctx::runtime().block_on(stack.import(&args.address, args.provider, &args.cloud_id, &args.region));
     let Some(serial) = finish(global, &mut stack, r) else {
         return ExitStatus::Failure;
     };

@@ -2,7 +2,7 @@
 
 use chimera_engine::Drift;
 use chimera_model::{Address, ProviderName};
-use chimera_providers::Observed;
+use chimera_providers::{CloudRef, Observed};
 
 use crate::error::Error;
 use crate::stack::Stack;
@@ -37,19 +37,26 @@ impl Stack {
         })
     }
 
-    /// Adopts the cloud resource `cloud_id` of `provider` as `address`; returns the new
-    /// generation.
+    /// Adopts the cloud resource `cloud_id` of `provider` (in `native_region`, or empty to
+    /// search the provider's regions) as `address`; returns the new generation.
     pub async fn import(
         &mut self,
         address: &Address,
         provider: ProviderName,
         cloud_id: &str,
+        native_region: &str,
     ) -> Result<u64, Error> {
         let stack = self.name()?;
         let actor = self.settings.actor.clone();
         let (store, providers) = self.state_and_providers().await?;
         Ok(chimera_engine::import(
-            store, providers, &stack, address, provider, cloud_id, &actor,
+            store,
+            providers,
+            &stack,
+            address,
+            provider,
+            &CloudRef::new(address.kind, cloud_id, native_region),
+            &actor,
         )
         .await?)
     }

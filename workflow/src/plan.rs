@@ -1,8 +1,9 @@
 //! Planning a stack against its state: what `chimera plan` shows and `apply` applies.
 
 use chimera_compiler::cache::StateStamp;
-use chimera_model::{Diagnostic, codes};
-use chimera_plans::plan::{self, Plan, Prior};
+use chimera_model::{Address, Diagnostic, codes};
+use chimera_plans::plan::{self, Action, Plan, Prior};
+use chimera_providers::{Proposal, Violation};
 use chimera_plans::{NoopPlan, PlanFile};
 use chimera_state::StateStore;
 
@@ -166,6 +167,70 @@ impl Stack {
         })?;
         plan.provider_settings = settings;
         plan.drift = drift;
+        self.validate(&plan).await?;
         Ok((plan, stamp))
+    }
+
+    /// Asks each provider whether what the plan creates or changes stays within its limits;
+    /// every violation becomes a diagnostic at the attribute's place in the stack's files.
+    async fn validate(&mut self, plan: &Plan) -> Result<(), Error> {
+        let proposed: Vec<_> = plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Replace))
+            .filter_map(|c| Some((c, c.desired.as_ref()?)))
+            .collect();
+        if proposed.is_empty() {
+            return Ok(());
+        }
+        let providers = self.providers().await?;
+        let mut found: Vec<(Address, Violation)> = Vec::new();
+        for (change, d) in proposed {
+            // A rollback's sensitive digests make no spec; what they stand for was valid.
+            let (Ok(provider), Ok(proposal)) = (
+                providers.get(d.provider),
+                Proposal::from_attrs(d.provider, change.address.kind, &d.attrs),
+            ) else {
+                continue;
+            };
+            let req = proposal.request(&plan.stack, &change.address, &d.native_region, "");
+            found.extend(
+                provider
+                    .validate(&req)
+                    .into_iter()
+                    .map(|v| (change.address.clone(), v)),
+            );
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<(Address, String)> = found
+            .iter()
+            .map(|(a, v)| (a.clone(), v.field.clone()))
+            .collect();
+        let (locations, sources) = chimera_compiler::locate(
+            &self.source,
+            &self.path,
+            &self.settings.eval,
+            &wanted,
+        );
+        let diagnostics = found
+            .into_iter()
+            .zip(locations)
+            .map(|((address, v), at)| {
+                let provider = plan
+                    .changes
+                    .iter()
+                    .find(|c| c.address == address)
+                    .and_then(|c| c.desired.as_ref())
+                    .map(|d| d.provider.as_str())
+                    .unwrap_or("the provider");
+                Diagnostic::error(codes::PROVIDER_LIMIT, format!("beyond {provider}'s limits"))
+                    .detail(format!("`{}`: {}", v.field, v.message))
+                    .address(&address)
+                    .at(at)
+            })
+            .collect();
+        Err(Error::many(ErrorKind::Plan, diagnostics, sources))
     }
 }

@@ -39,9 +39,9 @@ pub fn stack_dir(path: &Path) -> PathBuf {
 
 /// A stack and what it has opened so far.
 pub struct Stack {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     dir: PathBuf,
-    source: Arc<dyn Source>,
+    pub(crate) source: Arc<dyn Source>,
     pub(crate) settings: Settings,
     /// The stack's name: given by the caller (state-only commands need no compile), or
     /// recorded at the first successful compile.

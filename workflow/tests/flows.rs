@@ -228,3 +228,39 @@ fn the_stack_s_provider_settings_reach_its_providers() {
     assert!(!report.failed.is_empty());
     assert_eq!(stack.name().ok().as_deref(), Some("webapp"));
 }
+
+#[test]
+fn a_provider_limit_is_a_located_plan_error_before_anything_is_created() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let src = r#"let c = import "chimera.ncl" in
+{
+  stack = "limits",
+  resources = [
+    c.Network & { name = "main", cidr = "10.0.0.0/16" },
+    c.Subnet & {
+      name = "tiny",
+      network = "network.main",
+      cidr = "10.0.0.0/30",
+    },
+  ],
+}
+"#
+    .replace(r#""network.main""#, r#"c.ref "network" "main" "id""#);
+    let mut stack = in_memory(dir.path(), &src);
+    let err = rt
+        .block_on(stack.plan(PlanOptions::default()))
+        .err()
+        .expect("the plan is refused");
+    assert_eq!(err.kind, ErrorKind::Plan);
+    let d = &err.diagnostics[0];
+    assert_eq!(d.code, codes::PROVIDER_LIMIT);
+    assert!(d.detail.contains("/28"), "{d:?}");
+    let at = d.location.as_ref().expect("located");
+    assert_eq!(at.file, "main.ncl");
+    assert_eq!(at.line, 9, "the subnet's `cidr` line: {at:?}");
+    let rendered = err.sources.render(&err.diagnostics, false);
+    assert!(rendered.contains("10.0.0.0/30"), "{rendered}");
+    // Nothing was created: the state has no generation.
+    assert!(rt.block_on(stack.history()).unwrap().is_empty());
+}
