@@ -39,15 +39,14 @@ impl chimera_providers::Provider for Waiting {
             cloud_id: id,
             kind: req.address.kind,
             native_region: req.native_region.into(),
-            attrs: req.attrs.clone(),
+            attrs: req.spec.to_attrs(),
             outputs,
             tags: Default::default(),
         })
     }
     async fn read(
         &self,
-        _: chimera_model::Kind,
-        _: &str,
+        _: &chimera_providers::CloudRef,
     ) -> chimera_providers::Result<Option<chimera_providers::Observed>> {
         Ok(None)
     }
@@ -58,7 +57,7 @@ impl chimera_providers::Provider for Waiting {
     ) -> chimera_providers::Result<chimera_providers::Observed> {
         self.create(req).await
     }
-    async fn delete(&self, _: chimera_model::Kind, _: &str) -> chimera_providers::Result<()> {
+    async fn delete(&self, _: &chimera_providers::CloudRef) -> chimera_providers::Result<()> {
         chimera_providers::clock::sleep(self.0).await;
         Ok(())
     }
