@@ -4,9 +4,13 @@
 //! **Architecture Invariant:** only this crate knows SQL. Every write is one transaction; a
 //! generation is opened with a compare-and-swap on the serial (the fencing token), and every
 //! write checks that the caller still holds the stack's lock.
+//!
+//! That algorithm is written once (`sql.rs`) over a small dialect layer; `sqlite.rs` and
+//! `postgres.rs` hold only what differs: opening, a few SQL fragments, and locking.
 
 pub mod conformance;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::time::SystemTime;
@@ -271,91 +275,6 @@ impl From<GenerationRow> for GenerationInfo {
     }
 }
 
-/// Column lists of the dumped tables, in the order of their row types' fields.
-pub(crate) const GENERATION_COLUMNS: &str =
-    "serial, parent, created_at, finished_at, status, plan_hash, desired_hash, actor, message";
-pub(crate) const RESOURCE_COLUMNS: &str =
-    "address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps";
-pub(crate) const INTENT_COLUMNS: &str =
-    "serial, address, action, client_token, payload, status, started_at, finished_at, error";
-pub(crate) const AUDIT_COLUMNS: &str = "time, actor, action, target, outcome, details";
-
-/// The statements `read_dump` runs, in a backend's dialect: the stack row, then generations,
-/// resources, intents and audit entries, each with the stack name as its only parameter.
-pub(crate) struct DumpSql {
-    pub stack: &'static str,
-    pub generations: String,
-    pub resources: String,
-    pub intents: String,
-    pub audit: String,
-}
-
-/// Reads a whole stack through `conn` (the caller's read transaction).
-pub(crate) async fn read_dump<DB>(
-    conn: &mut DB::Connection,
-    sql: &DumpSql,
-    stack: &str,
-) -> Result<Option<StackDump>>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'r> (String, String): sqlx::FromRow<'r, DB::Row>,
-    for<'r> GenerationRow: sqlx::FromRow<'r, DB::Row>,
-    for<'r> ResourceRow: sqlx::FromRow<'r, DB::Row>,
-    for<'r> IntentRow: sqlx::FromRow<'r, DB::Row>,
-    for<'r> AuditRow: sqlx::FromRow<'r, DB::Row>,
-{
-    let Some((lineage, created_at)): Option<(String, String)> = sqlx::query_as(sql.stack)
-        .bind(stack)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(StackDump {
-        name: stack.to_string(),
-        lineage,
-        created_at,
-        generations: sqlx::query_as(&sql.generations)
-            .bind(stack)
-            .fetch_all(&mut *conn)
-            .await?,
-        resources: sqlx::query_as(&sql.resources)
-            .bind(stack)
-            .fetch_all(&mut *conn)
-            .await?,
-        intents: sqlx::query_as(&sql.intents)
-            .bind(stack)
-            .fetch_all(&mut *conn)
-            .await?,
-        audit: sqlx::query_as(&sql.audit)
-            .bind(stack)
-            .fetch_all(&mut *conn)
-            .await?,
-    }))
-}
-
-impl StackDump {
-    /// The JSON arrays the backends' restore statements read, one per table.
-    pub(crate) fn batches(&self) -> Result<[String; 4]> {
-        let enc = |e: serde_json::Error| StateError::Db(format!("cannot encode the stack: {e}"));
-        Ok([
-            serde_json::to_string(&self.generations).map_err(enc)?,
-            serde_json::to_string(&self.resources).map_err(enc)?,
-            serde_json::to_string(&self.intents).map_err(enc)?,
-            serde_json::to_string(&self.audit).map_err(enc)?,
-        ])
-    }
-}
-
-pub(crate) fn already_exists(stack: &str, lineage: &str) -> StateError {
-    StateError::Invalid(format!(
-        "stack `{stack}` already exists in the destination (lineage {lineage}); nothing was written: remove it there or migrate to another database"
-    ))
-}
-
 /// The state store: one implementation per backend, chosen by URL.
 #[async_trait]
 pub trait StateStore: Send + Sync {
@@ -487,104 +406,4 @@ pub fn new_id() -> String {
         .part(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
         .part(this_host().as_bytes());
     h.finish().to_hex()[..32].to_string()
-}
-
-/// A resource row's text columns, as every backend stores them.
-pub(crate) struct ResourceColumns {
-    pub address: String,
-    pub spec: String,
-    pub outputs: String,
-    pub deps: String,
-    pub provider: String,
-    pub spec_hash: String,
-    pub cloud_id: String,
-}
-
-pub(crate) fn resource_from(c: ResourceColumns) -> Result<StateResource> {
-    use chimera_model::ContentHash;
-    use serde_json::{Map, Value};
-    use std::str::FromStr;
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        StateError::Invalid(format!("corrupt state row ({what}): {e}"))
-    };
-    let spec: Value = serde_json::from_str(&c.spec).map_err(|e| bad("spec", &e))?;
-    let outputs: Map<String, Value> =
-        serde_json::from_str(&c.outputs).map_err(|e| bad("outputs", &e))?;
-    let deps: Vec<Address> = serde_json::from_str(&c.deps).map_err(|e| bad("deps", &e))?;
-    let get_str = |k: &str| {
-        spec.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    Ok(StateResource {
-        address: Address::from_str(&c.address).map_err(|e| bad("address", &e))?,
-        provider: c
-            .provider
-            .parse()
-            .map_err(|e: String| bad("provider", &e))?,
-        region: get_str("region"),
-        native_region: get_str("native_region"),
-        attrs: spec
-            .get("attrs")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
-        sensitive: spec
-            .get("sensitive")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default(),
-        hash: ContentHash::from_hex(&c.spec_hash).map_err(|e| bad("hash", &e))?,
-        cloud_id: c.cloud_id,
-        outputs,
-        deps,
-        prevent_destroy: spec
-            .get("prevent_destroy")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    })
-}
-
-/// The `spec` column: what a row holds besides its identity, outputs and dependencies.
-pub(crate) fn spec_json(r: &StateResource) -> String {
-    serde_json::json!({
-        "region": r.region,
-        "native_region": r.native_region,
-        "attrs": r.attrs,
-        "sensitive": r.sensitive,
-        "prevent_destroy": r.prevent_destroy,
-    })
-    .to_string()
-}
-
-/// An intent row's columns, as every backend stores them.
-pub(crate) struct IntentColumns {
-    pub id: i64,
-    pub serial: i64,
-    pub address: String,
-    pub action: String,
-    pub client_token: String,
-    pub payload: Option<String>,
-    pub status: String,
-    pub error: Option<String>,
-}
-
-pub(crate) fn intent_from(c: IntentColumns) -> Result<Intent> {
-    let payload = match c.payload {
-        Some(p) => Some(
-            serde_json::from_str(&p)
-                .map_err(|e| StateError::Invalid(format!("corrupt intent payload: {e}")))?,
-        ),
-        None => None,
-    };
-    Ok(Intent {
-        payload,
-        id: c.id,
-        serial: c.serial as u64,
-        address: c.address.parse().map_err(StateError::Invalid)?,
-        action: IntentAction::parse(&c.action)?,
-        client_token: c.client_token,
-        status: c.status,
-        error: c.error,
-    })
 }
