@@ -116,6 +116,8 @@ pub trait Sql: Dialect {
     ) -> Result<()>;
 }
 
+// What the algorithm asks of a driver. Bounds like these are not implied by a trait's own
+// where clause, so they are stated once here and everything else only asks for `Sql`.
 #[async_trait]
 impl<DB> Sql for DB
 where
@@ -252,6 +254,7 @@ where
             .bind(stack)
             .fetch_all(&mut *tx)
             .await?,
+            // Not `LIKE`: a stack name may hold `_` or `%`.
             audit: sqlx::query_as(&format!(
                 "SELECT {AUDIT_COLUMNS} FROM audit \
                  WHERE target = $1 OR substr(target, 1, length($1) + 1) = $1 || '#' ORDER BY id"
@@ -289,6 +292,7 @@ where
         for ((table, columns, with_stack), batch) in DUMPED_TABLES.into_iter().zip(&batches) {
             let fields: Vec<String> = columns
                 .split(", ")
+                // `->>` gives PostgreSQL text, which an integer column does not take.
                 .map(|c| match c {
                     "serial" | "parent" | "valid_from" | "valid_to" => {
                         format!("CAST(t.value ->> '{c}' AS BIGINT)")
