@@ -169,7 +169,7 @@ async fn drift_orphans_and_import() {
         "webapp",
         &addr,
         ProviderName::Local,
-        &net.cloud_id,
+        &net.at(),
         "test",
     )
     .await
@@ -188,7 +188,7 @@ async fn drift_orphans_and_import() {
             "webapp",
             &addr,
             ProviderName::Local,
-            &net.cloud_id,
+            &net.at(),
             "test"
         )
         .await
