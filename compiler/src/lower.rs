@@ -686,7 +686,10 @@ pub fn lower_one(
                         format!(
                             "`sensitive` entries must be attributes of a {}: {}",
                             header.kind,
-                            def(header.kind).field_names().collect::<Vec<_>>().join(", ")
+                            def(header.kind)
+                                .field_names()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ),
                 }
@@ -1145,8 +1148,8 @@ pub fn resolve_placements(
         }
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..n {
-        if headers[i].is_some() {
+    for (i, h) in headers.iter().enumerate().take(n) {
+        if h.is_some() {
             let root = find(&mut parent, i);
             groups.entry(root).or_default().push(i);
         }
@@ -1229,7 +1232,8 @@ pub fn check_relations(lowered: &[Lowered], sources: &SourceMap, diags: &mut Vec
         let r = Ref::parse_exact(placeholder)?.ok()?;
         by_addr.get(&r.address()).copied()
     };
-    let mut subnets_by_network: BTreeMap<String, Vec<(&Lowered, (Ipv4Addr, u8))>> = BTreeMap::new();
+    type Block = (Ipv4Addr, u8);
+    let mut subnets_by_network: BTreeMap<String, Vec<(&Lowered, Block)>> = BTreeMap::new();
     for l in lowered {
         for (field, placeholder) in l.spec.references() {
             if let Some(t) = target(placeholder)

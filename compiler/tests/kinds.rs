@@ -72,8 +72,12 @@ fn stdlib_schemas_match_the_kind_definitions() {
             .map(|(n, _)| n.as_str())
             .filter(|n| !matches!(*n, "kind" | "name"))
             .collect();
-        let required: BTreeSet<&str> =
-            d.fields.iter().filter(|f| f.required).map(|f| f.name).collect();
+        let required: BTreeSet<&str> = d
+            .fields
+            .iter()
+            .filter(|f| f.required)
+            .map(|f| f.name)
+            .collect();
         if schema_fields != required {
             problems.push(format!(
                 "{kind}: the stdlib schema `{}` declares {schema_fields:?}, the kind requires {required:?}",
@@ -81,13 +85,13 @@ fn stdlib_schemas_match_the_kind_definitions() {
             ));
         }
         for (name, doc) in &fields {
-            if let (Some(doc), Some(f)) = (doc, d.fields.iter().find(|f| f.name == name)) {
-                if doc != f.doc {
-                    problems.push(format!(
-                        "{kind}.{name}: stdlib doc {doc:?} differs from the kind's {:?}",
-                        f.doc
-                    ));
-                }
+            if let (Some(doc), Some(f)) = (doc, d.fields.iter().find(|f| f.name == name))
+                && doc != f.doc
+            {
+                problems.push(format!(
+                    "{kind}.{name}: stdlib doc {doc:?} differs from the kind's {:?}",
+                    f.doc
+                ));
             }
         }
         let want: BTreeSet<String> = d.outputs.iter().map(|s| s.to_string()).collect();

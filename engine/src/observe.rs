@@ -65,7 +65,11 @@ fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
 
 /// Where a state row's resource lives.
 pub fn cloud_ref(row: &StateResource) -> CloudRef {
-    CloudRef::new(row.address.kind, row.cloud_id.clone(), row.native_region.clone())
+    CloudRef::new(
+        row.address.kind,
+        row.cloud_id.clone(),
+        row.native_region.clone(),
+    )
 }
 
 /// Reads every resource of the stack from its provider and reports drift. Read-only.
@@ -102,10 +106,7 @@ pub async fn drift_of(
     });
     for (name, idx) in batches {
         let provider = providers.get(name)?;
-        let items: Vec<_> = idx
-            .iter()
-            .map(|&i| cloud_ref(&rows[i]))
-            .collect();
+        let items: Vec<_> = idx.iter().map(|&i| cloud_ref(&rows[i])).collect();
         let observed = chimera_providers::with_retries(|| provider.observe(&items))
             .await
             .map_err(|e| {

@@ -106,9 +106,7 @@ async fn recover_locked(
                     None => Outcome::Failed("interrupted; the resource is not in state".into()),
                     Some(r) => {
                         let at = crate::observe::cloud_ref(r);
-                        match chimera_providers::with_retries(|| provider.read(&at))
-                            .await
-                        {
+                        match chimera_providers::with_retries(|| provider.read(&at)).await {
                             Ok(None) => {
                                 rec.adopted.push(intent.address.to_string());
                                 Outcome::Remove {

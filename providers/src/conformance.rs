@@ -379,20 +379,21 @@ impl Cx<'_> {
         match self.read(&made.observed).await? {
             Some(o) => {
                 self.expect(o.cloud_id == made.observed.cloud_id, || {
-                    format!("read returned {}, not {}", o.cloud_id, made.observed.cloud_id)
+                    format!(
+                        "read returned {}, not {}",
+                        o.cloud_id, made.observed.cloud_id
+                    )
                 });
                 self.agrees("read", &made, &o);
             }
-            None => self.failures.push("read does not find what was created".into()),
+            None => self
+                .failures
+                .push("read does not find what was created".into()),
         }
         // A batch, with the same resource twice and a second one: answered in the order asked.
         let other = self.subject(Kind::Network, "other").await?;
         let batch = [made.observed.at(), other.observed.at(), made.observed.at()];
-        let seen = self
-            .p()
-            .observe(&batch)
-            .await
-            .map_err(failed("observe"))?;
+        let seen = self.p().observe(&batch).await.map_err(failed("observe"))?;
         let ids: Vec<Option<&str>> = seen
             .iter()
             .map(|o| o.as_ref().map(|o| o.cloud_id.as_str()))
@@ -454,7 +455,10 @@ impl Cx<'_> {
         }
         let new = self.make(old.address.clone(), next).await?;
         self.expect(new.observed.cloud_id != old.observed.cloud_id, || {
-            format!("the replacement reused the old id {}", old.observed.cloud_id)
+            format!(
+                "the replacement reused the old id {}",
+                old.observed.cloud_id
+            )
         });
         self.agrees("replacement", &new, &new.observed.clone());
         let gone = self.read(&old.observed).await?;

@@ -571,14 +571,16 @@ impl LocalCloud {
         key: &str,
         value: &str,
     ) -> std::result::Result<(), String> {
-        let n = sqlx::query("UPDATE objects SET tags = json_set(tags, '$.\"' || ? || '\"', ?) WHERE id = ?")
-            .bind(key)
-            .bind(value)
-            .bind(cloud_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| e.to_string())?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE objects SET tags = json_set(tags, '$.\"' || ? || '\"', ?) WHERE id = ?",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(cloud_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?
+        .rows_affected();
         if n == 0 {
             return Err(format!("no resource `{cloud_id}` in the local cloud"));
         }

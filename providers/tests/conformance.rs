@@ -173,11 +173,22 @@ async fn broken_provider_fails_many_cases() -> Result<(), Failed> {
     // Every kind's create, read, update, find_by_token and list_managed check the tags or
     // the token; drift and delete do not depend on them.
     let problems = [
-        (failed.len() >= 5 * 5, format!("only {} of {cases} cases failed", failed.len())),
-        (text.contains("made a second resource"), "the lost idempotency was not reported".into()),
-        (text.contains("tag `suite`"), "the dropped tags were not reported".into()),
         (
-            Kind::ALL.iter().all(|k| failed.iter().any(|(fk, _, _)| fk == k)),
+            failed.len() >= 5 * 5,
+            format!("only {} of {cases} cases failed", failed.len()),
+        ),
+        (
+            text.contains("made a second resource"),
+            "the lost idempotency was not reported".into(),
+        ),
+        (
+            text.contains("tag `suite`"),
+            "the dropped tags were not reported".into(),
+        ),
+        (
+            Kind::ALL
+                .iter()
+                .all(|k| failed.iter().any(|(fk, _, _)| fk == k)),
             "some kind passed".into(),
         ),
     ];
@@ -238,7 +249,12 @@ mod aws {
                 .await
                 .create_tags()
                 .resources(&at.id)
-                .tags(aws_sdk_ec2::types::Tag::builder().key(key).value(value).build())
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key(key)
+                        .value(value)
+                        .build(),
+                )
                 .send()
                 .await
                 .map(|_| ())

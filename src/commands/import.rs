@@ -24,7 +24,12 @@ pub struct ImportArgs {
 
 pub fn run(global: &Global, args: &ImportArgs) -> ExitStatus {
     let mut stack = args.at.open(global);
-    let r = ctx::runtime().block_on(stack.import(&args.address, args.provider, &args.cloud_id, &args.region));
+    let r = ctx::runtime().block_on(stack.import(
+        &args.address,
+        args.provider,
+        &args.cloud_id,
+        &args.region,
+    ));
     let Some(serial) = finish(global, &mut stack, r) else {
         return ExitStatus::Failure;
     };

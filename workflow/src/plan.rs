@@ -3,8 +3,8 @@
 use chimera_compiler::cache::StateStamp;
 use chimera_model::{Address, Diagnostic, codes};
 use chimera_plans::plan::{self, Action, Plan, Prior};
-use chimera_providers::{Proposal, Violation};
 use chimera_plans::{NoopPlan, PlanFile};
+use chimera_providers::{Proposal, Violation};
 use chimera_state::StateStore;
 
 use crate::error::{Error, ErrorKind};
@@ -208,12 +208,8 @@ impl Stack {
             .iter()
             .map(|(a, v)| (a.clone(), v.field.clone()))
             .collect();
-        let (locations, sources) = chimera_compiler::locate(
-            &self.source,
-            &self.path,
-            &self.settings.eval,
-            &wanted,
-        );
+        let (locations, sources) =
+            chimera_compiler::locate(&self.source, &self.path, &self.settings.eval, &wanted);
         let diagnostics = found
             .into_iter()
             .zip(locations)

@@ -248,10 +248,9 @@ fn a_provider_limit_is_a_located_plan_error_before_anything_is_created() {
 "#
     .replace(r#""network.main""#, r#"c.ref "network" "main" "id""#);
     let mut stack = in_memory(dir.path(), &src);
-    let err = rt
-        .block_on(stack.plan(PlanOptions::default()))
-        .err()
-        .expect("the plan is refused");
+    let Err(err) = rt.block_on(stack.plan(PlanOptions::default())) else {
+        panic!("the plan is refused");
+    };
     assert_eq!(err.kind, ErrorKind::Plan);
     let d = &err.diagnostics[0];
     assert_eq!(d.code, codes::PROVIDER_LIMIT);

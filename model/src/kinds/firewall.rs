@@ -176,6 +176,9 @@ mod tests {
             { "protocol": "tcp", "from_port": 22, "to_port": 22, "cidrs": ["10.0.0.0/16", "10.1.0.0/16"], "description": "ssh" },
         ]))
         .unwrap();
-        assert_eq!(permissions(&rules_of(permissions(&rules))), permissions(&rules));
+        assert_eq!(
+            permissions(&rules_of(permissions(&rules))),
+            permissions(&rules)
+        );
     }
 }

@@ -165,7 +165,9 @@ impl Spec {
     /// The spec of a `kind` from its attributes (tags and escape hatches are ignored). Fails
     /// when an attribute is missing or mistyped, e.g. a reference left unresolved.
     pub fn from_attrs(kind: Kind, attrs: &Map<String, Value>) -> Result<Spec, String> {
-        fn typed<T: for<'de> Deserialize<'de>>(attrs: &Map<String, Value>) -> serde_json::Result<T> {
+        fn typed<T: for<'de> Deserialize<'de>>(
+            attrs: &Map<String, Value>,
+        ) -> serde_json::Result<T> {
             T::deserialize(attrs)
         }
         match kind {
@@ -205,7 +207,11 @@ impl Spec {
             Spec::Instance(i) => std::iter::once(("subnet", i.subnet.as_str()))
                 .chain(i.firewalls.iter().map(|f| ("firewalls", f.as_str())))
                 .collect(),
-            Spec::Volume(v) => v.instance.iter().map(|i| ("instance", i.as_str())).collect(),
+            Spec::Volume(v) => v
+                .instance
+                .iter()
+                .map(|i| ("instance", i.as_str()))
+                .collect(),
         }
     }
 }
@@ -301,6 +307,10 @@ mod tests {
         assert!(fw.check_name(ProviderName::Aws, "web").is_ok());
         let vm = def(Kind::Instance);
         assert!(vm.check_name(ProviderName::Azure, &"a".repeat(65)).is_err());
-        assert!(def(Kind::Subnet).check_name(ProviderName::Azure, &"a".repeat(80)).is_ok());
+        assert!(
+            def(Kind::Subnet)
+                .check_name(ProviderName::Azure, &"a".repeat(80))
+                .is_ok()
+        );
     }
 }
