@@ -218,6 +218,9 @@ async fn instances_volumes_and_rules_round_trip_through_ec2() {
     let rules = vec![
         rule("tcp", Some(443), &["0.0.0.0/0"], None),
         rule("tcp", Some(22), &["10.0.0.0/16"], Some("ssh")),
+        // Without ports: every port, and (ICMP) every type; read back as the same rules.
+        rule("udp", None, &["10.1.0.0/16"], None),
+        rule("icmp", None, &["10.2.0.0/16"], None),
     ];
     let all_out = vec![rule("all", None, &["0.0.0.0/0"], None)];
     let fw_spec = FirewallSpec {

@@ -79,17 +79,23 @@ pub struct Permission {
 }
 
 /// Rules in canonical form: one entry per (protocol, ports, CIDR, description), sorted and
-/// deduplicated. Two rule lists that allow the same traffic are equal in this form, however
+/// deduplicated; ports dropped for `all`, and spelt out (0-65535) for a tcp or udp rule that
+/// gives none. Two rule lists that allow the same traffic are equal in this form, however
 /// they were grouped or ordered; clouds regroup them.
 pub fn permissions(rules: &[Rule]) -> Vec<Permission> {
     let mut out = std::collections::BTreeSet::new();
     for r in rules {
-        let all = r.protocol == "all";
+        // A tcp or udp rule without ports admits every port: written out, as clouds report it.
+        let (from_port, to_port) = match (r.protocol.as_str(), r.from_port, r.to_port) {
+            ("all", _, _) => (None, None),
+            ("tcp" | "udp", None, None) => (Some(0), Some(65535)),
+            (_, from, to) => (from, to),
+        };
         for c in &r.cidrs {
             out.insert(Permission {
                 protocol: r.protocol.clone(),
-                from_port: if all { None } else { r.from_port },
-                to_port: if all { None } else { r.to_port },
+                from_port,
+                to_port,
                 cidr: c.clone(),
                 description: r.description.clone(),
             });
@@ -167,6 +173,16 @@ mod tests {
         ]);
         assert_eq!(canonical_rules(&a), canonical_rules(&b));
         assert_eq!(canonical_rules(&a).len(), 3);
+    }
+
+    #[test]
+    fn a_rule_without_ports_admits_them_all() {
+        let unspecified = json!([{ "protocol": "tcp", "from_port": null, "to_port": null, "cidrs": ["0.0.0.0/0"] }]);
+        let spelt_out = json!([{ "protocol": "tcp", "from_port": 0, "to_port": 65535, "cidrs": ["0.0.0.0/0"] }]);
+        assert_eq!(canonical_rules(&unspecified), canonical_rules(&spelt_out));
+        // ICMP has no ports: without a type it stays "any".
+        let icmp = json!([{ "protocol": "icmp", "from_port": null, "to_port": null, "cidrs": ["0.0.0.0/0"] }]);
+        assert_eq!(canonical_rules(&icmp)[0]["from_port"], Value::Null);
     }
 
     #[test]

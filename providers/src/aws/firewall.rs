@@ -203,8 +203,7 @@ async fn sync_rules(
     Ok(())
 }
 
-/// One canonical rule as an EC2 permission. `all` is EC2's protocol `-1`, without ports; a
-/// rule without ports covers them all.
+/// One canonical rule as an EC2 permission. `all` is EC2's protocol `-1`, without ports.
 fn permission(p: &Permission) -> IpPermission {
     let mut range = IpRange::builder().cidr_ip(&p.cidr);
     if let Some(d) = &p.description {
@@ -215,9 +214,10 @@ fn permission(p: &Permission) -> IpPermission {
         .ip_protocol(if all { "-1" } else { p.protocol.as_str() })
         .ip_ranges(range.build());
     if !all {
+        // Canonical tcp/udp rules always carry ports; ICMP without them is EC2's "any" (-1).
         out = out
-            .from_port(p.from_port.map_or(0, i32::from))
-            .to_port(p.to_port.map_or(65535, i32::from));
+            .from_port(p.from_port.map_or(-1, i32::from))
+            .to_port(p.to_port.map_or(-1, i32::from));
     }
     out.build()
 }
