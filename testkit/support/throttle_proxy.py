@@ -3,8 +3,9 @@ EC2's throttling error, RequestLimitExceeded (HTTP 503), and can add latency to 
 Used by Chimera's tests of retries and by the AWS benchmark.
 
 usage: throttle_proxy.py PORT UPSTREAM EVERY [DELAY_MS [NOT_FOUND]]   (EVERY = 0: never throttle)
-NOT_FOUND: answer the first NOT_FOUND DescribeInstances-by-id requests with
-InvalidInstanceID.NotFound, as EC2 does right after RunInstances (eventual consistency).
+NOT_FOUND: answer the first NOT_FOUND DescribeInstances-by-id requests as EC2 does right after
+RunInstances (eventual consistency): asked by id, InvalidInstanceID.NotFound; filtered by
+`instance-id`, an empty reservation set.
 GET /proxy-health returns how many requests were throttled so far; GET /proxy-requests returns
 how many requests of each EC2 Action it has seen, one "Action count" line each.
 """
@@ -22,6 +23,9 @@ NOT_FOUND = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 MISSING = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
            b'<Code>InvalidInstanceID.NotFound</Code><Message>The instance ID does not exist</Message>'
            b'</Error></Errors><RequestID>throttle-proxy</RequestID></Response>')
+EMPTY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeInstancesResponse '
+         b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>throttle-proxy</requestId>'
+         b'<reservationSet/></DescribeInstancesResponse>')
 UP = urllib.parse.urlparse(UPSTREAM)
 lock = threading.Lock()
 seen = 0
@@ -75,14 +79,18 @@ class Proxy(BaseHTTPRequestHandler):
         if throttle:
             return self.reply(503, THROTTLE, [("Content-Type", "text/xml")])
         global NOT_FOUND
-        if b"Action=DescribeInstances" in body and b"InstanceId.1=" in body:
+        by_id = b"InstanceId.1=" in body
+        by_filter = b"Name=instance-id" in body
+        if b"Action=DescribeInstances" in body and (by_id or by_filter):
             with lock:
                 missing = NOT_FOUND > 0
                 if missing:
                     NOT_FOUND -= 1
                     throttled += 1
-            if missing:
+            if missing and by_id:
                 return self.reply(400, MISSING, [("Content-Type", "text/xml")])
+            if missing:
+                return self.reply(200, EMPTY, [("Content-Type", "text/xml")])
         self.forward(body)
 
     def forward(self, body=b""):

@@ -102,20 +102,6 @@ pub(super) async fn update(ec2: &Ec2<'_>, spec: &FirewallSpec, current: &Observe
     sync_rules(ec2, &current.cloud_id, spec, Some(&have)).await
 }
 
-pub(super) async fn read(ec2: &Ec2<'_>, id: &str) -> Result<Option<Observed>> {
-    let out = ec2
-        .client
-        .describe_security_groups()
-        .group_ids(id)
-        .send()
-        .await
-        .map_err(aws_err)?;
-    Ok(out
-        .security_groups()
-        .first()
-        .map(|g| observe(g, ec2.region)))
-}
-
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
     let groups = ec2
         .client

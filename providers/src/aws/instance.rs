@@ -149,22 +149,6 @@ pub(super) async fn update(
     Ok(())
 }
 
-pub(super) async fn read(ec2: &Ec2<'_>, id: &str) -> Result<Option<Observed>> {
-    let out = ec2
-        .client
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .map_err(aws_err)?;
-    Ok(out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .find(|i| !gone(i))
-        .map(|i| observe(i, ec2.region)))
-}
-
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
     let reservations = ec2
         .client

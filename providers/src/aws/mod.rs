@@ -379,20 +379,13 @@ struct Ec2<'a> {
 
 impl Ec2<'_> {
     /// Reads one resource by id; `None` if it does not exist (terminated instances count as
-    /// absent).
+    /// absent). Filtered by id rather than asked by id: an unknown or malformed id is then an
+    /// empty answer, not an error per kind to translate.
     async fn read(&self, kind: Kind, id: &str) -> Result<Option<Observed>> {
-        let r = match kind {
-            Kind::Network => network::read(self, id).await,
-            Kind::Subnet => subnet::read(self, id).await,
-            Kind::Firewall => firewall::read(self, id).await,
-            Kind::Instance => instance::read(self, id).await,
-            Kind::Volume => volume::read(self, id).await,
-        };
-        match r {
-            // An id of another shape than the kind's (`vpc-…` asked as a subnet) names nothing.
-            Err(ProviderError::Failed { code, .. }) if code.ends_with(".Malformed") => Ok(None),
-            r => cloud::absent_if_not_found(r),
-        }
+        let found = self
+            .describe(kind, vec![id_filter(kind, &[id.to_string()])])
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     /// Every resource of `kind` that `filters` select, every page (EC2 pages Describe calls;

@@ -39,17 +39,6 @@ pub(super) async fn create(
     )
 }
 
-pub(super) async fn read(ec2: &Ec2<'_>, id: &str) -> Result<Option<Observed>> {
-    let out = ec2
-        .client
-        .describe_vpcs()
-        .vpc_ids(id)
-        .send()
-        .await
-        .map_err(aws_err)?;
-    Ok(out.vpcs().first().map(|v| observe(v, ec2.region)))
-}
-
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
     let vpcs = ec2
         .client

@@ -50,17 +50,6 @@ pub(super) async fn update(ec2: &Ec2<'_>, spec: &SubnetSpec, current: &Observed)
     Ok(())
 }
 
-pub(super) async fn read(ec2: &Ec2<'_>, id: &str) -> Result<Option<Observed>> {
-    let out = ec2
-        .client
-        .describe_subnets()
-        .subnet_ids(id)
-        .send()
-        .await
-        .map_err(aws_err)?;
-    Ok(out.subnets().first().map(|s| observe(s, ec2.region)))
-}
-
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
     let subnets = ec2
         .client

@@ -122,17 +122,6 @@ pub(super) async fn update(ec2: &Ec2<'_>, spec: &VolumeSpec, current: &Observed)
     Ok(())
 }
 
-pub(super) async fn read(ec2: &Ec2<'_>, id: &str) -> Result<Option<Observed>> {
-    let out = ec2
-        .client
-        .describe_volumes()
-        .volume_ids(id)
-        .send()
-        .await
-        .map_err(aws_err)?;
-    Ok(out.volumes().first().map(|v| observe(v, ec2.region)))
-}
-
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
     let volumes = ec2
         .client
