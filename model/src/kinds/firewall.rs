@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Field, KindDef, NameRule};
+use super::{Field, KindDef, NameRule, name_rules};
 use crate::{Kind, ProviderName};
 
 /// One rule: a protocol, a port range (`None`: all ports) and the CIDRs it admits.
@@ -24,6 +24,10 @@ pub struct FirewallSpec {
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
 }
+
+/// Azure network security groups: 1-80; AWS: the security group's name, 255, and `sg-`
+/// is EC2's id prefix.
+const NAMES: [(ProviderName, NameRule); 3] = name_rules((1, 80), 255, Some("sg-"));
 
 pub static DEF: KindDef = KindDef {
     kind: Kind::Firewall,
@@ -48,18 +52,7 @@ pub static DEF: KindDef = KindDef {
     outputs: &["id"],
     force_new: &["network"],
     sensitive: &[],
-    names: &[
-        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
-        (ProviderName::Azure, NameRule::Azure { min: 1, max: 80 }),
-        // The security group's name: 255 characters; `sg-` is EC2's id prefix.
-        (
-            ProviderName::Aws,
-            NameRule::Length {
-                max: 255,
-                reserved: Some("sg-"),
-            },
-        ),
-    ],
+    names: &NAMES,
 };
 
 /// Whether an attribute of `kind` holds firewall rules.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Field, KindDef, NameRule};
+use super::{Field, KindDef, NameRule, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct InstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
 }
+
+/// Azure Linux virtual machines: 1-64; AWS: the Name tag, 256.
+const NAMES: [(ProviderName, NameRule); 3] = name_rules((1, 64), 256, None);
 
 pub static DEF: KindDef = KindDef {
     kind: Kind::Instance,
@@ -74,16 +77,5 @@ pub static DEF: KindDef = KindDef {
     outputs: &["id", "private_ip", "public_ip"],
     force_new: &["image", "image_ref", "subnet", "user_data"],
     sensitive: &["user_data"],
-    names: &[
-        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
-        // Linux virtual machines: 1-64.
-        (ProviderName::Azure, NameRule::Azure { min: 1, max: 64 }),
-        (
-            ProviderName::Aws,
-            NameRule::Length {
-                max: 256,
-                reserved: None,
-            },
-        ),
-    ],
+    names: &NAMES,
 };

@@ -86,6 +86,33 @@ impl NameRule {
     }
 }
 
+/// The name rules of a kind on each provider: RFC 1035 labels of at most 63 on GCP, Azure's
+/// length range for its resource type, and at most `aws_max` characters on AWS (not starting
+/// with `aws_reserved`, an id prefix).
+pub const fn name_rules(
+    azure: (usize, usize),
+    aws_max: usize,
+    aws_reserved: Option<&'static str>,
+) -> [(ProviderName, NameRule); 3] {
+    [
+        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
+        (
+            ProviderName::Azure,
+            NameRule::Azure {
+                min: azure.0,
+                max: azure.1,
+            },
+        ),
+        (
+            ProviderName::Aws,
+            NameRule::Length {
+                max: aws_max,
+                reserved: aws_reserved,
+            },
+        ),
+    ]
+}
+
 /// Everything Chimera knows about a kind, in one place.
 #[derive(Debug)]
 pub struct KindDef {

@@ -2,13 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, KindDef, NameRule};
+use super::{Field, KindDef, NameRule, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkSpec {
     pub cidr: String,
 }
+
+/// Virtual networks: 2-64; AWS: the Name tag, 256.
+const NAMES: [(ProviderName, NameRule); 3] = name_rules((2, 64), 256, None);
 
 pub static DEF: KindDef = KindDef {
     kind: Kind::Network,
@@ -21,17 +24,5 @@ pub static DEF: KindDef = KindDef {
     outputs: &["id"],
     force_new: &["cidr"],
     sensitive: &[],
-    names: &[
-        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
-        // Virtual networks: 2-64.
-        (ProviderName::Azure, NameRule::Azure { min: 2, max: 64 }),
-        // The Name tag: 256 characters.
-        (
-            ProviderName::Aws,
-            NameRule::Length {
-                max: 256,
-                reserved: None,
-            },
-        ),
-    ],
+    names: &NAMES,
 };

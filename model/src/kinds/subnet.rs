@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, KindDef, NameRule};
+use super::{Field, KindDef, NameRule, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,6 +12,9 @@ pub struct SubnetSpec {
     pub zone: String,
     pub public: bool,
 }
+
+/// Azure subnets: 1-80; AWS: the Name tag, 256.
+const NAMES: [(ProviderName, NameRule); 3] = name_rules((1, 80), 256, None);
 
 pub static DEF: KindDef = KindDef {
     kind: Kind::Subnet,
@@ -41,15 +44,5 @@ pub static DEF: KindDef = KindDef {
     outputs: &["id"],
     force_new: &["network", "cidr", "zone"],
     sensitive: &[],
-    names: &[
-        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
-        (ProviderName::Azure, NameRule::Azure { min: 1, max: 80 }),
-        (
-            ProviderName::Aws,
-            NameRule::Length {
-                max: 256,
-                reserved: None,
-            },
-        ),
-    ],
+    names: &NAMES,
 };

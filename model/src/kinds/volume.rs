@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, KindDef, NameRule};
+use super::{Field, KindDef, NameRule, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +18,9 @@ pub struct VolumeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
 }
+
+/// Azure managed disks: 1-80; AWS: the Name tag, 256.
+const NAMES: [(ProviderName, NameRule); 3] = name_rules((1, 80), 256, None);
 
 pub static DEF: KindDef = KindDef {
     kind: Kind::Volume,
@@ -52,15 +55,5 @@ pub static DEF: KindDef = KindDef {
     outputs: &["id"],
     force_new: &["zone", "encrypted", "type", "disk_type"],
     sensitive: &[],
-    names: &[
-        (ProviderName::Gcp, NameRule::Rfc1035 { max: 63 }),
-        (ProviderName::Azure, NameRule::Azure { min: 1, max: 80 }),
-        (
-            ProviderName::Aws,
-            NameRule::Length {
-                max: 256,
-                reserved: None,
-            },
-        ),
-    ],
+    names: &NAMES,
 };
