@@ -78,8 +78,14 @@ async fn recover_locked(
         };
         let outcome = match intent.action {
             IntentAction::Create => {
+                // Where the create was sent (its row, as the intent recorded it).
+                let region = intent
+                    .payload
+                    .as_ref()
+                    .map(|p| p.native_region.as_str())
+                    .unwrap_or_default();
                 match chimera_providers::with_retries(|| {
-                    provider.find_by_token(kind, &intent.client_token)
+                    provider.find_by_token(kind, region, &intent.client_token)
                 })
                 .await
                 {

@@ -467,7 +467,7 @@ impl Cx<'_> {
         });
         let found = self
             .p()
-            .find_by_token(kind, &old.token)
+            .find_by_token(kind, self.h.region(), &old.token)
             .await
             .map_err(failed("find_by_token of the replaced resource"))?;
         self.expect(found.is_none(), || {
@@ -508,7 +508,7 @@ impl Cx<'_> {
         let _ = self.create_with(&address, &proposal, &token).await?;
         let found = self
             .p()
-            .find_by_token(kind, &token)
+            .find_by_token(kind, self.h.region(), &token)
             .await
             .map_err(failed("find_by_token"))?;
         let Some(found) = found else {
@@ -532,7 +532,7 @@ impl Cx<'_> {
         });
         let unused = self
             .p()
-            .find_by_token(kind, &format!("{}-never-used", self.stack))
+            .find_by_token(kind, self.h.region(), &format!("{}-never-used", self.stack))
             .await
             .map_err(failed("find_by_token of an unused token"))?;
         self.expect(unused.is_none(), || {

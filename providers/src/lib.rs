@@ -274,9 +274,15 @@ pub trait Provider: Send + Sync {
     async fn update(&self, req: &Request<'_>, cloud_id: &str) -> Result<Observed>;
     /// Deleting what is already gone succeeds.
     async fn delete(&self, at: &CloudRef) -> Result<()>;
-    /// The resource created with `token`, if any. `Ok(None)` means provably absent; an error
-    /// means the answer is unknown.
-    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>>;
+    /// The resource created with `token`, if any: looked for in `region` (where the create was
+    /// sent) first, then wherever else the provider knows. `Ok(None)` means provably absent; an
+    /// error means the answer is unknown.
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>>;
     /// Everything tagged as managed by `stack`.
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>>;
     /// Reads many resources at once, in order (`None`: gone). A cloud answers it in a few
@@ -349,8 +355,13 @@ impl<P: Provider> Provider for Retrying<P> {
     async fn delete(&self, at: &CloudRef) -> Result<()> {
         with_retries(|| self.0.delete(at)).await
     }
-    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
-        with_retries(|| self.0.find_by_token(kind, token)).await
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>> {
+        with_retries(|| self.0.find_by_token(kind, region, token)).await
     }
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         with_retries(|| self.0.list_managed(stack)).await
@@ -384,8 +395,13 @@ impl<P: Provider> Provider for Alias<P> {
     async fn delete(&self, at: &CloudRef) -> Result<()> {
         self.1.delete(at).await
     }
-    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
-        self.1.find_by_token(kind, token).await
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>> {
+        self.1.find_by_token(kind, region, token).await
     }
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         self.1.list_managed(stack).await
@@ -415,8 +431,13 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     async fn delete(&self, at: &CloudRef) -> Result<()> {
         (**self).delete(at).await
     }
-    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
-        (**self).find_by_token(kind, token).await
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>> {
+        (**self).find_by_token(kind, region, token).await
     }
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
         (**self).list_managed(stack).await

@@ -778,7 +778,13 @@ impl Provider for LocalCloud {
     async fn delete(&self, at: &CloudRef) -> Result<()> {
         self.call(true, self.delete_now(at)).await
     }
-    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
+    /// One cloud: every region is here.
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        _region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>> {
         self.call(false, self.find_by_token_now(kind, token)).await
     }
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {

@@ -412,7 +412,7 @@ async fn list_managed_and_find_by_token_page_through_every_result() {
     let live = chimera_testkit::live_instances(&moto.endpoint, STACK).await;
     assert_eq!(live.len(), 105);
     let found = aws
-        .find_by_token(Kind::Instance, "tok-instance-w-104")
+        .find_by_token(Kind::Instance, REGION, "tok-instance-w-104")
         .await
         .unwrap()
         .unwrap();
@@ -486,5 +486,30 @@ async fn observing_many_resources_takes_a_few_describe_calls() {
     eprintln!(
         "observe of 201 instances and a subnet: {describes} Describe calls ({} DescribeInstances)",
         calls("DescribeInstances")
+    );
+}
+
+#[tokio::test]
+async fn a_lost_create_outside_the_default_region_is_found_by_its_region() {
+    let moto = Moto::start();
+    let aws = cloud(&moto.endpoint).await;
+    let net = create_in(&aws, "eu-west-1", "west", network("10.9.0.0/16"), &[])
+        .await
+        .unwrap();
+    // After a crash: a new process, with no client for eu-west-1 yet.
+    let fresh = cloud(&moto.endpoint).await;
+    let found = fresh
+        .find_by_token(Kind::Network, "eu-west-1", "tok-network-west")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|o| o.cloud_id), Some(net.cloud_id));
+    // Without the region, only the regions it knows are searched: the default one.
+    let fresh = cloud(&moto.endpoint).await;
+    assert!(
+        fresh
+            .find_by_token(Kind::Network, "", "tok-network-west")
+            .await
+            .unwrap()
+            .is_none()
     );
 }

@@ -142,8 +142,13 @@ impl Provider for Broken {
     async fn delete(&self, at: &CloudRef) -> PResult<()> {
         self.0.retrying.delete(at).await
     }
-    async fn find_by_token(&self, kind: Kind, token: &str) -> PResult<Option<Observed>> {
-        self.0.retrying.find_by_token(kind, token).await
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> PResult<Option<Observed>> {
+        self.0.retrying.find_by_token(kind, region, token).await
     }
     async fn list_managed(&self, stack: &str) -> PResult<Vec<Observed>> {
         self.0.retrying.list_managed(stack).await

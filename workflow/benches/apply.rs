@@ -65,6 +65,7 @@ impl chimera_providers::Provider for Waiting {
         &self,
         _: chimera_model::Kind,
         _: &str,
+        _: &str,
     ) -> chimera_providers::Result<Option<chimera_providers::Observed>> {
         Ok(None)
     }

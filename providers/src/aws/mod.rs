@@ -345,8 +345,23 @@ impl AwsCloud {
         Ok(())
     }
 
-    async fn find_by_token_now(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
-        cloud::first_hit(self.search_order().await, |region| async move {
+    /// The create's own region first: after a crash this process has no client for it, so
+    /// the search order alone would miss a resource created outside the default region.
+    async fn find_by_token_now(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>> {
+        let mut regions = vec![region.to_string()];
+        regions.extend(
+            self.search_order()
+                .await
+                .into_iter()
+                .filter(|r| r != region),
+        );
+        regions.retain(|r| !r.is_empty());
+        cloud::first_hit(regions, |region| async move {
             self.ec2(&region).await?.by_token(kind, token).await
         })
         .await
@@ -506,8 +521,13 @@ impl Provider for AwsCloud {
         self.delete_now(at).await
     }
 
-    async fn find_by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
-        self.find_by_token_now(kind, token).await
+    async fn find_by_token(
+        &self,
+        kind: Kind,
+        region: &str,
+        token: &str,
+    ) -> Result<Option<Observed>> {
+        self.find_by_token_now(kind, region, token).await
     }
 
     async fn list_managed(&self, stack: &str) -> Result<Vec<Observed>> {
