@@ -103,16 +103,7 @@ pub(super) async fn update(ec2: &Ec2<'_>, spec: &FirewallSpec, current: &Observe
 }
 
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
-    let groups = ec2
-        .client
-        .describe_security_groups()
-        .set_filters(Some(filters))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws_err)?;
+    let groups: Vec<_> = describe_all!(ec2, describe_security_groups, filters)?;
     Ok(groups.iter().map(|g| observe(g, ec2.region)).collect())
 }
 

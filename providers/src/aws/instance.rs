@@ -150,16 +150,7 @@ pub(super) async fn update(
 }
 
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
-    let reservations = ec2
-        .client
-        .describe_instances()
-        .set_filters(Some(filters))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws_err)?;
+    let reservations: Vec<_> = describe_all!(ec2, describe_instances, filters)?;
     Ok(reservations
         .iter()
         .flat_map(|r| r.instances())

@@ -24,6 +24,22 @@
 //! eventual consistency ("not found" right after a create), DependencyViolation while a
 //! dependent terminates.
 
+/// Every item of a paged EC2 Describe call (`describe_vpcs`, …) that `filters` select. A macro:
+/// each operation's builder and paginator are types of their own.
+macro_rules! describe_all {
+    ($ec2:expr, $operation:ident, $filters:expr) => {
+        $ec2.client
+            .$operation()
+            .set_filters(Some($filters))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(super::aws_err)
+    };
+}
+
 mod firewall;
 mod instance;
 mod network;

@@ -40,16 +40,7 @@ pub(super) async fn create(
 }
 
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
-    let vpcs = ec2
-        .client
-        .describe_vpcs()
-        .set_filters(Some(filters))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws_err)?;
+    let vpcs: Vec<_> = describe_all!(ec2, describe_vpcs, filters)?;
     Ok(vpcs.iter().map(|v| observe(v, ec2.region)).collect())
 }
 

@@ -51,16 +51,7 @@ pub(super) async fn update(ec2: &Ec2<'_>, spec: &SubnetSpec, current: &Observed)
 }
 
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
-    let subnets = ec2
-        .client
-        .describe_subnets()
-        .set_filters(Some(filters))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws_err)?;
+    let subnets: Vec<_> = describe_all!(ec2, describe_subnets, filters)?;
     Ok(subnets.iter().map(|s| observe(s, ec2.region)).collect())
 }
 

@@ -123,16 +123,7 @@ pub(super) async fn update(ec2: &Ec2<'_>, spec: &VolumeSpec, current: &Observed)
 }
 
 pub(super) async fn describe(ec2: &Ec2<'_>, filters: Vec<Filter>) -> Result<Vec<Observed>> {
-    let volumes = ec2
-        .client
-        .describe_volumes()
-        .set_filters(Some(filters))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws_err)?;
+    let volumes: Vec<_> = describe_all!(ec2, describe_volumes, filters)?;
     Ok(volumes.iter().map(|v| observe(v, ec2.region)).collect())
 }
 
