@@ -31,8 +31,8 @@ pub struct Catalog {
     pub volume_types: BTreeMap<String, BTreeMap<String, DiskType>>,
 }
 
-/// Hours in a billing month, as cloud price lists count them.
-pub const HOURS_PER_MONTH: f64 = 730.0;
+/// Hours in a billing month; defined with the prices.
+pub use crate::prices::HOURS_PER_MONTH;
 
 impl Catalog {
     pub fn native_region(&self, region: &str, p: ProviderName) -> Option<&str> {

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod eval;
 pub mod graph;
 pub mod lower;
+pub mod prices;
 pub mod source;
 pub mod stdlib;
 
