@@ -88,6 +88,16 @@ registry! {
     CALL_QUOTA = "E0405", "a quota or capacity limit stopped the call";
     STEP_SKIPPED = "E0406", "warning: a step was not attempted because a step it depends on failed";
     NO_SUCH_CLOUD_RESOURCE = "E0407", "`import`: the provider has no resource with that id";
+    // Policy.
+    POLICY_SYNTAX = "E0500", "a policy file does not parse (Rego or Nickel syntax)";
+    POLICY_PACKAGE = "E0501", "a Rego policy's package is not `chimera` or `chimera.NAME`";
+    NOT_A_POLICY = "E0502", "a Nickel policy is not a policy: not a record of `deny` / `warn` functions, nor a function";
+    POLICY_EVAL = "E0503", "a policy failed while evaluating (a Rego runtime error, a Nickel error or broken contract)";
+    POLICY_TIMEOUT = "E0504", "a policy exceeded the time limit";
+    POLICY_MEMORY = "E0505", "a policy exceeded the memory limit";
+    POLICY_UNREADABLE = "E0506", "the policy directory or a policy file cannot be read";
+    POLICY_RESULT = "E0507", "a policy's result has the wrong shape (a finding that is not a message or a record with one)";
+    POLICY_TEST_INVALID = "E0508", "a Nickel policy test file is not a record of cases with `input`, `deny` and `warn`";
 }
 
 /// What `code` means, if it is in the registry.
