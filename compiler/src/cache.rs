@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::source::{Disk, Source};
 use crate::{Compiled, EvalOptions, compile_from};
 
-const FORMAT: &str = "chimera-eval-cache-2";
+const FORMAT: &str = "chimera-eval-cache-3";
 
 /// How a compilation used the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,8 @@ struct GraphDocRef<'a> {
     edges: &'a [Edge],
     hash: chimera_model::ContentHash,
     provider_settings: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    placements: &'a [chimera_model::graph::Placement],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -259,6 +261,7 @@ impl EvalCache {
             edges: &g.edges,
             hash: g.hash,
             provider_settings: &g.provider_settings,
+            placements: &g.placements,
         })?;
         let mut index = Index {
             format: FORMAT.into(),

@@ -162,7 +162,7 @@ pub fn lower_evaluated(
         .iter()
         .map(|r| lower::header(r, sources, diagnostics))
         .collect();
-    let providers =
+    let (providers, placements) =
         lower::resolve_placements(&ev.resources, &headers, &catalog, sources, diagnostics);
     let mut lowered = Vec::with_capacity(ev.resources.len());
     for ((raw, header), provider) in ev.resources.into_iter().zip(&headers).zip(providers) {
@@ -179,6 +179,7 @@ pub fn lower_evaluated(
     }
     let graph = graph::build(&ev.stack, lowered, sources, diagnostics).map(|mut g| {
         g.provider_settings = ev.provider_settings.clone();
+        g.placements = placements;
         g
     });
     if diagnostics.iter().any(Diagnostic::is_error) {

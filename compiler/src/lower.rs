@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use chimera_model::{Address, Diagnostic, Kind, Location, ProviderName, Ref, SourceMap, Span};
+use chimera_model::graph::{Candidate, Placement};
 use serde_json::{Map, Value};
 
-use crate::catalog::{Catalog, HOURS_PER_MONTH};
+use crate::catalog::Catalog;
 use crate::eval::RawResource;
+use crate::prices::{HOURS_PER_MONTH, prices};
 
 pub use chimera_model::graph::Lifecycle;
 pub use chimera_model::kinds::{
@@ -384,7 +386,7 @@ fn valid_tag_key(k: &str) -> bool {
 
 /// The provider a resource asked for, before `'cheapest` is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
+pub enum PlacementRequest {
     Fixed(ProviderName),
     Cheapest,
 }
@@ -393,7 +395,7 @@ pub enum Placement {
 pub struct Header {
     pub kind: Kind,
     pub name: String,
-    pub placement: Placement,
+    pub placement: PlacementRequest,
 }
 
 pub fn header(
@@ -484,10 +486,10 @@ pub fn header(
         }
     }
     let placement = match raw.fields.get("provider") {
-        None => Placement::Fixed(ProviderName::Local),
-        Some(Value::String(p)) if p == "cheapest" => Placement::Cheapest,
+        None => PlacementRequest::Fixed(ProviderName::Local),
+        Some(Value::String(p)) if p == "cheapest" => PlacementRequest::Cheapest,
         Some(Value::String(p)) => match p.parse::<ProviderName>() {
-            Ok(p) => Placement::Fixed(p),
+            Ok(p) => PlacementRequest::Fixed(p),
             Err(_) => {
                 diags.push(
                     Diagnostic::error(codes::INVALID_FIELD, "unknown provider")
@@ -811,7 +813,7 @@ pub fn lower_one(
                     String::new()
                 }
                 (None, Some(c), Some(m)) => {
-                    match catalog.fit_instance_type(provider, c as f64, m) {
+                    match catalog.fit_instance_type(provider, &native_region, c as f64, m) {
                         Some(t) => t.to_string(),
                         None => {
                             cx.err(codes::UNKNOWN_SIZE, "cpu", "no instance type fits", format!("{provider} has no instance type in the catalog with {c} vCPUs and {m} GiB; lower the request or pick another provider"));
@@ -833,8 +835,8 @@ pub fn lower_one(
                     String::new()
                 }
             };
-            if let Some(t) = catalog.instance_type(provider, &instance_type) {
-                monthly_cost += t.hourly * HOURS_PER_MONTH;
+            if let Some(h) = prices().instance_hourly(provider, &native_region, &instance_type) {
+                monthly_cost += h * HOURS_PER_MONTH;
             }
             let image = cx
                 .string("image", false)
@@ -893,7 +895,9 @@ pub fn lower_one(
             let volume_type = cx.one_of("type", &["standard", "ssd"], "ssd");
             let disk_type = match catalog.disk(&volume_type, provider) {
                 Some(d) => {
-                    monthly_cost += d.gib_month * size_gib as f64;
+                    if let Some(g) = prices().disk_gib_month(provider, &native_region, &d.native) {
+                        monthly_cost += g * f64::from(size_gib);
+                    }
                     d.native.clone()
                 }
                 None => {
@@ -1082,27 +1086,29 @@ fn rules(cx: &mut Ctx, field: &str, default: Vec<Rule>) -> Vec<Rule> {
 /// share one provider: a group with an explicit provider uses it; a group of only `'cheapest`
 /// resources goes to the cloud (aws, gcp, azure; never the `local` simulator) with the lowest
 /// catalog price for the whole group among those that offer every region, size and image.
+/// Also returns, per group that asked for `'cheapest`, how it was placed and why.
 pub fn resolve_placements(
     raws: &[RawResource],
     headers: &[Option<Header>],
     catalog: &Catalog,
     sources: &SourceMap,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<Option<ProviderName>> {
+) -> (Vec<Option<ProviderName>>, Vec<Placement>) {
     let n = raws.len();
     let mut out: Vec<Option<ProviderName>> = headers
         .iter()
         .map(|h| match h.as_ref().map(|h| h.placement) {
-            Some(Placement::Fixed(p)) => Some(p),
+            Some(PlacementRequest::Fixed(p)) => Some(p),
             _ => None,
         })
         .collect();
+    let mut explained = Vec::new();
     if !headers
         .iter()
         .flatten()
-        .any(|h| h.placement == Placement::Cheapest)
+        .any(|h| h.placement == PlacementRequest::Cheapest)
     {
-        return out;
+        return (out, explained);
     }
     // Union-find over structural references.
     let mut parent: Vec<usize> = (0..n).collect();
@@ -1119,14 +1125,12 @@ pub fn resolve_placements(
         }
         r
     }
-    let index: HashMap<Address, usize> = headers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| {
-            h.as_ref()
-                .map(|h| (Address::new(h.kind, h.name.clone()), i))
-        })
-        .collect();
+    let address = |i: usize| {
+        headers[i]
+            .as_ref()
+            .map(|h| Address::new(h.kind, h.name.clone()))
+    };
+    let index: HashMap<Address, usize> = (0..n).filter_map(|i| Some((address(i)?, i))).collect();
     for (i, raw) in raws.iter().enumerate() {
         for field in ["network", "subnet", "firewalls", "instance"] {
             let mut refs = Vec::new();
@@ -1161,66 +1165,117 @@ pub fn resolve_placements(
             .filter(|&i| {
                 headers[i]
                     .as_ref()
-                    .is_some_and(|h| h.placement == Placement::Cheapest)
+                    .is_some_and(|h| h.placement == PlacementRequest::Cheapest)
             })
             .collect();
         if cheapest.is_empty() {
             continue;
         }
+        let mut resources: Vec<Address> = members.iter().filter_map(|&i| address(i)).collect();
+        resources.sort();
         let fixed: BTreeSet<ProviderName> = members.iter().filter_map(|&i| out[i]).collect();
-        let chosen = if fixed.len() == 1 {
-            fixed.into_iter().next()
-        } else if fixed.len() > 1 {
-            // The cross-provider check reports the conflict; place on the first.
-            fixed.into_iter().next()
+        let (chosen, candidates, reason) = if let Some(&p) = fixed.iter().next() {
+            // With more than one fixed provider the cross-provider check reports the conflict;
+            // place on the first.
+            let pinned: Vec<String> = members
+                .iter()
+                .filter(|&&i| out[i] == Some(p))
+                .filter_map(|&i| address(i).map(|a| a.to_string()))
+                .take(3)
+                .collect();
+            (
+                Some(p),
+                Vec::new(),
+                format!(
+                    "{p} is fixed by {} in the same group (connected resources share a provider)",
+                    pinned.join(", ")
+                ),
+            )
         } else {
-            let mut best: Option<(f64, ProviderName)> = None;
+            let mut candidates: Vec<Candidate> = Vec::new();
             for p in [ProviderName::Aws, ProviderName::Gcp, ProviderName::Azure] {
                 let mut total = 0.0;
-                let mut ok = true;
+                let mut lacks = None;
                 for &i in members {
                     let mut scratch = Vec::new();
-                    match lower_one(
-                        &raws[i],
-                        headers[i].as_ref().unwrap_or_else(|| unreachable!()),
-                        p,
-                        catalog,
-                        sources,
-                        &mut scratch,
-                    ) {
+                    let h = headers[i].as_ref().unwrap_or_else(|| unreachable!());
+                    match lower_one(&raws[i], h, p, catalog, sources, &mut scratch) {
                         Some(l) if scratch.is_empty() => total += l.monthly_cost,
                         _ => {
-                            ok = false;
+                            let why = scratch
+                                .iter()
+                                .find(|d| d.is_error())
+                                .map(|d| d.summary.clone())
+                                .unwrap_or_else(|| "cannot host it".into());
+                            lacks = Some(format!("{}: {why}", Address::new(h.kind, h.name.clone())));
                             break;
                         }
                     }
                 }
-                if ok && best.is_none_or(|(c, _)| total < c) {
-                    best = Some((total, p));
-                }
+                candidates.push(Candidate {
+                    provider: p,
+                    monthly: lacks.is_none().then_some(total),
+                    unavailable: lacks,
+                });
             }
-            match best {
-                Some((_, p)) => Some(p),
-                None => {
-                    let i = cheapest[0];
-                    let addr = headers[i]
-                        .as_ref()
-                        .map(|h| Address::new(h.kind, h.name.clone()));
-                    diags.push(
-                        Diagnostic::error(codes::NO_PLACEMENT, "no provider can host this group")
-                            .detail("`provider = 'cheapest` found no cloud (aws, gcp, azure) that offers every region, size and image this group of connected resources needs; pin a provider or change the region or size")
-                            .address(addr.map(|a| a.to_string()).unwrap_or_default())
-                            .at(raws[i].field_span("provider").or(raws[i].field_span("name")).and_then(|s| sources.locate(s))),
-                    );
-                    None
+            // Cheapest first; ties keep the aws, gcp, azure order (a stable sort).
+            candidates.sort_by(|a, b| match (a.monthly, b.monthly) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            });
+            let able: Vec<&Candidate> = candidates.iter().filter(|c| c.monthly.is_some()).collect();
+            let reason = match able.as_slice() {
+                [] => "no cloud offers every region, size and image the group needs".to_string(),
+                [only] => format!(
+                    "{} is the only cloud that offers every region, size and image the group needs",
+                    only.provider
+                ),
+                [win, next, ..] => {
+                    let (w, s) = (win.monthly.unwrap_or(0.0), next.monthly.unwrap_or(0.0));
+                    if s - w < 0.005 {
+                        format!(
+                            "{} and {} cost the same (${w:.2}/month); {} comes first in the order aws, gcp, azure",
+                            win.provider, next.provider, win.provider
+                        )
+                    } else {
+                        format!(
+                            "{} is ${:.2}/month cheaper than {}, the next cheapest",
+                            win.provider,
+                            s - w,
+                            next.provider
+                        )
+                    }
                 }
+            };
+            let chosen = able.first().map(|c| c.provider);
+            if chosen.is_none() {
+                let i = cheapest[0];
+                let mut d = Diagnostic::error(codes::NO_PLACEMENT, "no provider can host this group")
+                    .detail("`provider = 'cheapest` found no cloud (aws, gcp, azure) that offers every region, size and image this group of connected resources needs; pin a provider or change the region or size")
+                    .address(address(i).map(|a| a.to_string()).unwrap_or_default())
+                    .at(raws[i].field_span("provider").or(raws[i].field_span("name")).and_then(|s| sources.locate(s)));
+                for c in &candidates {
+                    if let Some(u) = &c.unavailable {
+                        d = d.note(format!("{}: {u}", c.provider));
+                    }
+                }
+                diags.push(d);
             }
+            (chosen, candidates, reason)
         };
         for i in cheapest {
             out[i] = chosen;
         }
+        explained.push(Placement {
+            resources,
+            chosen,
+            candidates,
+            reason,
+        });
     }
-    out
+    (out, explained)
 }
 
 /// Cross-resource checks that need the whole set: subnets inside their network and not

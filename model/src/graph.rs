@@ -65,6 +65,32 @@ pub struct Edge {
     pub attr: String,
 }
 
+/// How `provider = 'cheapest` placed one group of connected resources (resources joined by
+/// references share a provider): every cloud considered and why the winner won.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The group's resources, in address order.
+    pub resources: Vec<Address>,
+    /// The cloud chosen; `None` when no cloud offers everything the group needs.
+    pub chosen: Option<ProviderName>,
+    /// The clouds considered: those able to host the group cheapest first, then the others
+    /// with what they lack.
+    pub candidates: Vec<Candidate>,
+    /// Why the winner won, in a sentence.
+    pub reason: String,
+}
+
+/// One cloud `'cheapest` considered for a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub provider: ProviderName,
+    /// The group's monthly list price (USD) on this cloud; `None` when it cannot host it.
+    pub monthly: Option<f64>,
+    /// What this cloud lacks (a region, size or image), when it cannot host the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
 /// The compiled stack.
 #[derive(Debug, Clone)]
 pub struct Graph {
@@ -77,6 +103,9 @@ pub struct Graph {
     pub hash: ContentHash,
     /// The stack's `providers` settings (JSON; null when absent).
     pub provider_settings: Value,
+    /// How `'cheapest` placed each group that asked for it (not part of the hash: the
+    /// placement itself is, through each resource's provider).
+    pub placements: Vec<Placement>,
 }
 
 /// A graph without its petgraph index: what the evaluation cache stores.
@@ -87,6 +116,8 @@ pub struct GraphDoc {
     pub edges: Vec<Edge>,
     pub hash: ContentHash,
     pub provider_settings: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<Placement>,
 }
 
 impl From<GraphDoc> for Graph {
@@ -114,6 +145,7 @@ impl From<GraphDoc> for Graph {
             graph,
             hash: d.hash,
             provider_settings: d.provider_settings,
+            placements: d.placements,
         }
     }
 }

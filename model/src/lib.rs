@@ -10,6 +10,7 @@ pub mod diagnostic;
 pub mod graph;
 pub mod hash;
 pub mod kinds;
+pub mod prices;
 pub mod reference;
 pub mod state;
 

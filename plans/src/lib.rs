@@ -6,13 +6,17 @@
 //! crate does not know Nickel: whatever only plans, prices or applies links it instead of the
 //! compiler.
 
+pub mod cost;
 pub mod drift;
+pub mod findings;
 pub mod markdown;
 pub mod noop;
 pub mod plan;
 pub mod planfile;
 pub mod render;
 
+pub use cost::{PlanCost, ResourceCost, plan_cost};
+pub use findings::{Finding, Level};
 pub use drift::{Drift, DriftKind};
 pub use noop::NoopPlan;
 pub use plan::{Action, AttrChange, Desired, Plan, Prior, ResourceChange};

@@ -30,6 +30,8 @@ pub struct MarkdownOptions {
     pub context: Option<String>,
     /// The cap on the whole comment, in characters.
     pub max_chars: usize,
+    /// What the stack's policies found (a section after the cost).
+    pub findings: Vec<crate::findings::Finding>,
 }
 
 impl MarkdownOptions {
@@ -48,6 +50,7 @@ impl MarkdownOptions {
             title: format!("Chimera plan for stack `{stack}`"),
             context: Some(context),
             max_chars: DEFAULT_MAX_CHARS,
+            findings: Vec::new(),
         }
     }
 }
@@ -331,6 +334,18 @@ pub fn plan_markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
         );
         return cap(head, opts.max_chars);
     }
+    let priced = crate::cost::plan_cost(plan);
+    head.push_str(&cost_section(&priced));
+    if !plan.placements.is_empty() {
+        let body = crate::render::placements_text(&plan.placements);
+        let f = fence(&body);
+        let _ = writeln!(
+            head,
+            "<details><summary>How <code>'cheapest</code> placed {} groups</summary>\n\n{f}text\n{body}{f}\n\n</details>\n",
+            plan.placements.len()
+        );
+    }
+    head.push_str(&policy_section(&opts.findings));
     let _ = writeln!(head, "**{}**\n", crate::render::summary_line(plan));
     head.push_str(&table(plan));
     head.push('\n');
@@ -377,6 +392,119 @@ pub fn plan_markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
         );
     }
     cap(out, opts.max_chars)
+}
+
+/// Cost rows shown in the comment's table; the rest are counted.
+pub const COST_ROWS: usize = 40;
+
+/// "Monthly cost will increase by $X (+Y%)", as Infracost's comment starts, then the price of
+/// each resource the plan changes.
+fn cost_section(c: &crate::cost::PlanCost) -> String {
+    use crate::cost::{money, percent, price_text, signed_money};
+    let mut out = String::new();
+    let headline = if c.delta > 0.004 {
+        format!(
+            "Monthly cost will increase by {}{}",
+            money(c.delta),
+            percent(c.delta_percent)
+        )
+    } else if c.delta < -0.004 {
+        format!(
+            "Monthly cost will decrease by {}{}",
+            money(-c.delta),
+            percent(c.delta_percent)
+        )
+    } else {
+        "Monthly cost will not change".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "**{headline}**: {} → {} per month.\n",
+        money(c.monthly_before),
+        money(c.monthly_after)
+    );
+    let rows: Vec<&crate::cost::ResourceCost> = c.changed().collect();
+    if !rows.is_empty() {
+        out.push_str("| resource | action | provider | type | region | before | after | change |\n|---|---|---|---|---|---:|---:|---:|\n");
+        for r in rows.iter().take(COST_ROWS) {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                html(&r.address.to_string()),
+                r.action.verb(),
+                r.provider,
+                r.native_type.as_deref().map(html).unwrap_or_else(|| "·".into()),
+                html(&r.native_region),
+                price_text(r.monthly_before),
+                price_text(r.monthly_after),
+                r.delta().map(signed_money).unwrap_or_else(|| "?".into()),
+            );
+        }
+        if rows.len() > COST_ROWS {
+            let _ = writeln!(
+                out,
+                "\n_{} more resources change in price; `chimera plan` lists them all._",
+                rows.len() - COST_ROWS
+            );
+        }
+        out.push('\n');
+    }
+    if c.by_provider.len() > 1 {
+        let parts: Vec<String> = c
+            .by_provider
+            .iter()
+            .map(|(p, s)| {
+                let free = if *p == ProviderName::Local { " (simulated, free)" } else { "" };
+                format!("{p} {}{free}", money(s.monthly_after))
+            })
+            .collect();
+        let _ = writeln!(out, "By provider after the plan: {}.\n", parts.join(" · "));
+    }
+    if !c.unpriced.is_empty() {
+        let names: Vec<String> = c.unpriced.iter().take(10).map(|a| format!("`{a}`")).collect();
+        let _ = writeln!(
+            out,
+            "_Not priced (not in the price catalog, left out of the totals): {}{}._\n",
+            names.join(", "),
+            if c.unpriced.len() > 10 { ", …" } else { "" }
+        );
+    }
+    out
+}
+
+/// The policy section: denies block the apply, warnings do not.
+fn policy_section(findings: &[crate::findings::Finding]) -> String {
+    use crate::findings::{Level, counts, sorted};
+    if findings.is_empty() {
+        return String::new();
+    }
+    let (deny, warn) = counts(findings);
+    let mut out = String::new();
+    if deny > 0 {
+        let _ = writeln!(
+            out,
+            "> [!CAUTION]\n> **Policy: {deny} denied** ({warn} warnings). `chimera apply` will refuse this plan until they are fixed.\n"
+        );
+    } else {
+        let _ = writeln!(out, "**Policy: {warn} warnings** (nothing denied).\n");
+    }
+    out.push_str("| | resource | rule | message | policy |\n|---|---|---|---|---|\n");
+    for f in sorted(findings).into_iter().take(COST_ROWS) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{}` | {} | `{}` |",
+            if f.level == Level::Deny { "❌ deny" } else { "⚠️ warn" },
+            f.address.as_deref().map(|a| format!("`{}`", html(a))).unwrap_or_else(|| "plan".into()),
+            html(&f.rule),
+            html(&f.message).replace('|', "\\|").replace('\n', " "),
+            html(&f.location()),
+        );
+    }
+    if findings.len() > COST_ROWS {
+        let _ = writeln!(out, "\n_{} more findings; `chimera plan` lists them all._", findings.len() - COST_ROWS);
+    }
+    out.push('\n');
+    out
 }
 
 /// A memoized no-op plan, as [`plan_markdown`] shows a plan without changes.

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use chimera_model::graph::{Graph, Lifecycle, REDACTED, Resource};
 
 /// Version of the plan document (docs/json.md).
-pub const PLAN_FORMAT: u32 = 1;
+pub const PLAN_FORMAT: u32 = 2;
 
 /// Shown for a value that only exists once a dependency has been applied.
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
@@ -121,6 +121,9 @@ pub struct Plan {
     /// changes; the changes already account for it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<crate::drift::Drift>,
+    /// How `'cheapest` placed each group that asked for it, with the candidates' prices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<chimera_model::graph::Placement>,
 }
 
 impl Plan {
@@ -343,6 +346,7 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
     plan.provider_settings = desired
         .map(|g| g.provider_settings.clone())
         .unwrap_or(Value::Null);
+    plan.placements = desired.map(|g| g.placements.clone()).unwrap_or_default();
     Ok(plan)
 }
 
@@ -373,6 +377,7 @@ pub fn plan_owned(desired: Graph, prior: &Prior) -> Result<Plan, Vec<Diagnostic>
         resources,
         hash,
         provider_settings,
+        placements,
         ..
     } = desired;
     let mut slots: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
@@ -387,6 +392,7 @@ pub fn plan_owned(desired: Graph, prior: &Prior) -> Result<Plan, Vec<Diagnostic>
     drop(slots);
     let mut plan = plan_targets(targets, &stack, prior, hash, false)?;
     plan.provider_settings = provider_settings;
+    plan.placements = placements;
     Ok(plan)
 }
 
@@ -592,6 +598,7 @@ pub fn plan_targets(
         changes: changes.into_values().collect(),
         provider_settings: Value::Null,
         drift: Vec::new(),
+        placements: Vec::new(),
     })
 }
 

@@ -2,6 +2,7 @@
 
 mod apply;
 mod check;
+mod cost;
 mod ctx;
 mod destroy;
 mod eval;
@@ -86,6 +87,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Show what applying the stack would change; `--out FILE` saves the plan.
     Plan(plan::PlanArgs),
+    /// What the stack costs per month once applied: by provider, kind and region, with how
+    /// `'cheapest` placed each group and where the prices come from.
+    Cost(cost::CostArgs),
     /// The desired-state change between a git ref and the working tree (no state needed): the
     /// review view of a pull request.
     Preview(preview::PreviewArgs),
@@ -121,6 +125,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Graph(args) => graph::run(&cli.global, args),
         Command::Eval(args) => eval::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Cost(args) => cost::run(&cli.global, args),
         Command::Preview(args) => preview::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
         Command::Destroy(args) => destroy::run(&cli.global, args),

@@ -63,6 +63,7 @@ pub fn run(global: &Global, args: &PreviewArgs) -> ExitStatus {
                     "Desired-state changes from `{base}` (`{short}`) to this change; no state was read, so outputs of existing resources show as references."
                 )),
                 max_chars: markdown::DEFAULT_MAX_CHARS,
+                findings: Vec::new(),
             };
             ui::print(&markdown::plan_markdown(plan, &opts));
         }

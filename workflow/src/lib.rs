@@ -15,6 +15,7 @@
 
 mod apply;
 mod check;
+mod cost;
 mod error;
 mod inspect;
 mod local;
@@ -28,6 +29,7 @@ pub mod test;
 
 pub use apply::{Applied, ApplyRequest, apply_file, read_plan_file, write_plan_file};
 pub use check::Checked;
+pub use cost::StackCost;
 pub use error::{Error, ErrorKind};
 pub use inspect::Pulled;
 pub use local::LocalChange;
