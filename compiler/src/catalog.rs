@@ -1,9 +1,11 @@
-//! The stdlib's dated catalog, as typed data for lowering: regions, sizes, images, volume types
-//! and prices per provider.
+//! The stdlib's dated catalog, as typed data for lowering: regions, sizes, images, instance and
+//! volume types per provider. What they cost per native region is [`crate::prices`].
 
 use std::collections::BTreeMap;
 
 use chimera_model::ProviderName;
+
+use crate::prices::prices;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -11,14 +13,12 @@ use serde_json::Value;
 pub struct InstanceType {
     pub cpu: f64,
     pub memory_gib: f64,
-    pub hourly: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DiskType {
     #[serde(rename = "type")]
     pub native: String,
-    pub gib_month: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,20 +57,32 @@ impl Catalog {
         self.instance_types.get(p.as_str())?.get(ty)
     }
 
-    /// The cheapest instance type with at least `cpu` vCPUs and `memory_gib` GiB.
-    pub fn fit_instance_type(&self, p: ProviderName, cpu: f64, memory_gib: f64) -> Option<&str> {
+    /// The cheapest instance type in `native_region` with at least `cpu` vCPUs and `memory_gib`
+    /// GiB (ties: fewer vCPUs, less memory, then by name). Types without a price there rank
+    /// after every priced one, so an unpriced region still gets the smallest type that fits.
+    pub fn fit_instance_type(
+        &self,
+        p: ProviderName,
+        native_region: &str,
+        cpu: f64,
+        memory_gib: f64,
+    ) -> Option<&str> {
+        let price = |ty: &str| prices().instance_hourly(p, native_region, ty);
         self.instance_types
             .get(p.as_str())?
             .iter()
             .filter(|(_, t)| t.cpu >= cpu && t.memory_gib >= memory_gib)
+            .map(|(name, t)| (name, t, price(name)))
             .min_by(|a, b| {
-                a.1.hourly
-                    .total_cmp(&b.1.hourly)
+                let key = |h: Option<f64>| (h.is_none(), h.unwrap_or(0.0));
+                let ((an, ah), (bn, bh)) = (key(a.2), key(b.2));
+                an.cmp(&bn)
+                    .then(ah.total_cmp(&bh))
                     .then(a.1.cpu.total_cmp(&b.1.cpu))
                     .then(a.1.memory_gib.total_cmp(&b.1.memory_gib))
                     .then(a.0.cmp(b.0))
             })
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _, _)| name.as_str())
     }
 
     pub fn image(&self, family: &str, p: ProviderName) -> Option<&Value> {

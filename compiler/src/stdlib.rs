@@ -28,11 +28,13 @@ pub fn display_name(name: &str) -> String {
     }
 }
 
-/// A digest of the embedded stdlib sources, for cache keys.
+/// A digest of the embedded stdlib sources and the price catalog (`stdlib/prices.json`: a price
+/// change can move a `'cheapest` placement and changes every `monthly_cost`), for cache keys.
 pub fn digest() -> String {
     let mut h = blake3::Hasher::new();
     h.update(VERSION.as_bytes());
-    for (name, text) in FILES {
+    let prices = ("prices.json", crate::prices::JSON);
+    for (name, text) in FILES.iter().chain([&prices]) {
         h.update(name.as_bytes());
         h.update(&(text.len() as u64).to_le_bytes());
         h.update(text.as_bytes());
