@@ -23,6 +23,9 @@ pub struct PlanFile {
     pub plan: Plan,
     pub state_url: String,
     pub local_cloud: String,
+    /// The policy directory the plan must pass when it is applied (the stack's `policies/`,
+    /// whether or not it existed when the plan was made); empty: none.
+    pub policies: String,
 }
 
 impl PlanFile {
@@ -30,20 +33,26 @@ impl PlanFile {
         let mut h = Hasher::new();
         h.part(b"chimera-plan-file-v1")
             .part(self.state_url.as_bytes())
-            .part(self.local_cloud.as_bytes())
-            .part(&self.plan.digest().0);
+            .part(self.local_cloud.as_bytes());
+        if !self.policies.is_empty() {
+            h.part(b"policies").part(self.policies.as_bytes());
+        }
+        h.part(&self.plan.digest().0);
         h.finish().to_hex()
     }
 
     /// Writes the plan file atomically (temporary file, then rename).
     pub fn write(&self, path: &Path) -> Result<(), String> {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "chimera_plan_file": PLAN_FILE_VERSION,
             "state_url": self.state_url,
             "local_cloud": self.local_cloud,
             "integrity": self.integrity(),
             "plan": self.plan,
         });
+        if !self.policies.is_empty() {
+            doc["policies"] = Value::String(self.policies.clone());
+        }
         let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         let tmp = path.with_extension("tmp-plan");
         std::fs::write(&tmp, text).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
@@ -84,6 +93,11 @@ impl PlanFile {
             plan,
             state_url: get("state_url")?,
             local_cloud: get("local_cloud")?,
+            policies: doc
+                .get("policies")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         };
         if file.integrity() != get("integrity")? {
             return Err(bad(

@@ -216,8 +216,14 @@ pub fn plan_text_titled(plan: &Plan, color: bool, title: &str, unchanged: &str) 
 /// be priced.
 pub fn cost_text(c: &PlanCost, st_color: &impl CostStyle) -> String {
     let mut out = String::new();
-    let line = if c.delta.abs() < 0.005 {
-        format!("Monthly cost: {} (unchanged)", money(c.monthly_after))
+    let only_local = c.by_provider.keys().all(|p| *p == chimera_model::ProviderName::Local);
+    let line = if only_local {
+        format!(
+            "Monthly cost: {} (everything is on `local`, the free simulator)",
+            money(c.monthly_after)
+        )
+    } else if c.delta.abs() < 0.005 {
+        format!("Monthly cost: {} (unchanged by this plan)", money(c.monthly_after))
     } else {
         format!(
             "Monthly cost: {} -> {} ({}{})",

@@ -107,6 +107,19 @@ pub fn conclude(
     if let Some(s) = stack {
         ctx::warnings(global, s);
     }
+    let warned: Vec<chimera_model::Diagnostic> = applied
+        .findings
+        .iter()
+        .map(chimera_workflow::policy::warning)
+        .collect();
+    if !warned.is_empty() {
+        ui::emit_diagnostics(
+            &warned,
+            &chimera_model::SourceMap::default(),
+            global.error_format,
+            global.color,
+        );
+    }
     let rec = &applied.recovery;
     if !rec.adopted.is_empty() || !rec.abandoned.is_empty() {
         eprintln!(

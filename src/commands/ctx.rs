@@ -28,6 +28,7 @@ pub fn settings(global: &Global, state: Option<&StateArgs>) -> Settings {
             .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
             .collect(),
         eval: global.eval_options(),
+        policy: global.policy_options(),
         cache_build: (!global.no_cache).then(super::build_id),
         actor: actor(),
         cwd: std::env::current_dir().ok(),

@@ -15,6 +15,7 @@ mod local;
 mod migrate;
 mod orphans;
 mod plan;
+mod policy;
 mod preview;
 mod refresh;
 mod rollback;
@@ -60,6 +61,12 @@ pub struct Global {
     /// Evaluate even when `.chimera/cache` holds a valid result (and do not update it).
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Read Rego policies as Rego v0 (older conftest policies); Rego v1 otherwise.
+    #[arg(long, global = true)]
+    pub rego_v0: bool,
+    /// Abandon policy evaluation after this many seconds (a loop becomes a diagnostic).
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
+    pub policy_timeout: f64,
 }
 
 impl Global {
@@ -73,6 +80,14 @@ impl Global {
         }
         opts
     }
+
+    pub fn policy_options(&self) -> chimera_policy::PolicyOptions {
+        chimera_policy::PolicyOptions {
+            rego_v0: self.rego_v0,
+            timeout: Duration::from_secs_f64(self.policy_timeout.max(0.001)),
+            ..chimera_policy::PolicyOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +96,9 @@ pub enum Command {
     Init(init::InitArgs),
     /// Check a stack: evaluate, validate and build its graph; print diagnostics.
     Check(check::CheckArgs),
+    /// Policies as code (`policies/` beside the stack): run their unit tests.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// Print the resource graph (dot, mermaid or json).
     Graph(graph::GraphArgs),
     /// Print the lowered resources as JSON.
@@ -126,6 +144,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Eval(args) => eval::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Cost(args) => cost::run(&cli.global, args),
+        Command::Policy(args) => policy::run(&cli.global, args),
         Command::Preview(args) => preview::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
         Command::Destroy(args) => destroy::run(&cli.global, args),

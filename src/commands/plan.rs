@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use chimera_plans::findings::{self, Finding};
 use chimera_plans::{markdown, render};
 use chimera_workflow::{PlanOptions, Planned};
 use clap::{Args, ValueEnum};
@@ -40,22 +41,42 @@ pub struct PlanArgs {
     pub destroy: bool,
 }
 
-/// A plan rendered in `format`.
-pub fn render_plan(global: &Global, planned: &Planned, format: PlanFormat) -> String {
+/// A plan rendered in `format`, with what the policies found.
+pub fn render_plan(
+    global: &Global,
+    planned: &Planned,
+    format: PlanFormat,
+    found: &[Finding],
+) -> String {
     match (format, planned) {
-        (PlanFormat::Text, Planned::Full(f)) => render::plan_text(&f.plan, stdout_color(global)),
+        (PlanFormat::Text, Planned::Full(f)) => {
+            let mut s = render::plan_text(&f.plan, stdout_color(global));
+            if !found.is_empty() {
+                s.push('\n');
+                s.push_str(&findings::findings_text(found));
+            }
+            s
+        }
         (PlanFormat::Text, Planned::Unchanged(n)) => render::noop_text(n),
         (PlanFormat::Json, _) => {
-            let doc = match planned {
+            let mut doc = match planned {
                 Planned::Full(f) => render::plan_json(&f.plan),
                 Planned::Unchanged(n) => render::noop_json(n),
             };
+            let (deny, warn) = findings::counts(found);
+            doc["policy"] = serde_json::json!({
+                "denied": deny,
+                "warnings": warn,
+                "findings": found,
+            });
             let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
             s.push('\n');
             s
         }
         (PlanFormat::Markdown, Planned::Full(f)) => {
-            markdown::plan_markdown(&f.plan, &markdown::MarkdownOptions::for_plan(&f.plan))
+            let mut opts = markdown::MarkdownOptions::for_plan(&f.plan);
+            opts.findings = found.to_vec();
+            markdown::plan_markdown(&f.plan, &opts)
         }
         (PlanFormat::Markdown, Planned::Unchanged(n)) => markdown::noop_markdown(
             n,
@@ -85,7 +106,18 @@ pub fn run(global: &Global, args: &PlanArgs) -> ExitStatus {
     if let Planned::Unchanged(_) = &planned {
         ctx::trace("cache: plan memo hit");
     }
-    ui::print(&render_plan(global, &planned, args.format));
+    // Policies judge what would change; an unchanged stack has nothing to judge.
+    let found = match &planned {
+        Planned::Full(f) if f.plan.has_changes() => match stack.check_policies(&f.plan) {
+            Ok(found) => found,
+            Err(e) => {
+                ctx::report(global, Some(&mut stack), &e);
+                return ExitStatus::Failure;
+            }
+        },
+        _ => Vec::new(),
+    };
+    ui::print(&render_plan(global, &planned, args.format, &found));
     if let Some(out) = &args.out {
         // A plan made for --out is never a memo (`memo: false` above).
         let written = match &planned {
@@ -109,7 +141,14 @@ pub fn run(global: &Global, args: &PlanArgs) -> ExitStatus {
             out.display()
         );
     }
-    if args.detailed_exitcode && planned.has_changes() {
+    let (denied, _) = findings::counts(&found);
+    if denied > 0 {
+        eprintln!(
+            "{denied} policy violation{} (listed above): `chimera apply` will refuse this plan.",
+            if denied == 1 { "" } else { "s" }
+        );
+        ExitStatus::Failure
+    } else if args.detailed_exitcode && planned.has_changes() {
         ExitStatus::Changes
     } else {
         ExitStatus::Success

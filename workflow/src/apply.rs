@@ -8,7 +8,10 @@ use chimera_model::{ContentHash, Diagnostic, SourceMap, codes};
 use chimera_plans::PlanFile;
 use chimera_plans::plan::{self, Plan, Prior};
 
+use chimera_plans::findings::Finding;
+
 use crate::error::{Error, ErrorKind};
+use crate::policy;
 use crate::settings::Settings;
 use crate::stack::{Stack, build_providers};
 
@@ -45,6 +48,8 @@ pub struct Applied {
     pub recovery: Recovery,
     /// The engine's report; `None` when the plan had no changes.
     pub report: Option<ApplyReport>,
+    /// What the policies found (only warnings: a deny refuses the apply).
+    pub findings: Vec<Finding>,
 }
 
 impl Applied {
@@ -176,11 +181,13 @@ impl Stack {
         req: &ApplyRequest,
         review: impl FnOnce(&Plan) -> bool,
     ) -> Result<Applied, Error> {
+        let findings = policy_gate(&plan, &self.policy_dir(), &self.settings)?;
         if !reviewed(&plan, review)? {
             return Ok(Applied {
                 plan,
                 recovery,
                 report: None,
+                findings,
             });
         }
         let opts = engine_options(&self.settings, req);
@@ -190,7 +197,26 @@ impl Stack {
             plan,
             recovery,
             report: Some(report),
+            findings,
         })
+    }
+}
+
+/// Evaluates the policies of `dir` over a plan about to be applied: a deny refuses it (before
+/// it is shown for review, so nothing is changed and no generation is opened); warnings are
+/// returned.
+fn policy_gate(
+    plan: &Plan,
+    dir: &std::path::Path,
+    settings: &Settings,
+) -> Result<Vec<Finding>, Error> {
+    if !plan.has_changes() {
+        return Ok(Vec::new());
+    }
+    let findings = policy::evaluate(dir, plan, &settings.policy)?;
+    match policy::refusal(&findings) {
+        Some(e) => Err(e),
+        None => Ok(findings),
     }
 }
 
@@ -206,13 +232,22 @@ pub async fn apply_file(
         plan,
         state_url,
         local_cloud,
+        policies,
     } = file;
     let recovery = Recovery::default();
+    // The policies as they are now, not as they were when the plan was made: a plan saved
+    // before a rule was added must pass it too.
+    let findings = if policies.is_empty() {
+        Vec::new()
+    } else {
+        policy_gate(&plan, std::path::Path::new(&policies), settings)?
+    };
     if !reviewed(&plan, review)? {
         return Ok(Applied {
             plan,
             recovery,
             report: None,
+            findings,
         });
     }
     let url = settings.state_url.clone().unwrap_or(state_url);
@@ -229,6 +264,7 @@ pub async fn apply_file(
         plan,
         recovery,
         report: Some(report),
+        findings,
     })
 }
 

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Input,
     /// Writing a file (a plan, a snapshot) failed.
     Io,
+    /// A policy denies the plan, or a policy is broken (does not parse, fails, exceeds its
+    /// limits).
+    Policy,
 }
 
 /// A failed workflow call.

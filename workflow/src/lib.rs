@@ -22,6 +22,7 @@ mod local;
 pub mod migrate;
 mod observe;
 mod plan;
+pub mod policy;
 pub mod preview;
 mod settings;
 mod stack;

@@ -107,6 +107,7 @@ impl Stack {
             plan,
             state_url: self.state_url(),
             local_cloud: self.local_cloud_path().display().to_string(),
+            policies: self.policy_dir().display().to_string(),
         }
     }
 

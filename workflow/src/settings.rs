@@ -18,6 +18,8 @@ pub struct Settings {
     pub provider_env: BTreeMap<String, String>,
     /// Evaluation limits.
     pub eval: EvalOptions,
+    /// Policy dialect and limits.
+    pub policy: chimera_policy::PolicyOptions,
     /// The evaluation cache's build id (a rebuilt binary never trusts an older one's
     /// entries); `None` disables the cache (`--no-cache`).
     pub cache_build: Option<String>,
@@ -35,6 +37,7 @@ impl Default for Settings {
             local_cloud: None,
             provider_env: BTreeMap::new(),
             eval: EvalOptions::default(),
+            policy: chimera_policy::PolicyOptions::default(),
             cache_build: None,
             actor: "chimera".into(),
             cwd: None,
