@@ -24,7 +24,7 @@ Sources:
          on-demand terms of Linux, shared tenancy, no pre-installed software, capacitystatus Used;
          EBS storage (productFamily Storage) by volumeApiName, USD per GB-month. An offer file is
          hundreds of MB: products and terms that are not wanted are dropped while parsing, but
-         the text itself is held in memory once (expect ~1-2 GB of RAM for us-east-1).
+         the text is read whole (expect memory of a few times the file's size).
   azure  Azure Retail Prices API (https://prices.azure.com/api/retail/prices), `$filter` on
          serviceName, armRegionName, priceType Consumption and the SKUs; items of type
          Consumption only, skipping Spot, Low Priority and Windows; NextPageLink is followed.
