@@ -1,0 +1,112 @@
+//! Time and memory limits for a policy evaluation: a worker thread and a watchdog.
+//!
+//! Nickel cannot be interrupted, and a Rego builtin (e.g. `numbers.range`) runs to its end
+//! before regorus's own timer is checked again, so every evaluation runs on a worker thread
+//! that the caller waits for: past the deadline, or when the process's resident memory passes
+//! the limit, the caller gets [`Breach`] and abandons the worker (as the compiler does; a caller
+//! that hits a limit should exit the process soon). Rego also runs under regorus's cooperative
+//! timer, which stops the worker itself in loops and recursion.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Why a worker was abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Breach {
+    Time,
+    Memory,
+    /// The worker panicked (a bug in Chimera, regorus or Nickel).
+    Crashed,
+    /// The system refused a thread.
+    NoThread,
+}
+
+/// Runs `f` on a worker thread with a large stack (deep recursion in the parsers and
+/// evaluators), waiting at most until `deadline` and while the process's resident memory stays
+/// under `memory_limit`.
+pub(crate) fn run<R: Send + 'static>(
+    name: &str,
+    deadline: Instant,
+    memory_limit: Option<u64>,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Breach> {
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if spawned.is_err() {
+        return Err(Breach::NoThread);
+    }
+    loop {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(10));
+        match rx.recv_timeout(wait) {
+            Ok(out) => return Ok(out),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Breach::Crashed),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Breach::Time);
+        }
+        if let (Some(limit), Some(rss)) = (memory_limit, resident_bytes())
+            && rss > limit
+        {
+            return Err(Breach::Memory);
+        }
+    }
+}
+
+/// Resident memory of this process.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Three quarters of physical memory, or 8 GiB when that cannot be read (the compiler's
+/// default for Nickel evaluation).
+pub fn default_memory_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024);
+    total.map(|t| t / 4 * 3).unwrap_or(8 << 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_finishes_returns_its_value() {
+        let out = run("t", Instant::now() + Duration::from_secs(5), None, || 42);
+        assert_eq!(out, Ok(42));
+    }
+
+    #[test]
+    fn a_worker_past_the_deadline_is_abandoned() {
+        let start = Instant::now();
+        let out = run("t", start + Duration::from_millis(50), None, || {
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        assert_eq!(out, Err(Breach::Time));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_panicking_worker_is_a_crash() {
+        let out: Result<(), _> = run("t", Instant::now() + Duration::from_secs(5), None, || {
+            panic!("boom")
+        });
+        assert_eq!(out, Err(Breach::Crashed));
+    }
+}
