@@ -25,9 +25,12 @@ pub struct ResourceCost {
     pub provider: ProviderName,
     pub region: String,
     pub native_region: String,
-    /// The instance or disk type priced, if any.
+    /// The instance or disk type priced after the plan (before it, for a delete), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub native_type: Option<String>,
+    /// The type state records, when it differs from `native_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_type_before: Option<String>,
     pub monthly_before: Option<f64>,
     pub monthly_after: Option<f64>,
 }
@@ -40,6 +43,21 @@ impl ResourceCost {
 
     fn unpriced(&self) -> bool {
         self.monthly_before.is_none() || self.monthly_after.is_none()
+    }
+
+    /// The type the catalog could not price: `aws x9.mega in us-east-1`.
+    pub fn unpriced_type(&self) -> String {
+        let ty = if self.monthly_before.is_none() {
+            self.native_type_before.as_ref().or(self.native_type.as_ref())
+        } else {
+            self.native_type.as_ref()
+        };
+        format!(
+            "{} {} in {}",
+            self.provider,
+            ty.map(String::as_str).unwrap_or("?"),
+            self.native_region
+        )
     }
 }
 
@@ -92,13 +110,18 @@ pub fn resource_cost(c: &ResourceChange) -> Option<ResourceCost> {
         (None, None) => return None,
     };
     let price = prices();
+    let ty = native_type(kind, attrs);
+    let ty_before = before
+        .and_then(|p| native_type(kind, &p.attrs))
+        .filter(|b| Some(b) != ty.as_ref());
     Some(ResourceCost {
         address: c.address.clone(),
         action: c.action,
         provider,
         region: region.clone(),
         native_region: native_region.clone(),
-        native_type: native_type(kind, attrs),
+        native_type: ty,
+        native_type_before: ty_before,
         monthly_before: match before {
             Some(p) => price.monthly_attrs(p.provider, &p.native_region, kind, &p.attrs),
             None => Some(0.0),
@@ -251,6 +274,7 @@ pub fn graph_cost(graph: &chimera_model::graph::Graph) -> PlanCost {
                     region: r.region.clone(),
                     native_region: r.native_region.clone(),
                     native_type: native_type(r.address.kind, &r.attrs),
+                    native_type_before: None,
                     monthly_before: m,
                     monthly_after: m,
                 }

@@ -402,6 +402,13 @@ pub const COST_ROWS: usize = 40;
 fn cost_section(c: &crate::cost::PlanCost) -> String {
     use crate::cost::{money, percent, price_text, signed_money};
     let mut out = String::new();
+    if c.by_provider.keys().all(|p| *p == ProviderName::Local) {
+        let _ = writeln!(
+            out,
+            "**Monthly cost: $0.00**: everything is on `local`, the free simulator.\n"
+        );
+        return out;
+    }
     let headline = if c.delta > 0.004 {
         format!(
             "Monthly cost will increase by {}{}",

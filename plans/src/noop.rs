@@ -18,6 +18,12 @@ pub struct NoopPlan {
     pub provider_settings: Value,
     /// Every resource of the stack, in address order.
     pub addresses: Vec<Address>,
+    /// What the stack costs (the plan JSON's `cost`), priced when the memo was made.
+    #[serde(default)]
+    pub cost: Value,
+    /// How `'cheapest` placed the stack's groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<chimera_model::graph::Placement>,
 }
 
 impl NoopPlan {
@@ -33,6 +39,8 @@ impl NoopPlan {
             desired_hash: plan.desired_hash,
             provider_settings: plan.provider_settings.clone(),
             addresses: plan.changes.iter().map(|c| c.address.clone()).collect(),
+            cost: crate::cost::plan_cost(plan).to_json(),
+            placements: plan.placements.clone(),
         })
     }
 

@@ -255,11 +255,9 @@ pub fn cost_text(c: &PlanCost, st_color: &impl CostStyle) -> String {
     for r in c.resources.iter().filter(|r| c.unpriced.contains(&r.address)) {
         let _ = writeln!(
             out,
-            "  Not priced: {} ({} {} in {}: not in the price catalog; left out of the totals)",
+            "  Not priced: {} ({}: not in the price catalog; left out of the totals)",
             r.address,
-            r.provider,
-            r.native_type.as_deref().unwrap_or("?"),
-            r.native_region
+            r.unpriced_type()
         );
     }
     out
@@ -424,14 +422,17 @@ fn change_json(c: &ResourceChange, cost: Option<&&cost::ResourceCost>) -> Value 
 
 /// A memoized no-op plan, as [`plan_json`] shows a plan without changes.
 pub fn noop_json(plan: &NoopPlan) -> Value {
-    json_head(
+    let mut doc = json_head(
         &plan.stack,
         plan.lineage.as_deref(),
         plan.prior_serial,
         plan.desired_hash,
         false,
         plan.counts(),
-    )
+    );
+    doc["cost"] = plan.cost.clone();
+    doc["placements"] = serde_json::to_value(&plan.placements).unwrap_or_default();
+    doc
 }
 
 fn json_head(
@@ -492,14 +493,7 @@ pub fn breakdown_text(stack: &str, c: &PlanCost, placements: &[Placement]) -> St
     if !unpriced.is_empty() {
         let _ = writeln!(out, "Not priced (left out of the totals):");
         for r in unpriced {
-            let _ = writeln!(
-                out,
-                "  {} ({} {} in {})",
-                r.address,
-                r.provider,
-                r.native_type.as_deref().unwrap_or("?"),
-                r.native_region
-            );
+            let _ = writeln!(out, "  {} ({})", r.address, r.unpriced_type());
         }
         out.push('\n');
     }
