@@ -98,6 +98,7 @@ registry! {
     POLICY_UNREADABLE = "E0506", "the policy directory or a policy file cannot be read";
     POLICY_RESULT = "E0507", "a policy's result has the wrong shape (a finding that is not a message or a record with one)";
     POLICY_TEST_INVALID = "E0508", "a Nickel policy test file is not a record of cases with `input`, `deny` and `warn`";
+    POLICY_RECURSION = "E0509", "a Rego function calls itself, directly or through other functions (Rego forbids recursion)";
     POLICY_DENIED = "E0510", "a policy denied the plan: apply refused, nothing was changed (the policy file and line, rule, address and message named)";
     POLICY_WARNED = "E0511", "warning: a policy warned about the plan (shown, does not block)";
 }

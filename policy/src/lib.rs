@@ -471,6 +471,15 @@ impl Policies {
                             q.line,
                             &self.opts,
                         ));
+                    } else if f.message.contains(rego::RANGE_TOO_LARGE) {
+                        diags.push(rego::error_diag(
+                            codes::POLICY_MEMORY,
+                            "policy evaluation ran out of memory",
+                            &f.message,
+                            &src.shown,
+                            q.line,
+                            "build smaller ranges; a policy over a plan rarely needs more than its resources",
+                        ));
                     } else {
                         diags.push(rego::error_diag(
                             codes::POLICY_EVAL,

@@ -33,7 +33,7 @@ pub(crate) fn run<R: Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name(name.into())
-        .stack_size(256 << 20)
+        .stack_size(1 << 30)
         .spawn(move || {
             let _ = tx.send(f());
         });

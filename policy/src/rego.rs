@@ -64,9 +64,71 @@ pub(crate) fn policy_level(name: &str) -> Option<Level> {
     }
 }
 
+/// The most numbers `numbers.range` / `numbers.range_step` may produce (160 MB of values).
+pub(crate) const MAX_RANGE: u64 = 10_000_000;
+
+/// What a too-large range's error says (how it is told apart from other errors).
+pub(crate) const RANGE_TOO_LARGE: &str =
+    "numbers, more than the 10000000 a policy may build at once";
+
+/// `numbers.range` and `numbers.range_step`, bounded. regorus reserves the whole array up
+/// front, checking neither time nor memory inside the builtin: `numbers.range(1, 1e11)` would
+/// abort the process on a failed allocation, and `numbers.range(1, 1e9)` would keep
+/// allocating gigabytes after the watchdog gave up on it. Extensions are looked up before
+/// builtins, so these replace them.
+fn range(args: &[regorus::Value], step: bool) -> anyhow::Result<regorus::Value> {
+    let name = if step {
+        "numbers.range_step"
+    } else {
+        "numbers.range"
+    };
+    let (Ok(from), Ok(to)) = (args[0].as_i64(), args[1].as_i64()) else {
+        // Not integers: undefined, as regorus's own builtin (non-strict).
+        return Ok(regorus::Value::Undefined);
+    };
+    let by = if step {
+        match args[2].as_i64() {
+            Ok(s) if s > 0 => s,
+            _ => anyhow::bail!("{name}: the step must be a positive integer"),
+        }
+    } else {
+        1
+    };
+    let count = from.abs_diff(to) / by.unsigned_abs() + 1;
+    if count > MAX_RANGE {
+        anyhow::bail!("{name} over {count} {RANGE_TOO_LARGE}");
+    }
+    let mut values = Vec::with_capacity(count as usize);
+    let mut v = i128::from(from);
+    let (end, by) = (
+        i128::from(to),
+        if to >= from {
+            i128::from(by)
+        } else {
+            -i128::from(by)
+        },
+    );
+    while (by > 0 && v <= end) || (by < 0 && v >= end) {
+        values.push(regorus::Value::from(v as i64));
+        v += by;
+    }
+    Ok(regorus::Value::from(values))
+}
+
 fn new_engine(rego_v0: bool) -> Engine {
     let mut engine = Engine::new();
     engine.set_rego_v0(rego_v0);
+    // Only fails when added twice.
+    let _ = engine.add_extension(
+        "numbers.range".into(),
+        2,
+        Box::new(|args: Vec<regorus::Value>| range(&args, false)),
+    );
+    let _ = engine.add_extension(
+        "numbers.range_step".into(),
+        3,
+        Box::new(|args: Vec<regorus::Value>| range(&args, true)),
+    );
     engine
 }
 
@@ -146,6 +208,114 @@ struct Parsed {
     heads: Vec<(usize, String, usize)>,
     /// Policy rule names with a `default` (queried whole).
     defaults: BTreeSet<String>,
+    /// Every function definition: name, the byte range of its text, its head's offset, line
+    /// and column.
+    functions: Vec<Function>,
+}
+
+struct Function {
+    name: String,
+    text: std::ops::Range<usize>,
+    head: usize,
+    line: usize,
+    col: usize,
+}
+
+fn function_head<'t>(text: &'t str, rule: &Rule) -> Option<(usize, &'t str)> {
+    let Rule::Spec {
+        head: RuleHead::Func { refr, .. },
+        ..
+    } = rule
+    else {
+        return None;
+    };
+    let start = refr.span().start as usize;
+    ident_at(text, start).map(|n| (start, n))
+}
+
+/// The dotted reference an identifier at `offset` is the last part of (`data.chimera.` for
+/// `data.chimera.f`), or "".
+fn dotted_prefix(text: &str, offset: usize) -> &str {
+    let bytes = text.as_bytes();
+    let mut start = offset;
+    while start > 0 && bytes[start - 1] == b'.' {
+        let mut i = start - 1;
+        while i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_') {
+            i -= 1;
+        }
+        if i == start - 1 {
+            break;
+        }
+        start = i;
+    }
+    &text[start..offset]
+}
+
+/// Rego forbids recursion (OPA refuses it when compiling); regorus would recurse until the
+/// thread's stack overflows, which aborts the process. Finds every function that calls
+/// itself, directly or through other functions of its package.
+fn recursion(sources: &[Source], files: &[usize], parsed: &[Parsed]) -> Vec<Diagnostic> {
+    // (package, function) -> the functions it calls, and where it is first defined.
+    let mut calls: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut first: BTreeMap<(String, String), (usize, usize, usize)> = BTreeMap::new();
+    for (&i, p) in files.iter().zip(parsed) {
+        for f in &p.functions {
+            calls
+                .entry((p.package.clone(), f.name.clone()))
+                .or_default();
+            first
+                .entry((p.package.clone(), f.name.clone()))
+                .or_insert((i, f.line, f.col));
+        }
+    }
+    let local = |p: &Parsed, prefix: &str| prefix.is_empty() || prefix == format!("{}.", p.package);
+    for (&i, p) in files.iter().zip(parsed) {
+        let text = &sources[i].text;
+        for f in &p.functions {
+            let body = &text[f.text.clone()];
+            for (offset, id) in identifiers(body) {
+                let at = f.text.start + offset;
+                let called = text[at + id.len()..].trim_start().starts_with('(');
+                if at == f.head || !called || !local(p, dotted_prefix(text, at)) {
+                    continue;
+                }
+                if calls.contains_key(&(p.package.clone(), id.to_string())) {
+                    calls
+                        .entry((p.package.clone(), f.name.clone()))
+                        .or_default()
+                        .insert(id.to_string());
+                }
+            }
+        }
+    }
+    let mut diags = Vec::new();
+    for ((package, name), &(file, line, col)) in &first {
+        // Can `name` reach itself?
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&String> = calls[&(package.clone(), name.clone())].iter().collect();
+        let mut found = false;
+        while let Some(next) = todo.pop() {
+            if next == name {
+                found = true;
+                break;
+            }
+            if seen.insert(next.clone())
+                && let Some(more) = calls.get(&(package.clone(), next.clone()))
+            {
+                todo.extend(more.iter());
+            }
+        }
+        if found {
+            diags.push(
+                Diagnostic::error(codes::POLICY_RECURSION, "recursive Rego function")
+                    .detail(format!(
+                        "`{name}` calls itself, directly or through other functions, and Rego forbids recursion (OPA refuses it too); iterate with a comprehension or `some`, or walk nested data with `walk`"
+                    ))
+                    .at(Some(location(&sources[file].shown, line, col))),
+            );
+        }
+    }
+    diags
 }
 
 /// Parses `sources[i]` for every index in `files`; checks packages unless `tests` (test files
@@ -199,7 +369,25 @@ fn parse(
         }
         let mut heads = Vec::new();
         let mut defaults = BTreeSet::new();
+        let mut functions = Vec::new();
         for rule in &module.policy {
+            if let Some((head, name)) = function_head(text, rule) {
+                let span = rule.span();
+                let head_span = match rule.as_ref() {
+                    Rule::Spec {
+                        head: RuleHead::Func { refr, .. },
+                        ..
+                    } => refr.span().clone(),
+                    _ => span.clone(),
+                };
+                functions.push(Function {
+                    name: name.to_string(),
+                    text: span.start as usize..(span.end as usize).min(text.len()),
+                    head,
+                    line: head_span.line as usize,
+                    col: head_span.col as usize,
+                });
+            }
             if let Some((offset, name)) = head_name(text, rule)
                 && policy_level(name).is_some()
             {
@@ -215,7 +403,12 @@ fn parse(
             package,
             heads,
             defaults,
+            functions,
         });
+    }
+    if diags.is_empty() {
+        let indices: Vec<usize> = files.to_vec();
+        diags = recursion(sources, &indices, &out);
     }
     if diags.is_empty() {
         Ok(out)
@@ -508,6 +701,26 @@ mod tests {
         assert_eq!(policy_level("deny_"), None);
         assert_eq!(policy_level("denied"), None);
         assert_eq!(policy_level("allow"), None);
+    }
+
+    #[test]
+    fn ranges_are_bounded() {
+        let n = |i: i64| regorus::Value::from(i);
+        let nums = |v: regorus::Value| -> Vec<i64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(nums(range(&[n(1), n(4)], false).unwrap()), [1, 2, 3, 4]);
+        assert_eq!(nums(range(&[n(3), n(1)], false).unwrap()), [3, 2, 1]);
+        assert_eq!(nums(range(&[n(1), n(6), n(2)], true).unwrap()), [1, 3, 5]);
+        assert_eq!(nums(range(&[n(6), n(1), n(2)], true).unwrap()), [6, 4, 2]);
+        assert!(range(&[n(1), n(2), n(0)], true).is_err());
+        let big = range(&[n(1), n(1_000_000_000)], false).unwrap_err();
+        assert!(big.to_string().contains(RANGE_TOO_LARGE), "{big}");
+        assert!(range(&[n(i64::MIN), n(i64::MAX)], false).is_err());
     }
 
     #[test]
