@@ -1199,8 +1199,22 @@ pub fn resolve_placements(
                 for &i in members {
                     let mut scratch = Vec::new();
                     let h = headers[i].as_ref().unwrap_or_else(|| unreachable!());
-                    match lower_one(&raws[i], h, p, catalog, sources, &mut scratch) {
-                        Some(l) if scratch.is_empty() => total += l.monthly_cost,
+                    let lowered = lower_one(&raws[i], h, p, catalog, sources, &mut scratch);
+                    // An unpriced type would look free: it cannot win a price race.
+                    let priced = lowered.as_ref().and_then(|l| {
+                        chimera_model::prices::prices().monthly(p, &l.native_region, &l.spec)
+                    });
+                    match lowered {
+                        Some(l) if scratch.is_empty() && priced.is_none() => {
+                            lacks = Some(format!(
+                                "{}: no list price for {} in {}",
+                                l.address,
+                                l.spec.native_type().unwrap_or("it"),
+                                l.native_region
+                            ));
+                            break;
+                        }
+                        Some(_) if scratch.is_empty() => total += priced.unwrap_or(0.0),
                         _ => {
                             let why = scratch
                                 .iter()
