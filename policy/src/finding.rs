@@ -15,17 +15,42 @@ pub(crate) struct Origin<'a> {
 
 /// A rule's value as findings. `null`, `false`, an empty set or array: none; `true`: one,
 /// named after the rule; a string: its message; a record: `msg` or `message`, with optional
-/// `address` and `rule`; a set or array of strings and records: one each.
+/// `address` and `rule`; a set or array: each of its items, where an item may itself be an
+/// array (flattened, at any depth) or `null` (skipped). Nested arrays let a Nickel policy map
+/// every change to its findings (`[]` for none) without flattening in Nickel, which copies.
 pub(crate) fn findings(value: &Value, origin: &Origin) -> Result<Vec<Finding>, String> {
     match value {
         Value::Null | Value::Bool(false) => Ok(Vec::new()),
         Value::Bool(true) => Ok(vec![finding(origin, origin.rule.to_string(), None, None)]),
         Value::String(_) | Value::Object(_) => Ok(vec![item(value, origin)?]),
-        Value::Array(items) => items.iter().map(|i| item(i, origin)).collect(),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            flatten(items, origin, &mut out, 0)?;
+            Ok(out)
+        }
         Value::Number(n) => Err(format!(
             "the rule's value is the number {n}; a policy rule is a message, a record with `msg`, or a set of them"
         )),
     }
+}
+
+fn flatten(
+    items: &[Value],
+    origin: &Origin,
+    out: &mut Vec<Finding>,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > 64 {
+        return Err("findings are nested more than 64 arrays deep".into());
+    }
+    for i in items {
+        match i {
+            Value::Null => {}
+            Value::Array(inner) => flatten(inner, origin, out, depth + 1)?,
+            other => out.push(item(other, origin)?),
+        }
+    }
+    Ok(())
 }
 
 fn item(value: &Value, origin: &Origin) -> Result<Finding, String> {
@@ -151,6 +176,7 @@ mod tests {
         let e = findings(&json!([{"address": "x"}]), &origin()).unwrap_err();
         assert!(e.contains("add `msg`"), "{e}");
         assert!(findings(&json!([1]), &origin()).is_err());
+        assert!(findings(&json!([[[1]]]), &origin()).is_err());
         assert!(findings(&json!({"msg": 3}), &origin()).is_err());
         assert!(findings(&json!({"msg": "m", "address": 3}), &origin()).is_err());
         assert!(findings(&json!(3), &origin()).is_err());

@@ -15,6 +15,7 @@ mod limits;
 mod nickel;
 mod rego;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,7 +61,7 @@ pub enum Level {
 }
 
 /// One violation a policy reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Finding {
     pub level: Level,
     /// The finding's own `rule`, or the policy file's stem (`required_tags`), followed by the
@@ -323,6 +324,15 @@ fn library(sources: Vec<Source>, opts: &PolicyOptions) -> Result<Policies, Vec<D
     })
 }
 
+/// The Nickel policies (by position) split over the cores, round robin.
+fn nickel_groups(count: usize) -> Vec<Vec<usize>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let groups = cores.clamp(1, 4).min(count);
+    (0..groups)
+        .map(|g| (g..count).step_by(groups).collect())
+        .collect()
+}
+
 /// The finding's default rule: the file's stem, with a prefixed rule's name.
 fn rule_id(src: &Source, name: &str) -> String {
     if matches!(name, "deny" | "warn" | "violation") {
@@ -389,41 +399,99 @@ impl Policies {
         }
         let deadline = Instant::now() + self.opts.timeout;
         let input = Arc::new(input.clone());
+        // Every worker starts at once (Rego, and the Nickel policies split over the cores,
+        // each group with its own copy of the plan: Nickel values cannot be shared between
+        // threads); their results are then taken in file order.
+        let rego = self
+            .rego
+            .as_ref()
+            .filter(|lib| !lib.queries.is_empty())
+            .map(|lib| {
+                let progress = Arc::new(AtomicUsize::new(0));
+                let (worker_lib, worker_input, seen) =
+                    (lib.clone(), input.clone(), progress.clone());
+                let job = limits::spawn("policy-rego", move || {
+                    rego::evaluate(&worker_lib, &worker_input, deadline, &seen)
+                });
+                (lib, progress, job)
+            });
+        let groups = nickel_groups(self.nickel.len());
+        let nickel: Vec<_> = groups
+            .into_iter()
+            .map(|positions| {
+                let jobs: Vec<(nickel::File, nickel::Form)> = positions
+                    .iter()
+                    .map(|&p| {
+                        let (i, form) = &self.nickel[p];
+                        (self.sources[*i].nickel(), form.clone())
+                    })
+                    .collect();
+                let progress = Arc::new(AtomicUsize::new(0));
+                let (worker_input, seen) = (input.clone(), progress.clone());
+                let job = limits::spawn("policy-nickel", move || {
+                    nickel::evaluate(&jobs, &worker_input, &seen)
+                });
+                (positions, progress, job)
+            })
+            .collect();
+
         let mut findings = Vec::new();
         let mut diags = Vec::new();
-        if let Some(lib) = &self.rego {
-            self.evaluate_rego(lib, &input, deadline, &mut findings, &mut diags);
+        if let Some((lib, progress, job)) = rego {
+            // regorus's own timer stops loops at the deadline; the watchdog is the backstop.
+            let out = job.and_then(|j| {
+                j.wait(
+                    deadline + Duration::from_millis(250),
+                    self.opts.memory_limit,
+                )
+            });
+            self.collect_rego(lib, &progress, out, &mut findings, &mut diags);
         }
-        if !self.nickel.is_empty() {
-            self.evaluate_nickel(&input, deadline, &mut findings, &mut diags);
+        let mut by_position = BTreeMap::new();
+        for (positions, progress, job) in nickel {
+            let out = job.and_then(|j| j.wait(deadline, self.opts.memory_limit));
+            match out {
+                Ok(results) => by_position.extend(positions.into_iter().zip(results)),
+                Err(b) => {
+                    let p = positions[progress.load(Ordering::Relaxed).min(positions.len() - 1)];
+                    let (i, form) = &self.nickel[p];
+                    let line = match form {
+                        nickel::Form::Function { line } => line.unwrap_or(1),
+                        nickel::Form::Record { deny, warn } => {
+                            deny.flatten().or(warn.flatten()).unwrap_or(1)
+                        }
+                    };
+                    diags.push(breach_diag(
+                        b,
+                        "this Nickel policy",
+                        &self.sources[*i].shown,
+                        line,
+                        &self.opts,
+                    ));
+                }
+            }
+        }
+        for (p, result) in by_position {
+            self.collect_nickel(p, result, &mut findings, &mut diags);
         }
         if diags.is_empty() {
+            // Each finding once (a Rego set is already; a Nickel policy may repeat one).
+            let mut seen = std::collections::HashSet::new();
+            findings.retain(|f| seen.insert(f.clone()));
             Ok(findings)
         } else {
             Err(diags)
         }
     }
 
-    fn evaluate_rego(
+    fn collect_rego(
         &self,
-        lib: &Arc<rego::Library>,
-        input: &Arc<serde_json::Value>,
-        deadline: Instant,
+        lib: &rego::Library,
+        progress: &AtomicUsize,
+        out: Result<Vec<Result<serde_json::Value, rego::Failure>>, Breach>,
         findings: &mut Vec<Finding>,
         diags: &mut Vec<Diagnostic>,
     ) {
-        if lib.queries.is_empty() {
-            return;
-        }
-        let progress = Arc::new(AtomicUsize::new(0));
-        let (worker_lib, worker_input, seen) = (lib.clone(), input.clone(), progress.clone());
-        let out = limits::run(
-            "policy-rego",
-            // regorus's own timer stops loops at the deadline; the watchdog is the backstop.
-            deadline + Duration::from_millis(250),
-            self.opts.memory_limit,
-            move || rego::evaluate(&worker_lib, &worker_input, deadline, &seen),
-        );
         let results = match out {
             Ok(r) => r,
             Err(b) => {
@@ -495,80 +563,45 @@ impl Policies {
         }
     }
 
-    fn evaluate_nickel(
+    fn collect_nickel(
         &self,
-        input: &Arc<serde_json::Value>,
-        deadline: Instant,
+        position: usize,
+        result: Result<serde_json::Value, Vec<Diagnostic>>,
         findings: &mut Vec<Finding>,
         diags: &mut Vec<Diagnostic>,
     ) {
-        let jobs: Vec<(nickel::File, nickel::Form)> = self
-            .nickel
-            .iter()
-            .map(|(i, form)| (self.sources[*i].nickel(), form.clone()))
-            .collect();
-        let progress = Arc::new(AtomicUsize::new(0));
-        let (worker_input, seen) = (input.clone(), progress.clone());
-        let out = limits::run(
-            "policy-nickel",
-            deadline,
-            self.opts.memory_limit,
-            move || nickel::evaluate(&jobs, &worker_input, &seen),
-        );
-        let results = match out {
-            Ok(r) => r,
-            Err(b) => {
-                let (i, form) =
-                    &self.nickel[progress.load(Ordering::Relaxed).min(self.nickel.len() - 1)];
-                let line = match form {
-                    nickel::Form::Function { line } => line.unwrap_or(1),
-                    nickel::Form::Record { deny, warn } => {
-                        deny.flatten().or(warn.flatten()).unwrap_or(1)
-                    }
-                };
-                diags.push(breach_diag(
-                    b,
-                    "this Nickel policy",
-                    &self.sources[*i].shown,
-                    line,
-                    &self.opts,
-                ));
+        let (i, form) = &self.nickel[position];
+        let src = &self.sources[*i];
+        let value = match result {
+            Ok(v) => v,
+            Err(d) => {
+                diags.extend(d);
                 return;
             }
         };
-        for ((i, form), r) in self.nickel.iter().zip(results) {
-            let src = &self.sources[*i];
-            let value = match r {
-                Ok(v) => v,
-                Err(d) => {
-                    diags.extend(d);
-                    continue;
-                }
+        let (deny_line, warn_line) = match form {
+            nickel::Form::Function { line } => (*line, None),
+            nickel::Form::Record { deny, warn } => (deny.flatten(), warn.flatten()),
+        };
+        let rule = src.stem();
+        for (level, key, line) in [
+            (Level::Deny, "deny", deny_line),
+            (Level::Warn, "warn", warn_line),
+        ] {
+            let origin = Origin {
+                file: &src.shown,
+                rule: &rule,
+                level,
+                line,
             };
-            let (deny_line, warn_line) = match form {
-                nickel::Form::Function { line } => (*line, None),
-                nickel::Form::Record { deny, warn } => (deny.flatten(), warn.flatten()),
-            };
-            let rule = src.stem();
-            for (level, key, line) in [
-                (Level::Deny, "deny", deny_line),
-                (Level::Warn, "warn", warn_line),
-            ] {
-                let origin = Origin {
-                    file: &src.shown,
-                    rule: &rule,
-                    level,
-                    line,
-                };
-                let v = value.get(key).unwrap_or(&serde_json::Value::Null);
-                match finding::findings(v, &origin) {
-                    Ok(f) => findings.extend(f),
-                    Err(m) => diags.push(result_diag(
-                        &src.shown,
-                        line.unwrap_or(1),
-                        format!("`{key}`: {m}"),
-                    )),
-                }
+            let v = value.get(key).unwrap_or(&serde_json::Value::Null);
+            match finding::findings(v, &origin) {
+                Ok(f) => findings.extend(f),
+                Err(m) => diags.push(result_diag(
+                    &src.shown,
+                    line.unwrap_or(1),
+                    format!("`{key}`: {m}"),
+                )),
             }
         }
     }

@@ -21,43 +21,61 @@ pub(crate) enum Breach {
     NoThread,
 }
 
-/// Runs `f` on a worker thread with a large stack (deep recursion in the parsers and
-/// evaluators), waiting at most until `deadline` and while the process's resident memory stays
-/// under `memory_limit`.
+/// A worker thread's result, to wait for.
+pub(crate) struct Job<R> {
+    rx: mpsc::Receiver<R>,
+}
+
+/// Starts `f` on a worker thread with a large stack (deep recursion in the parsers and
+/// evaluators).
+pub(crate) fn spawn<R: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<Job<R>, Breach> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(1 << 30)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|_| Breach::NoThread)?;
+    Ok(Job { rx })
+}
+
+impl<R> Job<R> {
+    /// Waits at most until `deadline`, and while the process's resident memory stays under
+    /// `memory_limit`.
+    pub(crate) fn wait(self, deadline: Instant, memory_limit: Option<u64>) -> Result<R, Breach> {
+        loop {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(10));
+            match self.rx.recv_timeout(wait) {
+                Ok(out) => return Ok(out),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Breach::Crashed),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Breach::Time);
+            }
+            if let (Some(limit), Some(rss)) = (memory_limit, resident_bytes())
+                && rss > limit
+            {
+                return Err(Breach::Memory);
+            }
+        }
+    }
+}
+
+/// Runs `f` on a worker thread and waits for it (see [`Job::wait`]).
 pub(crate) fn run<R: Send + 'static>(
     name: &str,
     deadline: Instant,
     memory_limit: Option<u64>,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, Breach> {
-    let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .stack_size(1 << 30)
-        .spawn(move || {
-            let _ = tx.send(f());
-        });
-    if spawned.is_err() {
-        return Err(Breach::NoThread);
-    }
-    loop {
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(10));
-        match rx.recv_timeout(wait) {
-            Ok(out) => return Ok(out),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Breach::Crashed),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(Breach::Time);
-        }
-        if let (Some(limit), Some(rss)) = (memory_limit, resident_bytes())
-            && rss > limit
-        {
-            return Err(Breach::Memory);
-        }
-    }
+    spawn(name, f)?.wait(deadline, memory_limit)
 }
 
 /// Resident memory of this process.

@@ -94,7 +94,7 @@ fn range(args: &[regorus::Value], step: bool) -> anyhow::Result<regorus::Value> 
     } else {
         1
     };
-    let count = from.abs_diff(to) / by.unsigned_abs() + 1;
+    let count = (from.abs_diff(to) / by.unsigned_abs()).saturating_add(1);
     if count > MAX_RANGE {
         anyhow::bail!("{name} over {count} {RANGE_TOO_LARGE}");
     }
