@@ -47,8 +47,24 @@ pub(crate) struct File {
     pub text: String,
 }
 
+/// The helpers a policy imports as `chimera-policy.ncl` (docs/policy.md), held in memory
+/// under a directory that exists nowhere on disk.
+const PRELUDE: &str = include_str!("prelude.ncl");
+const PRELUDE_DIR: &str = "/%chimera-policy%";
+pub(crate) const PRELUDE_NAME: &str = "chimera-policy.ncl";
+
 fn context(files: &[File]) -> (VmContext<CacheHub, CacheImpl>, Vec<FileId>) {
     let mut cache = CacheHub::new();
+    cache.sources.add_string(
+        SourcePath::Path(
+            Path::new(PRELUDE_DIR).join(PRELUDE_NAME),
+            InputFormat::Nickel,
+        ),
+        PRELUDE.to_string(),
+    );
+    cache
+        .sources
+        .add_import_paths(std::iter::once(PathBuf::from(PRELUDE_DIR)));
     let ids = files
         .iter()
         .map(|f| {
