@@ -370,3 +370,28 @@ fn a_nickel_test_file_of_the_wrong_shape_is_located() {
         assert_eq!(d.code, codes::POLICY_TEST_INVALID, "{text}: {d:#?}");
     }
 }
+
+#[test]
+fn a_policy_rule_read_by_another_rule_is_queried_whole() {
+    // `deny` is read by `warn`: both definitions of `deny` are queried together (at the first
+    // one's line), and `warn` still sees every deny.
+    let text = "package chimera\n\ndeny contains \"one\" if input.stack == \"s\"\n\ndeny contains \"two\" if input.stack == \"s\"\n\nwarn contains msg if {\n  msg := sprintf(\"%d denials\", [count(deny)])\n}\n";
+    let dir = dir_with(&[("whole.rego", text)]);
+    let mut f = load(dir.path(), &short())
+        .unwrap()
+        .evaluate(&plan())
+        .unwrap();
+    f.sort_by(|a, b| a.message.cmp(&b.message));
+    let got: Vec<_> = f
+        .iter()
+        .map(|f| (f.message.as_str(), f.line, f.rule.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2 denials", Some(7), "whole"),
+            ("one", Some(3), "whole"),
+            ("two", Some(3), "whole")
+        ]
+    );
+}
