@@ -22,7 +22,7 @@ impl Level {
 }
 
 /// One violation or warning.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Finding {
     pub level: Level,
     /// The rule's id, e.g. `chimera.required_tags` or the Nickel policy's `rule`.

@@ -52,28 +52,10 @@ impl Default for PolicyOptions {
     }
 }
 
-/// How serious a finding is: `deny` stops an apply, `warn` is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Deny,
-    Warn,
-}
-
-/// One violation a policy reported.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Finding {
-    pub level: Level,
-    /// The finding's own `rule`, or the policy file's stem (`required_tags`), followed by the
-    /// rule's name for a prefixed Rego rule (`network.deny_ssh`).
-    pub rule: String,
-    pub address: Option<String>,
-    pub message: String,
-    /// The policy file, as given (relative to the current directory if possible).
-    pub file: String,
-    /// The line of the rule definition (Rego) or of the `deny` / `warn` field (Nickel).
-    pub line: Option<usize>,
-}
+/// A finding is the plans crate's: the type every renderer shows and every client reads
+/// (`rule` is the finding's own, or the policy file's stem, followed by the rule's name for a
+/// prefixed Rego rule; `line` is the Rego definition's or the Nickel `deny` / `warn` field's).
+pub use chimera_plans::findings::{Finding, Level};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Lang {

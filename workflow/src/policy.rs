@@ -25,23 +25,7 @@ pub fn evaluate(dir: &Path, plan: &Plan, opts: &PolicyOptions) -> Result<Vec<Fin
     if policies.is_empty() {
         return Ok(Vec::new());
     }
-    let findings = policies
-        .evaluate(&render::plan_json(plan))
-        .map_err(broken)?;
-    Ok(findings
-        .into_iter()
-        .map(|f| Finding {
-            level: match f.level {
-                chimera_policy::Level::Deny => Level::Deny,
-                chimera_policy::Level::Warn => Level::Warn,
-            },
-            rule: f.rule,
-            address: f.address,
-            message: f.message,
-            file: f.file,
-            line: f.line,
-        })
-        .collect())
+    policies.evaluate(&render::plan_json(plan)).map_err(broken)
 }
 
 /// The refusal of a plan some policy denies: one diagnostic per deny, naming the policy file
