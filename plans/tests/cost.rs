@@ -2,55 +2,18 @@
 //! and adds aws resources, plus unpriced types, regional prices, local's free simulator shown
 //! apart from a cloud, and `'cheapest` explained.
 
-use chimera_compiler::{EvalOptions, compile};
-use chimera_model::graph::Graph;
+mod common;
+
 use chimera_plans::cost::{self, plan_cost};
 use chimera_plans::markdown::{self, MarkdownOptions};
-use chimera_plans::plan::{self, Plan, Prior};
+use chimera_plans::plan::{self, Plan};
 use chimera_plans::render;
+use common::{fresh, graph_of, plan_against};
 use serde_json::Value;
-
-fn graph_of(src: &str) -> Graph {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("main.ncl");
-    std::fs::write(&path, src).unwrap();
-    let c = compile(&path, &EvalOptions::default());
-    assert!(
-        c.diagnostics.is_empty(),
-        "{}",
-        c.sources.render(&c.diagnostics, false)
-    );
-    c.graph.expect("a graph")
-}
 
 /// `head` planned against `base` as if `base` were applied (generation 3).
 fn plan_between(base: &str, head: &str) -> Plan {
-    let (b, h) = (graph_of(base), graph_of(head));
-    let prior = plan::prior_from_graph(&b, &[&h]);
-    plan::plan(
-        Some(&h),
-        &h.stack,
-        &Prior {
-            lineage: Some("lineage".into()),
-            serial: 3,
-            resources: &prior,
-        },
-    )
-    .unwrap()
-}
-
-fn fresh(src: &str) -> Plan {
-    let g = graph_of(src);
-    plan::plan(
-        Some(&g),
-        &g.stack,
-        &Prior {
-            lineage: None,
-            serial: 0,
-            resources: &[],
-        },
-    )
-    .unwrap()
+    common::plan_between(base, head, 3)
 }
 
 fn shop(provider: &str, region: &str, size: &str, web: usize, disk_gib: u32) -> String {
@@ -134,16 +97,7 @@ fn a_type_the_catalog_lacks_is_unpriced_not_free() {
     web.attrs
         .insert("instance_type".into(), Value::String("x9.mega".into()));
     web.hash = chimera_model::ContentHash([1; 32]);
-    let p = plan::plan(
-        Some(&g),
-        &g.stack,
-        &Prior {
-            lineage: Some("l".into()),
-            serial: 1,
-            resources: &prior,
-        },
-    )
-    .unwrap();
+    let p = plan_against(&g, &prior, 1);
     let c = plan_cost(&p);
     assert_eq!(
         c.unpriced

@@ -1,38 +1,14 @@
 //! The Markdown plan (a pull-request comment): snapshots of a small plan, a large truncated one
 //! and one with sensitive values, plus the cap on a very large plan.
 
-use chimera_compiler::{EvalOptions, compile};
-use chimera_model::graph::Graph;
-use chimera_plans::markdown::{self, MarkdownOptions};
-use chimera_plans::plan::{self, Plan, Prior};
+mod common;
 
-fn graph_of(src: &str) -> Graph {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("main.ncl");
-    std::fs::write(&path, src).unwrap();
-    let c = compile(&path, &EvalOptions::default());
-    assert!(
-        c.diagnostics.is_empty(),
-        "{}",
-        c.sources.render(&c.diagnostics, false)
-    );
-    c.graph.expect("a graph")
-}
+use chimera_plans::markdown::{self, MarkdownOptions};
+use chimera_plans::plan::Plan;
 
 /// `head` planned against `base` as if `base` were applied (generation 7).
 fn plan_between(base: &str, head: &str) -> Plan {
-    let (b, h) = (graph_of(base), graph_of(head));
-    let prior = plan::prior_from_graph(&b, &[&h]);
-    plan::plan(
-        Some(&h),
-        &h.stack,
-        &Prior {
-            lineage: Some("lineage".into()),
-            serial: 7,
-            resources: &prior,
-        },
-    )
-    .unwrap()
+    common::plan_between(base, head, 7)
 }
 
 fn stack(subnet_cidr: &str, web_size: &str, web_count: usize, extra: &str) -> String {
