@@ -2,7 +2,7 @@
 //! observed drift as a generation), `import` (adopt an existing resource) and `orphans`
 //! (tagged for the stack but unknown to state).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chimera_model::kinds::firewall;
 use chimera_model::{Address, ContentHash, ProviderName, Ref, StateResource};
@@ -37,10 +37,36 @@ fn user_tags(obs: &Observed) -> Value {
 /// Compares one state row with what its provider reports. An attribute the provider does not
 /// observe (a size class, an image family: names that exist only in Chimera) cannot drift;
 /// firewall rules compare in canonical form, since clouds regroup and reorder them.
-fn compare(row: &StateResource, obs: &Observed) -> Vec<(String, Value, Value)> {
+/// `recorded` as the exact `${chimera:KIND.NAME.id}` placeholder it may be, replaced by that
+/// resource's cloud id when state knows it: what the provider was given, so a detached volume
+/// or a moved instance shows as drift. Lists of references (an instance's firewalls) stay
+/// placeholders, not compared: the EC2 emulator the tests run against does not report an
+/// instance's security groups, so comparing them would invent drift there.
+fn resolved(recorded: &Value, ids: &HashMap<Address, &str>) -> Value {
+    match recorded {
+        Value::String(s) => match Ref::parse_exact(s) {
+            Some(Ok(r)) if r.attr == "id" => match ids.get(&r.address()) {
+                Some(id) => Value::String(id.to_string()),
+                None => recorded.clone(),
+            },
+            _ => recorded.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+fn compare(
+    row: &StateResource,
+    obs: &Observed,
+    ids: &HashMap<Address, &str>,
+) -> Vec<(String, Value, Value)> {
     let mut out = Vec::new();
     for (k, recorded) in &row.attrs {
-        if row.sensitive.iter().any(|s| s == k) || !comparable(recorded) {
+        if row.sensitive.iter().any(|s| s == k) {
+            continue;
+        }
+        let recorded = &resolved(recorded, ids);
+        if !comparable(recorded) {
             continue;
         }
         let observed = if k == "tags" {
@@ -98,6 +124,10 @@ pub async fn drift_of(
             .1
             .push(i);
     }
+    let ids: HashMap<Address, &str> = rows
+        .iter()
+        .map(|r| (r.address.clone(), r.cloud_id.as_str()))
+        .collect();
     let mut found: Vec<Option<Drift>> = vec![None; rows.len()];
     let batches = by_provider.into_values().flat_map(|(name, idx)| {
         idx.chunks(OBSERVE_BATCH)
@@ -122,7 +152,7 @@ pub async fn drift_of(
                     kind: DriftKind::Deleted,
                 }),
                 Some(obs) => {
-                    let attrs = compare(row, &obs);
+                    let attrs = compare(row, &obs, &ids);
                     (!attrs.is_empty()).then(|| Drift {
                         address: row.address.clone(),
                         cloud_id: row.cloud_id.clone(),

@@ -645,6 +645,22 @@ pub fn rollback_targets(rows: &[StateResource]) -> Vec<Target> {
     order
 }
 
+/// The targets that heal drift: the current generation's resources, each taken from the
+/// compiled configuration when the configuration still says exactly what was applied (same
+/// content hash: its sensitive values are at hand), and from the state row otherwise (a
+/// configuration change not applied yet is not the daemon's to apply).
+pub fn heal_targets(rows: &[StateResource], config: Option<&Graph>) -> Vec<Target> {
+    let mut targets = rollback_targets(rows);
+    if let Some(g) = config {
+        for t in &mut targets {
+            if let Some(r) = g.get(&t.address).filter(|r| r.hash == t.desired.hash) {
+                t.desired = desired_of(r);
+            }
+        }
+    }
+    targets
+}
+
 fn target_of(row: &StateResource) -> Target {
     Target {
         address: row.address.clone(),

@@ -82,7 +82,7 @@ fn reviewed(plan: &Plan, review: impl FnOnce(&Plan) -> bool) -> Result<bool, Err
     Ok(true)
 }
 
-fn engine_options(settings: &Settings, req: &ApplyRequest) -> ApplyOptions {
+pub(crate) fn engine_options(settings: &Settings, req: &ApplyRequest) -> ApplyOptions {
     ApplyOptions {
         parallelism: req.parallelism.max(1),
         actor: settings.actor.clone(),

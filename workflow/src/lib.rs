@@ -24,6 +24,7 @@ mod observe;
 mod plan;
 pub mod policy;
 pub mod preview;
+mod reconcile;
 mod settings;
 mod stack;
 pub mod test;
@@ -36,6 +37,7 @@ pub use inspect::Pulled;
 pub use local::LocalChange;
 pub use observe::Refreshed;
 pub use plan::{PlanOptions, Planned};
+pub use reconcile::{HealMode, Reconciled};
 pub use settings::{LOCAL_KNOBS, Settings};
 pub use stack::{Compilation, Stack, stack_dir};
 
