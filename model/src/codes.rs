@@ -101,6 +101,8 @@ registry! {
     POLICY_RECURSION = "E0509", "a Rego function calls itself, directly or through other functions (Rego forbids recursion)";
     POLICY_DENIED = "E0510", "a policy denied the plan: apply refused, nothing was changed (the policy file and line, rule, address and message named)";
     POLICY_WARNED = "E0511", "warning: a policy warned about the plan (shown, does not block)";
+    // The daemon.
+    SERVE = "E0600", "`chimera serve` cannot start or stopped (the address cannot be bound, or a token is missing for a non-loopback address)";
 }
 
 /// What `code` means, if it is in the registry.

@@ -19,6 +19,7 @@ mod policy;
 mod preview;
 mod refresh;
 mod rollback;
+mod serve;
 mod state;
 mod test;
 
@@ -123,6 +124,9 @@ pub enum Command {
     Orphans(orphans::OrphansArgs),
     /// Plan the way back to generation N's resources, then apply it as usual.
     Rollback(rollback::RollbackArgs),
+    /// Keep stacks converged: reconcile them every interval (heal drift, or record it), with
+    /// an HTTP API and Prometheus metrics.
+    Serve(serve::ServeArgs),
     /// Inspect state.
     State(state::StateCmd),
     /// Snapshot-tested previews: plan each `tests/NAME.ncl` offline and compare with
@@ -152,6 +156,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Import(args) => import::run(&cli.global, args),
         Command::Orphans(args) => orphans::run(&cli.global, args),
         Command::Rollback(args) => rollback::run(&cli.global, args),
+        Command::Serve(args) => serve::run(&cli.global, args),
         Command::State(args) => state::run(&cli.global, args),
         Command::Test(args) => test::run(&cli.global, args),
         Command::History(args) => history::run(&cli.global, args),
