@@ -118,8 +118,9 @@ impl Stack {
             resources: &refreshed,
         };
         // The configuration supplies what state keeps only as a digest (sensitive values), for
-        // the resources it still describes exactly as applied; a stack that does not compile
-        // now heals from state alone.
+        // the resources it still describes exactly as applied. (A stack that does not compile
+        // never gets here: `name` compiles it, and its error ends the reconcile with nothing
+        // applied; one opened `named` heals from state alone.)
         let config = self.compile().ok();
         let mut heal = plan::plan_targets(
             plan::heal_targets(&current, config),
