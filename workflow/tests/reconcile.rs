@@ -165,3 +165,23 @@ fn a_policy_deny_keeps_the_heal_from_being_applied() {
         assert_eq!(stack.local_inventory().await.unwrap().len(), 7);
     });
 }
+
+#[test]
+fn a_stack_that_stops_compiling_is_left_alone() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stack = drifted(dir.path()).await;
+        let generations = stack.history().await.unwrap().len();
+        std::fs::write(dir.path().join("main.ncl"), "{ stack = \"webapp\", resources = [ }\n").unwrap();
+        let mut stack = Stack::open(dir.path(), Settings::default());
+        let err = stack
+            .reconcile(HealMode::Auto, &ApplyRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, chimera_workflow::ErrorKind::Compile);
+        assert!(!err.diagnostics.is_empty());
+        let mut named = Stack::open(dir.path(), Settings::default()).named(Some("webapp".into()));
+        assert_eq!(named.history().await.unwrap().len(), generations, "nothing applied");
+        assert_eq!(named.local_inventory().await.unwrap().len(), 7, "the drift stays");
+    });
+}
