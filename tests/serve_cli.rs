@@ -132,6 +132,8 @@ fn auto_heals_drift_and_metrics_follow() {
         .map(|d| d[0].as_str().unwrap())
         .collect();
     assert_eq!(drift, ["instance.web-1", "subnet.public", "volume.data"]);
+    // The webapp runs on the free local simulator: its cost is known, and $0.
+    assert_eq!(healed["monthly_cost"], 0.0);
     // The next tick finds the stack in sync.
     daemon.wait_for(|s| s["outcome"] == "in-sync");
     assert_eq!(daemon.get("/readyz"), "ready\n");

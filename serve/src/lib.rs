@@ -72,6 +72,9 @@ pub struct StackStatus {
     pub denied: Vec<String>,
     /// The last error's diagnostics, one line each.
     pub errors: Vec<String>,
+    /// What the stack's configuration costs per month (list prices, USD), as `chimera cost`
+    /// says; `None` when it does not compile.
+    pub monthly_cost: Option<f64>,
 }
 
 #[derive(Default)]
@@ -196,6 +199,12 @@ async fn reconcile_one(cfg: &ServeConfig, shared: &Shared, path: &PathBuf) {
     status.duration_seconds = elapsed;
     let name = stack.name().ok();
     let label = name.clone().unwrap_or_else(|| key.clone());
+    // The graph is compiled already (the reconcile needed it): pricing it is a lookup per
+    // resource.
+    status.monthly_cost = stack
+        .cost()
+        .ok()
+        .map(|c| chimera_plans::cost::cents(c.cost.monthly_after));
     shared.metrics.reconciled(&label, elapsed);
     match result {
         Ok(r) => {
