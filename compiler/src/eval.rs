@@ -272,14 +272,16 @@ fn limit_diagnostic(
     }
 }
 
-fn resident_bytes() -> Option<u64> {
+/// The process's resident memory, for the evaluation watchdogs (the compiler's and the policy
+/// crate's).
+pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
 
 /// Nickel string literal escaping for a path put in generated source.
-fn nickel_string(s: &str) -> String {
+pub fn nickel_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -78,27 +78,9 @@ pub(crate) fn run<R: Send + 'static>(
     spawn(name, f)?.wait(deadline, memory_limit)
 }
 
-/// Resident memory of this process.
-pub(crate) fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// Three quarters of physical memory, or 8 GiB when that cannot be read (the compiler's
-/// default for Nickel evaluation).
-pub fn default_memory_limit() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024);
-    total.map(|t| t / 4 * 3).unwrap_or(8 << 30)
-}
+/// The compiler's: three quarters of physical memory, or 8 GiB when that cannot be read.
+pub use chimera_compiler::eval::default_memory_limit;
+use chimera_compiler::eval::resident_bytes;
 
 #[cfg(test)]
 mod tests {

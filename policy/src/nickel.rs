@@ -178,24 +178,7 @@ pub(crate) fn inspect(file: &File) -> Result<Form, Vec<Diagnostic>> {
     Ok(Form::Record { deny, warn })
 }
 
-/// Nickel string literal for a path in generated source.
-fn nickel_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '%' => out.push_str("\\%"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use chimera_compiler::eval::nickel_string;
 
 fn entry(file: &File, form: &Form) -> String {
     let p = format!("(import {})", nickel_string(&file.abs.to_string_lossy()));
