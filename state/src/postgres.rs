@@ -276,6 +276,12 @@ impl Dialect for Postgres {
     fn ids(ids: Vec<i64>) -> Vec<i64> {
         ids
     }
+    const ADDRESS_IN: &'static str = "address = ANY($1)";
+    type Addresses = Vec<String>;
+
+    fn addresses(addresses: Vec<String>) -> Vec<String> {
+        addresses
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub trait Dialect: Database {
     const ID_IN: &'static str;
     type Ids: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     fn ids(ids: Vec<i64>) -> Self::Ids;
+    /// `address` is one of the [`Dialect::Addresses`] bound as `$1`.
+    const ADDRESS_IN: &'static str;
+    type Addresses: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
+    fn addresses(addresses: Vec<String>) -> Self::Addresses;
 }
 
 /// The one algorithm: every read and write of the state tables.
@@ -435,19 +439,24 @@ where
         }
         // Puts: end the rows they replace, then write this generation's rows (replacing one
         // written earlier in it).
+        let mut addresses = Vec::new();
         let puts: Vec<Value> = results
             .iter()
             .filter_map(|(_, o)| match o {
-                Outcome::Put(r) => Some(serde_json::json!({
-                    "a": r.address.to_string(),
-                    "k": r.address.kind.as_str(),
-                    "p": r.provider.as_str(),
-                    "s": spec_json(r),
-                    "h": r.hash.to_hex(),
-                    "o": Value::Object(r.outputs.clone()).to_string(),
-                    "c": r.cloud_id,
-                    "d": serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()),
-                })),
+                Outcome::Put(r) => Some({
+                    let a = r.address.to_string();
+                    addresses.push(a.clone());
+                    serde_json::json!({
+                        "a": a,
+                        "k": r.address.kind.as_str(),
+                        "p": r.provider.as_str(),
+                        "s": spec_json(r),
+                        "h": r.hash.to_hex(),
+                        "o": Value::Object(r.outputs.clone()).to_string(),
+                        "c": r.cloud_id,
+                        "d": serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()),
+                    })
+                }),
                 _ => None,
             })
             .collect();
@@ -455,10 +464,10 @@ where
             let batch = Value::Array(puts).to_string();
             let rows = DB::JSON_ROWS;
             sqlx::query(&format!(
-                "UPDATE resources SET valid_to = $2 WHERE stack = $3 AND valid_to IS NULL AND valid_from < $2 \
-                 AND address IN (SELECT t.value ->> 'a' FROM {rows})"
+                "UPDATE resources SET valid_to = $2 WHERE stack = $3 AND valid_to IS NULL AND valid_from < $2 AND {}",
+                DB::ADDRESS_IN
             ))
-            .bind(batch.as_str())
+            .bind(DB::addresses(addresses))
             .bind(serial)
             .bind(stack)
             .execute(&mut *conn)

@@ -187,6 +187,12 @@ impl Dialect for Sqlite {
     fn ids(ids: Vec<i64>) -> String {
         serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
     }
+    const ADDRESS_IN: &'static str = "address IN (SELECT value FROM json_each($1))";
+    type Addresses = String;
+
+    fn addresses(addresses: Vec<String>) -> String {
+        serde_json::to_string(&addresses).unwrap_or_else(|_| "[]".into())
+    }
 }
 
 fn process_alive(pid: i64) -> bool {
