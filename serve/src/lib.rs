@@ -8,6 +8,7 @@
 //! beyond loopback needs a bearer token. Sensitive values never reach here: drift and plans
 //! carry `(sensitive)` or digests only.
 
+pub mod guard;
 mod metrics;
 
 use std::collections::BTreeMap;

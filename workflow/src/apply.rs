@@ -256,6 +256,7 @@ pub async fn apply_file(
         std::path::Path::new(&local_cloud),
         &plan.provider_settings,
         &settings.provider_env,
+        settings.provider_layer.as_ref(),
     )
     .await?;
     let opts = engine_options(settings, req);

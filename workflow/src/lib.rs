@@ -38,7 +38,7 @@ pub use local::LocalChange;
 pub use observe::Refreshed;
 pub use plan::{PlanOptions, Planned};
 pub use reconcile::{HealMode, Reconciled};
-pub use settings::{LOCAL_KNOBS, Settings};
+pub use settings::{LOCAL_KNOBS, ProviderLayer, Settings};
 pub use stack::{Compilation, Stack, stack_dir};
 
 pub use chimera_compiler::cache::CacheUse;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chimera_compiler::EvalOptions;
 
@@ -28,6 +29,35 @@ pub struct Settings {
     /// The caller's working directory: relative stack paths are read from it, and
     /// diagnostics name files relative to it. `None`: absolute names.
     pub cwd: Option<PathBuf>,
+    /// Wraps every provider the run builds (the daemon's rate limits, circuits and call
+    /// metrics); `None`: the providers as they are.
+    pub provider_layer: Option<ProviderLayer>,
+}
+
+/// A wrapper put around each provider a run builds, shared by every run given it (so a token
+/// bucket or a circuit outlives one stack's reconcile).
+#[derive(Clone)]
+pub struct ProviderLayer(
+    pub  Arc<
+        dyn Fn(Arc<dyn chimera_providers::Provider>) -> Arc<dyn chimera_providers::Provider>
+            + Send
+            + Sync,
+    >,
+);
+
+impl ProviderLayer {
+    pub fn wrap(
+        &self,
+        provider: Arc<dyn chimera_providers::Provider>,
+    ) -> Arc<dyn chimera_providers::Provider> {
+        (self.0)(provider)
+    }
+}
+
+impl std::fmt::Debug for ProviderLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderLayer")
+    }
 }
 
 impl Default for Settings {
@@ -41,6 +71,7 @@ impl Default for Settings {
             cache_build: None,
             actor: "chimera".into(),
             cwd: None,
+            provider_layer: None,
         }
     }
 }

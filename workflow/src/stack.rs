@@ -224,6 +224,7 @@ impl Stack {
                 // Not compiled (a command given `--stack NAME`): no settings.
                 self.provider_settings.as_ref().unwrap_or(&Value::Null),
                 &self.settings.provider_env,
+                self.settings.provider_layer.as_ref(),
             )
             .await?;
             self.providers = Some(p);
@@ -277,14 +278,19 @@ pub async fn open_local(file: &Path, knobs: Knobs) -> Result<LocalCloud, Error> 
     })
 }
 
-/// Every provider this build has, with the given settings.
+/// Every provider this build has, with the given settings, each wrapped by `layer`.
 pub async fn build_providers(
     local_cloud: &Path,
     settings: &Value,
     env: &std::collections::BTreeMap<String, String>,
+    layer: Option<&crate::ProviderLayer>,
 ) -> Result<Providers, Error> {
+    let wrap = |p: Arc<dyn chimera_providers::Provider>| match layer {
+        Some(l) => l.wrap(p),
+        None => p,
+    };
     let local = open_local(local_cloud, local_knobs(settings, env)?).await?;
-    let providers = Providers::default().with(Arc::new(local));
+    let providers = Providers::default().with(wrap(Arc::new(local)));
     #[cfg(feature = "aws")]
     let providers = {
         use chimera_providers::aws::{AwsCloud, AwsSettings};
@@ -296,7 +302,7 @@ pub async fn build_providers(
             )
         })?;
         // Credentials load on first use: stacks without 'aws never touch the AWS chain.
-        providers.with(Arc::new(AwsCloud::new(s)))
+        providers.with(wrap(Arc::new(AwsCloud::new(s))))
     };
     Ok(providers)
 }
