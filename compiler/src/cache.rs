@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::source::{Disk, Source};
 use crate::{Compiled, EvalOptions, compile_from};
 
-const FORMAT: &str = "chimera-eval-cache-3";
+const FORMAT: &str = "chimera-eval-cache-4";
 
 /// How a compilation used the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,8 @@ struct GraphDocRef<'a> {
     edges: &'a [Edge],
     hash: chimera_model::ContentHash,
     provider_settings: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    reconcile: &'a serde_json::Value,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     placements: &'a [chimera_model::graph::Placement],
 }
@@ -261,6 +263,7 @@ impl EvalCache {
             edges: &g.edges,
             hash: g.hash,
             provider_settings: &g.provider_settings,
+            reconcile: &g.reconcile,
             placements: &g.placements,
         })?;
         let mut index = Index {

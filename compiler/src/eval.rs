@@ -109,6 +109,8 @@ pub struct Evaluated {
     /// The stack's optional `providers` record: per-provider settings (e.g. the local
     /// cloud's knobs), as JSON.
     pub provider_settings: Value,
+    /// The stack's `reconcile` settings (null when absent).
+    pub reconcile: Value,
     pub resources: Vec<RawResource>,
     /// The stdlib's catalog, as evaluated.
     pub catalog: Value,
@@ -686,6 +688,21 @@ fn walk_output(
             ]
         })?,
     };
+    let reconcile = match sget("reconcile") {
+        None => Value::Null,
+        Some(v) => to_json(v).map_err(|e| {
+            vec![
+                Diagnostic::error(
+                    codes::NOT_EXPORTABLE,
+                    "the reconcile record cannot be exported",
+                )
+                .detail(e)
+                .at(conv
+                    .span(pos.get(v.pos_idx()))
+                    .and_then(|s| conv.sources.locate(s))),
+            ]
+        })?,
+    };
     let modules = match sget("modules") {
         None => Vec::new(),
         Some(v) => {
@@ -775,6 +792,7 @@ fn walk_output(
         stack: stack_name,
         stack_span,
         provider_settings,
+        reconcile,
         resources,
         catalog,
         files_read: Vec::new(),

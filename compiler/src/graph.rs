@@ -249,6 +249,7 @@ pub fn build(
         graph,
         hash: whole.finish(),
         provider_settings: Value::Null,
+        reconcile: Value::Null,
         placements: Vec::new(),
     })
 }

@@ -179,6 +179,7 @@ pub fn lower_evaluated(
     }
     let graph = graph::build(&ev.stack, lowered, sources, diagnostics).map(|mut g| {
         g.provider_settings = ev.provider_settings.clone();
+        g.reconcile = ev.reconcile.clone();
         g.placements = placements;
         g
     });

@@ -103,6 +103,7 @@ registry! {
     POLICY_WARNED = "E0511", "warning: a policy warned about the plan (shown, does not block)";
     // The daemon.
     SERVE = "E0600", "`chimera serve` cannot start or stopped (the address cannot be bound, or a token is missing for a non-loopback address)";
+    RECONCILE_SETTING = "E0601", "a stack's `reconcile` settings name an unknown heal mode, kind or address";
 }
 
 /// What `code` means, if it is in the registry.

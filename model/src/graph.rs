@@ -103,6 +103,9 @@ pub struct Graph {
     pub hash: ContentHash,
     /// The stack's `providers` settings (JSON; null when absent).
     pub provider_settings: Value,
+    /// The stack's `reconcile` settings (JSON; null when absent): how `chimera serve` heals
+    /// its drift.
+    pub reconcile: Value,
     /// How `'cheapest` placed each group that asked for it (not part of the hash: the
     /// placement itself is, through each resource's provider).
     pub placements: Vec<Placement>,
@@ -116,6 +119,8 @@ pub struct GraphDoc {
     pub edges: Vec<Edge>,
     pub hash: ContentHash,
     pub provider_settings: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub reconcile: Value,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<Placement>,
 }
@@ -145,6 +150,7 @@ impl From<GraphDoc> for Graph {
             graph,
             hash: d.hash,
             provider_settings: d.provider_settings,
+            reconcile: d.reconcile,
             placements: d.placements,
         }
     }

@@ -185,7 +185,11 @@ async fn reconcile_one(cfg: &ServeConfig, shared: &Shared, path: &PathBuf) {
         message: "heal drift (chimera serve)".into(),
         ..ApplyRequest::default()
     };
-    let result = stack.reconcile(cfg.mode, &req).await;
+    let opts = chimera_workflow::ReconcileOptions {
+        mode: cfg.mode,
+        ..Default::default()
+    };
+    let result = stack.reconcile(&opts, &req).await;
     let elapsed = started.elapsed().as_secs_f64();
     let mut status = shared
         .status

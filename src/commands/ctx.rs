@@ -32,6 +32,7 @@ pub fn settings(global: &Global, state: Option<&StateArgs>) -> Settings {
         cache_build: (!global.no_cache).then(super::build_id),
         actor: actor(),
         cwd: std::env::current_dir().ok(),
+        provider_layer: None,
     }
 }
 

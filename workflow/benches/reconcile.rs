@@ -24,7 +24,10 @@ fn rss_mib() -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let ticks: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -45,7 +48,7 @@ fn main() {
         assert!(open().apply(&req, |_| true).await.unwrap().ok());
         let tick = |mode| async move {
             let t = Instant::now();
-            let r = open().reconcile(mode, &ApplyRequest::default()).await.unwrap();
+            let r = open().reconcile(&chimera_workflow::ReconcileOptions { mode, ..Default::default() }, &ApplyRequest::default()).await.unwrap();
             (t.elapsed().as_secs_f64(), r)
         };
         let mut quiet = Vec::new();

@@ -37,7 +37,7 @@ pub use inspect::Pulled;
 pub use local::LocalChange;
 pub use observe::Refreshed;
 pub use plan::{PlanOptions, Planned};
-pub use reconcile::{HealMode, Reconciled};
+pub use reconcile::{HealMode, HealPolicy, ReconcileOptions, Reconciled};
 pub use settings::{LOCAL_KNOBS, ProviderLayer, Settings};
 pub use stack::{Compilation, Stack, stack_dir};
 

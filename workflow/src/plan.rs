@@ -174,7 +174,7 @@ impl Stack {
 
     /// Asks each provider whether what the plan creates or changes stays within its limits;
     /// every violation becomes a diagnostic at the attribute's place in the stack's files.
-    async fn validate(&mut self, plan: &Plan) -> Result<(), Error> {
+    pub(crate) async fn validate(&mut self, plan: &Plan) -> Result<(), Error> {
         let proposed: Vec<_> = plan
             .changes
             .iter()
