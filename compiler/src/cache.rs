@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Edge, Graph, GraphDoc, Resource};
+use crate::graph::{Graph, GraphDoc};
 use std::sync::Arc;
 
 use crate::source::{Disk, Source};
@@ -93,19 +93,6 @@ pub struct Cached {
     pub stack: String,
     pub graph_hash: String,
     pub resources: usize,
-}
-
-#[derive(Serialize)]
-struct GraphDocRef<'a> {
-    stack: &'a str,
-    resources: &'a [Resource],
-    edges: &'a [Edge],
-    hash: chimera_model::ContentHash,
-    provider_settings: &'a serde_json::Value,
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    reconcile: &'a serde_json::Value,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    placements: &'a [chimera_model::graph::Placement],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -257,15 +244,7 @@ impl EvalCache {
             files.push((f.to_string_lossy().into_owned(), d));
         }
         std::fs::create_dir_all(&self.dir)?;
-        let graph_bytes = serde_json::to_vec(&GraphDocRef {
-            stack: &g.stack,
-            resources: &g.resources,
-            edges: &g.edges,
-            hash: g.hash,
-            provider_settings: &g.provider_settings,
-            reconcile: &g.reconcile,
-            placements: &g.placements,
-        })?;
+        let graph_bytes = g.to_doc_json()?;
         let mut index = Index {
             format: FORMAT.into(),
             build: self.build.clone(),

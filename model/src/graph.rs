@@ -125,6 +125,20 @@ pub struct GraphDoc {
     pub placements: Vec<Placement>,
 }
 
+/// A [`GraphDoc`] of a graph, borrowed: what [`Graph::to_doc_json`] writes.
+#[derive(Serialize)]
+struct GraphDocRef<'a> {
+    stack: &'a str,
+    resources: &'a [Resource],
+    edges: &'a [Edge],
+    hash: ContentHash,
+    provider_settings: &'a Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    reconcile: &'a Value,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    placements: &'a [Placement],
+}
+
 impl From<GraphDoc> for Graph {
     /// Rebuilds the dependency index from each resource's `deps`.
     fn from(d: GraphDoc) -> Graph {
@@ -157,6 +171,25 @@ impl From<GraphDoc> for Graph {
 }
 
 impl Graph {
+    /// The graph as a [`GraphDoc`] in JSON (the evaluation cache's file; what a child process
+    /// that compiled a stack hands back), without copying it.
+    pub fn to_doc_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&GraphDocRef {
+            stack: &self.stack,
+            resources: &self.resources,
+            edges: &self.edges,
+            hash: self.hash,
+            provider_settings: &self.provider_settings,
+            reconcile: &self.reconcile,
+            placements: &self.placements,
+        })
+    }
+
+    /// A graph from [`Graph::to_doc_json`]'s bytes.
+    pub fn from_doc_json(bytes: &[u8]) -> serde_json::Result<Graph> {
+        serde_json::from_slice::<GraphDoc>(bytes).map(Graph::from)
+    }
+
     pub fn get(&self, address: &Address) -> Option<&Resource> {
         self.resources
             .binary_search_by(|r| r.address.cmp(address))

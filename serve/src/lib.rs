@@ -1,33 +1,50 @@
 //! `chimera serve`: the reconcile daemon, a client of the workflow library. Every tick, each
-//! stack is reconciled (`Stack::reconcile`: recover, read the clouds, heal drift back to the
-//! last applied generation or only record it, by the stack's heal mode); what happened is kept
-//! for the HTTP API and counted in Prometheus metrics.
+//! stack is compiled (in a child process when given a compiler binary: Nickel evaluation cannot
+//! be interrupted), leased, reconciled (`Stack::reconcile`: recover, read the clouds, heal
+//! drift by the stack's heal policy), and released; what happened is kept for the HTTP API and
+//! the dashboard, counted in Prometheus metrics, and logged through `tracing`.
 //!
-//! HTTP (axum): `/healthz`, `/readyz` (after the first tick), `/metrics` (Prometheus text),
-//! `/api/stacks` (each stack's last reconcile: outcome, drift, heal, policy denials). Listening
-//! beyond loopback needs a bearer token. Sensitive values never reach here: drift and plans
-//! carry `(sensitive)` or digests only.
+//! - `tick`: the loop, leases, git fetch, child-process compiles, backoff bookkeeping.
+//! - `control`: pauses, per-resource backoff, the dead-letter list, per-stack backoff.
+//! - `guard`: a token bucket and a circuit per provider, and provider call metrics.
+//! - `http`: health, metrics, the stack list and the control endpoints; `api`: the JSON API;
+//!   `dashboard`: the page and its assets, served by the binary (no CDN).
+//!
+//! Listening beyond loopback needs a bearer token. Sensitive values never reach the API:
+//! drift and plans carry `(sensitive)` or digests only.
 
+pub mod control;
 pub mod guard;
+mod http;
 mod metrics;
+mod tick;
 
-use std::collections::BTreeMap;
+mod api;
+mod dashboard;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use chimera_workflow::{ApplyRequest, HealMode, Settings, Stack};
+use axum::Router;
+use axum::middleware;
+use chimera_workflow::{HealMode, Settings, Stack};
 use serde::Serialize;
 
+pub use control::{BackoffConfig, Control, DeadLetter};
+pub use guard::GuardConfig;
 pub use metrics::Metrics;
+
+/// A git branch each stack's repository follows: fetched and fast-forwarded every tick, so
+/// merged pull requests are picked up.
+#[derive(Debug, Clone)]
+pub struct GitWatch {
+    pub remote: String,
+    pub branch: String,
+}
 
 /// What to serve.
 #[derive(Debug, Clone)]
@@ -38,7 +55,15 @@ pub struct ServeConfig {
     /// daemons do not tick in step.
     pub interval: Duration,
     pub jitter: f64,
+    /// The heal mode of a stack whose settings name none.
     pub mode: HealMode,
+    /// Apply configuration changes (what was merged), not only put drift back.
+    pub gitops: bool,
+    /// Follow a git branch in each stack's repository.
+    pub git: Option<GitWatch>,
+    /// The `chimera` binary to compile each stack with, in a child process (`None`: compile
+    /// in this process, for library callers that have no binary).
+    pub compiler: Option<PathBuf>,
     /// Where the HTTP API listens (port 0: any free port, see [`Served::addr`]).
     pub listen: SocketAddr,
     /// Needed (as `Authorization: Bearer TOKEN`) on every request when `listen` is not a
@@ -50,6 +75,45 @@ pub struct ServeConfig {
     pub settings: Settings,
     /// Concurrent provider calls per provider during a heal.
     pub parallelism: usize,
+    /// Per-resource and per-stack backoff, and when a resource is parked.
+    pub backoff: BackoffConfig,
+    /// Rate limit and circuit per provider.
+    pub guard: GuardConfig,
+    /// This daemon's name among replicas (lease owner, logs, the API).
+    pub replica: String,
+}
+
+impl ServeConfig {
+    /// A config with the defaults for everything but the stacks.
+    pub fn new(stacks: Vec<PathBuf>, settings: Settings) -> Self {
+        ServeConfig {
+            stacks,
+            interval: Duration::from_secs(60),
+            jitter: 0.1,
+            mode: HealMode::Report,
+            gitops: false,
+            git: None,
+            compiler: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            ticks: None,
+            settings,
+            parallelism: 10,
+            backoff: BackoffConfig::default(),
+            guard: GuardConfig::default(),
+            replica: default_replica(),
+        }
+    }
+}
+
+/// `host:pid`: unique among the replicas of one state database.
+pub fn default_replica() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// The last reconcile of one stack, as the API shows it.
@@ -57,16 +121,26 @@ pub struct ServeConfig {
 pub struct StackStatus {
     pub path: String,
     pub stack: Option<String>,
+    /// The stack's heal mode (its settings', or the daemon's).
     pub mode: &'static str,
     /// `healed`, `in-sync`, `drifted` (recorded, not healed), `denied` (a policy refused the
-    /// heal), `failed` (the heal or the reconcile failed).
+    /// heal), `failed` (the heal or the reconcile failed), `waiting` (another reconciler holds
+    /// the stack), `paused`, `backoff` (waiting after failed reconciles).
     pub outcome: String,
     pub ticks: u64,
     /// Unix seconds of the last reconcile that finished without an error.
     pub last_success: Option<u64>,
+    /// Unix seconds of the last reconcile, whatever its outcome.
+    pub last_reconcile: Option<u64>,
     pub duration_seconds: f64,
+    /// The stack's latest generation.
+    pub generation: Option<u64>,
     /// What drifted at the last reconcile: `[address, "deleted" | "changed"]`.
     pub drift: Vec<(String, String)>,
+    /// Drift left for the agent layer (mode `propose`).
+    pub proposed: Vec<String>,
+    /// Drift not healed this time: backing off or parked.
+    pub held: Vec<String>,
     /// Resources the last heal changed.
     pub healed: usize,
     /// Policy denials of the last heal: `rule: address: message`.
@@ -76,14 +150,98 @@ pub struct StackStatus {
     /// What the stack's configuration costs per month (list prices, USD), as `chimera cost`
     /// says; `None` when it does not compile.
     pub monthly_cost: Option<f64>,
+    /// The replica that reconciled it last.
+    pub replica: String,
+    /// The git commit the stack was compiled at, when following a branch.
+    pub commit: Option<String>,
 }
 
-#[derive(Default)]
-struct Shared {
-    status: Mutex<BTreeMap<String, StackStatus>>,
-    ready: AtomicBool,
-    metrics: Metrics,
-    token: Option<String>,
+/// Something that happened to a stack, for the dashboard's event list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: u64,
+    /// `drift`, `healed`, `heal-failed`, `denied`, `parked`, `released`, `compile-failed`,
+    /// `failed`, `waiting`, `fetched`, `applied` (GitOps).
+    pub kind: &'static str,
+    pub address: Option<String>,
+    pub detail: String,
+    pub generation: Option<u64>,
+}
+
+/// What the API shows of a stack beyond its status.
+#[derive(Debug, Clone, Default)]
+pub struct StackDetail {
+    /// The last plan applied or refused (plan JSON, `chimera plan --json`'s format).
+    pub last_plan: Option<serde_json::Value>,
+    /// The latest events first; at most [`EVENTS_KEPT`].
+    pub events: VecDeque<Event>,
+}
+
+pub const EVENTS_KEPT: usize = 200;
+
+/// Everything the tick loop and the HTTP handlers share.
+pub(crate) struct Shared {
+    pub cfg: ServeConfig,
+    pub status: Mutex<BTreeMap<String, StackStatus>>,
+    pub details: Mutex<BTreeMap<String, StackDetail>>,
+    pub control: Mutex<Control>,
+    pub ready: AtomicBool,
+    pub metrics: Metrics,
+    pub guard: Arc<guard::Guard>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// The key (the path as given) of a stack named `name` or given as `name`.
+    pub fn key_of(&self, name: &str) -> Option<String> {
+        let status = locked(&self.status);
+        if status.contains_key(name) {
+            return Some(name.to_string());
+        }
+        status
+            .values()
+            .find(|s| s.stack.as_deref() == Some(name))
+            .map(|s| s.path.clone())
+            .or_else(|| {
+                self.cfg
+                    .stacks
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .find(|p| p == name)
+            })
+    }
+
+    /// The stack at `key`, opened on its state by name (no compile).
+    pub fn open(&self, key: &str) -> Option<Stack> {
+        let name = locked(&self.status).get(key)?.stack.clone()?;
+        Some(Stack::open(PathBuf::from(key), self.cfg.settings.clone()).named(Some(name)))
+    }
+
+    pub fn status_of(&self, key: &str) -> Option<StackStatus> {
+        locked(&self.status).get(key).cloned()
+    }
+
+    pub fn detail_of(&self, key: &str) -> StackDetail {
+        locked(&self.details).get(key).cloned().unwrap_or_default()
+    }
+
+    pub fn event(&self, key: &str, event: Event) {
+        let mut details = locked(&self.details);
+        let d = details.entry(key.to_string()).or_default();
+        d.events.push_front(event);
+        d.events.truncate(EVENTS_KEPT);
+    }
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A running daemon: where it listens, and its end.
@@ -93,9 +251,10 @@ pub struct Served {
 }
 
 /// Starts the daemon: binds the HTTP API, then ticks until `ticks` are done or `shutdown`
-/// resolves (the tick in flight finishes first: a heal is never cut off between its intents).
+/// resolves (the reconcile in flight finishes and its lease is released first: a heal is never
+/// cut off between its intents).
 pub async fn start(
-    cfg: ServeConfig,
+    mut cfg: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Served, String> {
     if !cfg.listen.ip().is_loopback() && cfg.token.as_deref().is_none_or(str::is_empty) {
@@ -104,20 +263,27 @@ pub async fn start(
             cfg.listen
         ));
     }
+    let metrics = Metrics::default();
+    let guard = metrics.register(|r| guard::Guard::new(cfg.guard.clone(), r));
+    cfg.settings.provider_layer = Some(guard.layer());
     let shared = Arc::new(Shared {
-        token: cfg.token.clone(),
-        ..Shared::default()
+        cfg,
+        status: Mutex::default(),
+        details: Mutex::default(),
+        control: Mutex::default(),
+        ready: AtomicBool::new(false),
+        metrics,
+        guard,
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+    let listener = tokio::net::TcpListener::bind(shared.cfg.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", shared.cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/api/stacks", get(stacks))
-        .layer(middleware::from_fn_with_state(shared.clone(), bearer))
+        .merge(http::routes())
+        .merge(api::routes())
+        .merge(dashboard::routes())
+        .layer(middleware::from_fn_with_state(shared.clone(), http::bearer))
         .with_state(shared.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -133,208 +299,10 @@ pub async fn start(
             .await
     });
     let done = tokio::spawn(async move {
-        let r = run_ticks(&cfg, &shared, stop_rx.clone()).await;
+        let r = tick::run(&shared, stop_rx.clone()).await;
         // Ticks are over (or stopped): the API goes with them.
         http.abort();
         r
     });
     Ok(Served { addr, done })
-}
-
-async fn run_ticks(
-    cfg: &ServeConfig,
-    shared: &Shared,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
-    let mut tick = 0u64;
-    loop {
-        for path in &cfg.stacks {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            reconcile_one(cfg, shared, path).await;
-        }
-        tick += 1;
-        shared.ready.store(true, Ordering::SeqCst);
-        if cfg.ticks.is_some_and(|n| tick >= n) {
-            return Ok(());
-        }
-        let wait = cfg
-            .interval
-            .mul_f64(1.0 + cfg.jitter.max(0.0) * fastrand::f64());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        }
-    }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-async fn reconcile_one(cfg: &ServeConfig, shared: &Shared, path: &PathBuf) {
-    let key = path.display().to_string();
-    let started = Instant::now();
-    let mut stack = Stack::open(path, cfg.settings.clone());
-    let req = ApplyRequest {
-        parallelism: cfg.parallelism.max(1),
-        message: "heal drift (chimera serve)".into(),
-        ..ApplyRequest::default()
-    };
-    let opts = chimera_workflow::ReconcileOptions {
-        mode: cfg.mode,
-        ..Default::default()
-    };
-    let result = stack.reconcile(&opts, &req).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut status = shared
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .cloned()
-        .unwrap_or_default();
-    status.path = key.clone();
-    status.mode = cfg.mode.as_str();
-    status.ticks += 1;
-    status.duration_seconds = elapsed;
-    let name = stack.name().ok();
-    let label = name.clone().unwrap_or_else(|| key.clone());
-    // The graph is compiled already (the reconcile needed it): pricing it is a lookup per
-    // resource.
-    status.monthly_cost = stack
-        .cost()
-        .ok()
-        .map(|c| chimera_plans::cost::cents(c.cost.monthly_after));
-    shared.metrics.reconciled(&label, elapsed);
-    match result {
-        Ok(r) => {
-            status.stack = Some(r.stack.clone());
-            status.drift = r
-                .drift
-                .iter()
-                .map(|d| {
-                    let what = match d.kind {
-                        chimera_workflow::DriftKind::Deleted => "deleted",
-                        chimera_workflow::DriftKind::Changed { .. } => "changed",
-                    };
-                    (d.address.to_string(), what.to_string())
-                })
-                .collect();
-            status.denied = r
-                .denied
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{}: {}: {}",
-                        f.rule,
-                        f.address.as_deref().unwrap_or("plan"),
-                        f.message
-                    )
-                })
-                .collect();
-            status.healed = r.report.as_ref().map(|x| x.succeeded.len()).unwrap_or(0);
-            status.errors = r
-                .report
-                .as_ref()
-                .map(|x| x.diagnostics().iter().map(|d| d.detail.clone()).collect())
-                .unwrap_or_default();
-            for d in &r.drift {
-                shared.metrics.drift_found(&r.stack, d.address.kind.as_str());
-            }
-            if !r.denied.is_empty() {
-                shared.metrics.denied(&r.stack, r.denied.len());
-            }
-            status.outcome = if r.drift.is_empty() {
-                "in-sync"
-            } else if !r.denied.is_empty() {
-                "denied"
-            } else if let Some(report) = &r.report {
-                shared.metrics.applied(&r.stack, report.ok());
-                if report.ok() {
-                    for d in &r.drift {
-                        shared.metrics.drift_healed(&r.stack, d.address.kind.as_str());
-                    }
-                    "healed"
-                } else {
-                    "failed"
-                }
-            } else {
-                "drifted"
-            }
-            .to_string();
-            if status.outcome != "failed" {
-                status.last_success = Some(now_unix());
-                shared.metrics.succeeded(&r.stack, now_unix());
-            }
-        }
-        Err(e) => {
-            status.stack = name;
-            status.outcome = "failed".into();
-            status.errors = e
-                .diagnostics
-                .iter()
-                .map(|d| format!("{}: {}", d.summary, d.detail))
-                .collect();
-            shared.metrics.failed(&label);
-        }
-    }
-    shared
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, status);
-}
-
-async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if let Some(token) = shared.token.as_deref().filter(|t| !t.is_empty()) {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // Constant-time enough for a token compared once per request: equal lengths first.
-        if given.is_none_or(|g| g.len() != token.len() || g != token) {
-            return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
-        }
-    }
-    next.run(req).await
-}
-
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the first tick has not finished\n").into_response()
-    }
-}
-
-async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-    }
-}
-
-async fn stacks(State(shared): State<Arc<Shared>>) -> Json<Vec<StackStatus>> {
-    Json(
-        shared
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect(),
-    )
 }

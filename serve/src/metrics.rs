@@ -1,6 +1,6 @@
 //! The daemon's Prometheus metrics (prometheus-client): reconcile durations, drift found and
 //! healed by kind, apply outcomes, policy denials, failures and the last successful reconcile
-//! per stack.
+//! per stack, pauses, parked resources, lock waits and the queue.
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -47,6 +47,11 @@ pub struct Metrics {
     failures: Family<StackLabel, Counter>,
     last_success: Family<StackLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     ticks: Counter<u64, AtomicU64>,
+    paused: Family<StackLabel, Gauge>,
+    dead_letters: Family<StackLabel, Gauge>,
+    lock_waits: Family<StackLabel, Counter>,
+    queue_depth: Gauge,
+    resource_failures: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,6 +68,11 @@ impl Default for Metrics {
             failures: Family::default(),
             last_success: Family::default(),
             ticks: Counter::default(),
+            paused: Family::default(),
+            dead_letters: Family::default(),
+            lock_waits: Family::default(),
+            queue_depth: Gauge::default(),
+            resource_failures: Family::default(),
         };
         registry.register(
             "reconcile_duration_seconds",
@@ -100,6 +110,31 @@ impl Default for Metrics {
             m.last_success.clone(),
         );
         registry.register("reconciles", "Stack reconciles run", m.ticks.clone());
+        registry.register(
+            "stack_paused",
+            "1 while the stack's reconciles are paused",
+            m.paused.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Resources parked after their heals kept failing, per stack",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "lock_waits",
+            "Reconciles skipped because another reconciler or an apply held the stack",
+            m.lock_waits.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Stacks still to reconcile in the current tick",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "heal_failures",
+            "Failed heals of one resource, by kind (each backs off; repeated ones are parked)",
+            m.resource_failures.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
         m
     }
@@ -120,16 +155,22 @@ impl Metrics {
     }
 
     pub fn reconciled(&self, stack: &str, seconds: f64) {
-        self.duration.get_or_create(&Self::stack(stack)).observe(seconds);
+        self.duration
+            .get_or_create(&Self::stack(stack))
+            .observe(seconds);
         self.ticks.inc();
     }
 
     pub fn drift_found(&self, stack: &str, kind: &str) {
-        self.drift_found.get_or_create(&Self::kind(stack, kind)).inc();
+        self.drift_found
+            .get_or_create(&Self::kind(stack, kind))
+            .inc();
     }
 
     pub fn drift_healed(&self, stack: &str, kind: &str) {
-        self.drift_healed.get_or_create(&Self::kind(stack, kind)).inc();
+        self.drift_healed
+            .get_or_create(&Self::kind(stack, kind))
+            .inc();
     }
 
     pub fn applied(&self, stack: &str, ok: bool) {
@@ -142,7 +183,9 @@ impl Metrics {
     }
 
     pub fn denied(&self, stack: &str, n: usize) {
-        self.denials.get_or_create(&Self::stack(stack)).inc_by(n as u64);
+        self.denials
+            .get_or_create(&Self::stack(stack))
+            .inc_by(n as u64);
     }
 
     pub fn failed(&self, stack: &str) {
@@ -153,6 +196,37 @@ impl Metrics {
         self.last_success
             .get_or_create(&Self::stack(stack))
             .set(unix as i64);
+    }
+
+    /// Registers more metrics (the provider guard's) in the same registry.
+    pub fn register<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn paused(&self, stack: &str, paused: bool) {
+        self.paused
+            .get_or_create(&Self::stack(stack))
+            .set(i64::from(paused));
+    }
+
+    pub fn dead_letters(&self, stack: &str, n: usize) {
+        self.dead_letters
+            .get_or_create(&Self::stack(stack))
+            .set(n as i64);
+    }
+
+    pub fn lock_wait(&self, stack: &str) {
+        self.lock_waits.get_or_create(&Self::stack(stack)).inc();
+    }
+
+    pub fn queue_depth(&self, n: usize) {
+        self.queue_depth.set(n as i64);
+    }
+
+    pub fn resource_failed(&self, stack: &str, kind: &str) {
+        self.resource_failures
+            .get_or_create(&Self::kind(stack, kind))
+            .inc();
     }
 
     /// The Prometheus (OpenMetrics) text exposition.

@@ -200,6 +200,18 @@ impl Stack {
             .ok_or_else(graph_taken)
     }
 
+    /// The stack with its graph compiled elsewhere (the daemon compiles in a child process):
+    /// [`Stack::compile`] returns it without evaluating.
+    pub fn with_graph(mut self, graph: chimera_model::graph::Graph) -> Self {
+        self.compiled = Some(chimera_compiler::Compiled {
+            graph: Some(graph),
+            diagnostics: Vec::new(),
+            sources: Default::default(),
+            files_read: Vec::new(),
+        });
+        self
+    }
+
     /// The stack's name: given, or from compiling it.
     pub fn name(&mut self) -> Result<String, Error> {
         if let Some(n) = &self.name {
