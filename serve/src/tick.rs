@@ -301,7 +301,8 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
             status.outcome = "failed".into();
             status.errors = lines;
             status.monthly_cost = None;
-            finish_failed(shared, &key, &label, status, started);
+            // No backoff: a fix is picked up at the next tick.
+            finish_failed(shared, &key, &label, status, started, false);
             return;
         }
     };
@@ -345,7 +346,7 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
             tracing::warn!(stack = %name, action = "lease", error = %lines.join("; "), "cannot reach the state; backing off");
             status.outcome = "failed".into();
             status.errors = lines;
-            finish_failed(shared, &key, &name, status, started);
+            finish_failed(shared, &key, &name, status, started, true);
             return;
         }
     };
@@ -379,6 +380,9 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
         } else {
             "heal drift (chimera serve)".into()
         },
+        progress: Arc::new(LogProgress {
+            stack: name.clone(),
+        }),
         ..ApplyRequest::default()
     };
     let result = stack.reconcile(&opts, &req).await;
@@ -413,7 +417,7 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
             );
             status.outcome = "failed".into();
             status.errors = lines;
-            finish_failed(shared, &key, &name, status, started);
+            finish_failed(shared, &key, &name, status, started, true);
             return;
         }
     }
@@ -430,16 +434,36 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
     store(shared, &key, status);
 }
 
+/// Logs each provider call of a heal as it starts and ends.
+struct LogProgress {
+    stack: String,
+}
+
+impl chimera_workflow::Progress for LogProgress {
+    fn started(&self, step: &chimera_workflow::Step) {
+        tracing::info!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), "started");
+    }
+
+    fn finished(&self, step: &chimera_workflow::Step, error: Option<&chimera_workflow::CallFailure>) {
+        match error {
+            None => tracing::info!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), "done"),
+            Some(f) => tracing::warn!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), class = f.class.as_str(), "failed"),
+        }
+    }
+}
+
 fn store(shared: &Shared, key: &str, status: StackStatus) {
     locked(&shared.status).insert(key.to_string(), status);
 }
 
+/// A failed reconcile; `backoff`: the next ones wait (the state or a cloud is unreachable).
 fn finish_failed(
     shared: &Shared,
     key: &str,
     label: &str,
     mut status: StackStatus,
     started: Instant,
+    backoff: bool,
 ) {
     let elapsed = started.elapsed().as_secs_f64();
     status.duration_seconds = elapsed;
@@ -447,7 +471,9 @@ fn finish_failed(
     status.last_reconcile = Some(now_unix());
     shared.metrics.reconciled(label, elapsed);
     shared.metrics.failed(label);
-    locked(&shared.control).stack_failed(key, &shared.cfg.backoff, Instant::now());
+    if backoff {
+        locked(&shared.control).stack_failed(key, &shared.cfg.backoff, Instant::now());
+    }
     store(shared, key, status);
 }
 

@@ -3,6 +3,7 @@
 mod apply;
 mod check;
 mod cost;
+mod ctl;
 mod ctx;
 mod destroy;
 mod eval;
@@ -11,6 +12,7 @@ mod graph;
 mod history;
 mod import;
 mod init;
+mod internal;
 mod local;
 mod migrate;
 mod orphans;
@@ -127,6 +129,12 @@ pub enum Command {
     /// Keep stacks converged: reconcile them every interval (heal drift, or record it), with
     /// an HTTP API and Prometheus metrics.
     Serve(serve::ServeArgs),
+    /// Control a running `chimera serve`: pause, resume, release a parked resource, status.
+    #[command(subcommand)]
+    Ctl(ctl::CtlCmd),
+    /// What `chimera serve` runs in a child process to compile a stack.
+    #[command(hide = true)]
+    InternalCompile(internal::InternalCompileArgs),
     /// Inspect state.
     State(state::StateCmd),
     /// Snapshot-tested previews: plan each `tests/NAME.ncl` offline and compare with
@@ -148,6 +156,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Eval(args) => eval::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Cost(args) => cost::run(&cli.global, args),
+        Command::Ctl(cmd) => ctl::run(&cli.global, cmd),
+        Command::InternalCompile(args) => internal::run(&cli.global, args),
         Command::Policy(args) => policy::run(&cli.global, args),
         Command::Preview(args) => preview::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),

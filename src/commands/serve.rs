@@ -3,12 +3,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chimera_model::{Diagnostic, codes};
-use chimera_serve::ServeConfig;
+use chimera_serve::{GitWatch, ServeConfig};
 use chimera_workflow::HealMode;
 use clap::Args;
 
-use super::ctx::{self, StateArgs};
 use super::Global;
+use super::ctx::{self, StateArgs};
 use crate::ui::ExitStatus;
 
 #[derive(Debug, Args)]
@@ -39,6 +39,53 @@ pub struct ServeArgs {
     /// Concurrent provider calls per provider during a heal.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+    /// GitOps: apply configuration changes (what was merged into the followed branch), not
+    /// only put drift back. Off by default: the pull-request workflow applies reviewed plans.
+    #[arg(long)]
+    pub gitops: bool,
+    /// Follow this branch: fetch and fast-forward each stack's repository every tick.
+    #[arg(long, value_name = "BRANCH")]
+    pub follow: Option<String>,
+    /// The remote `--follow` fetches from.
+    #[arg(long, default_value = "origin", value_name = "REMOTE")]
+    pub remote: String,
+    /// This daemon's name among replicas sharing one state database (default: host:pid).
+    #[arg(long, value_name = "NAME")]
+    pub replica: Option<String>,
+    /// Consecutive failed heals of one resource before it is parked (until released with
+    /// `chimera ctl release` or its configuration changes).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_failures: u32,
+    /// Provider calls per second, per provider (a token bucket).
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    pub rate: f64,
+    /// Log lines as `text` or `json` (one object per line), on stderr. `CHIMERA_LOG` filters
+    /// them (e.g. `debug`, `chimera_serve=debug`; default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Compile in this process instead of a child process (faster for small stacks; a
+    /// runaway evaluation then cannot be stopped).
+    #[arg(long)]
+    pub compile_in_process: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
 }
 
 fn parse_mode(s: &str) -> Result<HealMode, String> {
@@ -62,19 +109,33 @@ async fn terminated() {
 }
 
 pub fn run(global: &Global, args: &ServeArgs) -> ExitStatus {
-    let mut settings = ctx::settings(global, Some(&args.state));
-    settings.actor = format!("reconciler:{}", settings.actor);
-    let cfg = ServeConfig {
-        stacks: args.stacks.clone(),
-        interval: Duration::from_secs_f64(args.interval.max(0.0)),
-        jitter: args.jitter,
-        mode: args.heal,
-        listen: args.listen,
-        token: args.token.clone(),
-        ticks: args.ticks,
-        settings,
-        parallelism: args.parallelism,
+    let settings = ctx::settings(global, Some(&args.state));
+    let mut cfg = ServeConfig::new(args.stacks.clone(), settings);
+    cfg.interval = Duration::from_secs_f64(args.interval.max(0.0));
+    cfg.jitter = args.jitter;
+    cfg.mode = args.heal;
+    cfg.gitops = args.gitops;
+    cfg.git = args.follow.as_ref().map(|branch| GitWatch {
+        remote: args.remote.clone(),
+        branch: branch.clone(),
+    });
+    cfg.compiler = if args.compile_in_process {
+        None
+    } else {
+        std::env::current_exe().ok()
     };
+    cfg.listen = args.listen;
+    cfg.token = args.token.clone();
+    cfg.ticks = args.ticks;
+    cfg.parallelism = args.parallelism;
+    cfg.backoff.max_failures = args.max_failures.max(1);
+    cfg.guard.calls_per_second = args.rate.max(0.01);
+    if let Some(r) = &args.replica {
+        cfg.replica = r.clone();
+    }
+    // Generations and audit entries say which replica healed.
+    cfg.settings.actor = format!("reconciler:{}", cfg.replica);
+    init_logs(args.log_format);
     let rt = ctx::runtime();
     let served = rt.block_on(chimera_serve::start(cfg, terminated()));
     let served = match served {
@@ -87,15 +148,19 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitStatus {
             return ExitStatus::Failure;
         }
     };
-    eprintln!(
-        "chimera serve: listening on http://{} (/metrics, /api/stacks, /healthz, /readyz); heal mode {}",
-        served.addr,
-        args.heal.as_str()
+    tracing::info!(
+        addr = %served.addr,
+        mode = args.heal.as_str(),
+        "listening on http://{} (dashboard /, API /api/stacks, /metrics, /healthz, /readyz)",
+        served.addr
     );
     match rt.block_on(served.done) {
         Ok(Ok(())) => ExitStatus::Success,
         Ok(Err(m)) => {
-            ctx::fail(global, Diagnostic::error(codes::SERVE, "serve stopped").detail(m));
+            ctx::fail(
+                global,
+                Diagnostic::error(codes::SERVE, "serve stopped").detail(m),
+            );
             ExitStatus::Failure
         }
         Err(e) => {

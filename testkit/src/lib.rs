@@ -367,6 +367,24 @@ pub struct Postgres {
     /// `postgres://chimera@127.0.0.1:PORT/postgres`
     pub url: String,
     pub port: u16,
+    durable: bool,
+}
+
+fn pg_start(dir: &std::path::Path, port: u16, durable: bool) {
+    let mut start = pg_command("pg_ctl");
+    start
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("log"))
+        .args(["-w", "-t", "60", "-o"])
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
+            dir.display(),
+            if durable { "on" } else { "off" }
+        ))
+        .arg("start");
+    run_ok(start, "pg_ctl start");
 }
 
 fn is_root() -> bool {
@@ -428,25 +446,27 @@ impl Postgres {
             .args(["-A", "trust", "-U", "chimera", "-E", "UTF8", "--no-sync"]);
         run_ok(init, "initdb");
         let port = free_port();
-        let mut start = pg_command("pg_ctl");
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("log"))
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
-                dir.display(),
-                if durable { "on" } else { "off" }
-            ))
-            .arg("start");
-        run_ok(start, "pg_ctl start");
+        pg_start(&dir, port, durable);
         Postgres {
             url: format!("postgres://chimera@127.0.0.1:{port}/postgres"),
             dir,
             port,
+            durable,
         }
+    }
+
+    /// Stops the server at once (as a crash would: `-m immediate`), keeping its data.
+    pub fn stop(&self) {
+        let mut stop = pg_command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "immediate", "stop"]);
+        run_ok(stop, "pg_ctl stop");
+    }
+
+    /// Starts the server again after [`Postgres::stop`], on the same port and data.
+    pub fn start_again(&self) {
+        pg_start(&self.dir, self.port, self.durable);
     }
 
     /// A new empty database on this server; returns its URL.
