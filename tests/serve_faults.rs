@@ -52,19 +52,41 @@ fn converged(dir: &Path, state: &[&str]) -> bool {
     chimera(dir, &args).status.code() == Some(0)
 }
 
-#[test]
-fn kill_9_in_the_middle_of_a_heal_then_a_restart_converges_without_duplicates() {
+/// The state flags of a case: none (SQLite beside the stack), or a new database on `pg`.
+fn state_of(pg: Option<&Postgres>, name: &str) -> Vec<String> {
+    pg.map(|p| vec!["--state".to_string(), p.database(name)])
+        .unwrap_or_default()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `chimera serve . ARGS STATE`.
+fn serve(dir: &Path, args: &[&str], state: &[&str], env: &[(&str, &str)]) -> Daemon {
+    let mut a = vec!["."];
+    a.extend_from_slice(args);
+    a.extend_from_slice(state);
+    Daemon::start(dir, &a, env)
+}
+
+fn apply(dir: &Path, state: &[&str]) {
+    let mut a = vec!["apply", ".", "-y"];
+    a.extend_from_slice(state);
+    ok(&chimera(dir, &a));
+}
+
+fn kill_9_in_the_middle_of_a_heal(pg: Option<&Postgres>) {
+    let state = state_of(pg, "kill9");
+    let state = strs(&state);
     let dir = webapp_dir();
-    ok(&chimera(dir.path(), &["apply", ".", "-y"]));
-    mutate(dir.path(), &["instance.web-1", "--delete"]);
-    mutate(dir.path(), &["instance.web-2", "--delete"]);
+    apply(dir.path(), &state);
+    mutate_in(dir.path(), &["instance.web-1", "--delete"], &state);
+    mutate_in(dir.path(), &["instance.web-2", "--delete"], &state);
     // Every provider call takes 1.5 s: the create is in flight when the daemon dies.
     let slow = [("CHIMERA_LOCAL_LATENCY_MS", "1500")];
-    let daemon = Daemon::start(
-        dir.path(),
-        &[".", "--heal", "auto", "--interval", "0.2"],
-        &slow,
-    );
+    let args = ["--heal", "auto", "--interval", "0.2"];
+    let daemon = serve(dir.path(), &args, &state, &slow);
     wait_until("the heal's first create to start", || {
         daemon
             .log_text()
@@ -76,11 +98,7 @@ fn kill_9_in_the_middle_of_a_heal_then_a_restart_converges_without_duplicates() 
     assert!(inventory(dir.path()) <= 8);
 
     // On restart the pending intents are resolved first, then the stack converges.
-    let daemon = Daemon::start(
-        dir.path(),
-        &[".", "--heal", "auto", "--interval", "0.2"],
-        &[],
-    );
+    let daemon = serve(dir.path(), &args, &state, &[]);
     daemon.wait_for(|s| s["outcome"] == "in-sync" && s["ticks"].as_u64() >= Some(1));
     assert_eq!(daemon.terminate(), 0);
     assert_eq!(
@@ -88,19 +106,30 @@ fn kill_9_in_the_middle_of_a_heal_then_a_restart_converges_without_duplicates() 
         8,
         "every instance once: no duplicate, none missing"
     );
-    assert!(converged(dir.path(), &[]));
+    assert!(converged(dir.path(), &state));
 }
 
 #[test]
-fn two_daemons_on_one_stack_one_works_and_the_other_waits() {
+fn kill_9_in_the_middle_of_a_heal_then_a_restart_converges_without_duplicates() {
+    kill_9_in_the_middle_of_a_heal(None);
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_heal_on_postgresql() {
+    kill_9_in_the_middle_of_a_heal(Some(&Postgres::start(false)));
+}
+
+fn two_daemons_on_one_stack(pg: Option<&Postgres>) {
+    let state = state_of(pg, "two");
+    let state = strs(&state);
     let dir = webapp_dir();
-    ok(&chimera(dir.path(), &["apply", ".", "-y"]));
-    let generations = history(dir.path(), &[]).lines().count();
-    mutate(dir.path(), &["instance.web-1", "--delete"]);
+    apply(dir.path(), &state);
+    let generations = history(dir.path(), &state).lines().count();
+    mutate_in(dir.path(), &["instance.web-1", "--delete"], &state);
     let slow = [("CHIMERA_LOCAL_LATENCY_MS", "300")];
-    let args = [".", "--heal", "auto", "--interval", "0"];
-    let a = Daemon::start(dir.path(), &args, &slow);
-    let b = Daemon::start(dir.path(), &args, &slow);
+    let args = ["--heal", "auto", "--interval", "0"];
+    let a = serve(dir.path(), &args, &state, &slow);
+    let b = serve(dir.path(), &args, &state, &slow);
     let waits = |d: &Daemon| -> f64 {
         samples(&d.get("/metrics"), "chimera_lock_waits_total")
             .iter()
@@ -121,7 +150,7 @@ fn two_daemons_on_one_stack_one_works_and_the_other_waits() {
     assert_eq!(a.terminate(), 0);
     assert_eq!(b.terminate(), 0);
     assert_eq!(inventory(dir.path()), 8, "healed once, not twice");
-    let after = history(dir.path(), &[]);
+    let after = history(dir.path(), &state);
     assert_eq!(
         after.lines().count(),
         generations + 1,
@@ -130,24 +159,42 @@ fn two_daemons_on_one_stack_one_works_and_the_other_waits() {
 }
 
 #[test]
-fn a_stack_that_stops_compiling_keeps_its_state_and_says_where() {
+fn two_daemons_on_one_stack_one_works_and_the_other_waits() {
+    two_daemons_on_one_stack(None);
+}
+
+#[test]
+fn two_daemons_on_one_stack_on_postgresql() {
+    two_daemons_on_one_stack(Some(&Postgres::start(false)));
+}
+
+fn a_stack_that_stops_compiling(pg: Option<&Postgres>) {
+    let state = state_of(pg, "broken");
+    let state = strs(&state);
     let dir = webapp_dir();
-    ok(&chimera(dir.path(), &["apply", ".", "-y"]));
+    apply(dir.path(), &state);
     let main = dir.path().join("main.ncl");
     let good = std::fs::read_to_string(&main).unwrap();
-    let daemon = Daemon::start(
+    let daemon = serve(
         dir.path(),
-        &[".", "--heal", "auto", "--interval", "0.2"],
+        &["--heal", "auto", "--interval", "0.2"],
+        &state,
         &[],
     );
     daemon.wait_for(|s| s["outcome"] == "in-sync");
     // Drift while paused (`local mutate` compiles the stack: before it breaks), then the
     // stack stops compiling.
-    ok(&chimera(dir.path(), &["ctl", "pause", "--url", &daemon.base]));
+    ok(&chimera(
+        dir.path(),
+        &["ctl", "pause", "--url", &daemon.base],
+    ));
     daemon.wait_for(|s| s["outcome"] == "paused");
-    mutate(dir.path(), &["instance.web-1", "--delete"]);
+    mutate_in(dir.path(), &["instance.web-1", "--delete"], &state);
     std::fs::write(&main, good.replace("cidr = \"10.0.1.0/24\"", "cidr = 10")).unwrap();
-    ok(&chimera(dir.path(), &["ctl", "resume", "--url", &daemon.base]));
+    ok(&chimera(
+        dir.path(),
+        &["ctl", "resume", "--url", &daemon.base],
+    ));
     let failed = daemon.wait_for(|s| s["outcome"] == "failed");
     let errors = failed["errors"].to_string();
     assert!(
@@ -168,6 +215,16 @@ fn a_stack_that_stops_compiling_keeps_its_state_and_says_where() {
 }
 
 #[test]
+fn a_stack_that_stops_compiling_keeps_its_state_and_says_where() {
+    a_stack_that_stops_compiling(None);
+}
+
+#[test]
+fn a_stack_that_stops_compiling_on_postgresql() {
+    a_stack_that_stops_compiling(Some(&Postgres::start(false)));
+}
+
+#[test]
 fn postgresql_restarted_under_the_daemon_means_backoff_then_resume() {
     let pg = Postgres::start(false);
     let url = pg.database("restart");
@@ -181,11 +238,17 @@ fn postgresql_restarted_under_the_daemon_means_backoff_then_resume() {
     );
     daemon.wait_for(|s| s["outcome"] == "in-sync");
     // The drift goes in while the database is still up (`local mutate` reads the state).
-    ok(&chimera(dir.path(), &["ctl", "pause", "--url", &daemon.base]));
+    ok(&chimera(
+        dir.path(),
+        &["ctl", "pause", "--url", &daemon.base],
+    ));
     daemon.wait_for(|s| s["outcome"] == "paused");
     mutate_in(dir.path(), &["instance.web-1", "--delete"], &state);
     pg.stop();
-    ok(&chimera(dir.path(), &["ctl", "resume", "--url", &daemon.base]));
+    ok(&chimera(
+        dir.path(),
+        &["ctl", "resume", "--url", &daemon.base],
+    ));
     let down = daemon.wait_for(|s| s["outcome"] == "failed" || s["outcome"] == "backoff");
     assert!(!down["errors"].as_array().unwrap().is_empty(), "{down}");
     daemon.wait_for(|s| s["outcome"] == "backoff");
@@ -256,7 +319,11 @@ fn two_replicas_share_four_stacks_on_postgresql_and_one_takes_over_when_the_othe
         })
         .collect();
     for n in names {
-        mutate_in(&root.path().join(n), &["instance.web-1", "--delete"], &["--state", &url]);
+        mutate_in(
+            &root.path().join(n),
+            &["instance.web-1", "--delete"],
+            &["--state", &url],
+        );
     }
     for n in names {
         wait_until(n, || inventory(&root.path().join(n)) == 8);
@@ -270,7 +337,11 @@ fn two_replicas_share_four_stacks_on_postgresql_and_one_takes_over_when_the_othe
     // r1 dies; r2 heals everything from now on.
     r1.kill();
     for n in names {
-        mutate_in(&root.path().join(n), &["instance.web-2", "--delete"], &["--state", &url]);
+        mutate_in(
+            &root.path().join(n),
+            &["instance.web-2", "--delete"],
+            &["--state", &url],
+        );
     }
     for n in names {
         wait_until(n, || inventory(&root.path().join(n)) == 8);
@@ -526,7 +597,9 @@ fn gitops_follows_a_branch_and_applies_what_is_merged() {
     git(&author, &["commit", "-q", "-am", "bigger data volume"]);
     git(&author, &["push", "-q", "origin", "HEAD:main"]);
     let head = git(&author, &["rev-parse", "--short", "HEAD"]);
-    daemon.wait_for(|s| s["commit"] == head.as_str() && s["generation"] == 2 && s["outcome"] == "in-sync");
+    daemon.wait_for(|s| {
+        s["commit"] == head.as_str() && s["generation"] == 2 && s["outcome"] == "in-sync"
+    });
     assert_eq!(daemon.terminate(), 0);
     assert!(
         converged(&deployed, &[]),
