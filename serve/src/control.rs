@@ -192,7 +192,6 @@ impl Control {
         desired: Option<String>,
         backoff: &BackoffConfig,
         now: Instant,
-        unix: u64,
     ) -> Option<DeadLetter> {
         let s = self.stack(key);
         let r = s.retries.entry(address.to_string()).or_insert(Retry {
@@ -210,7 +209,7 @@ impl Control {
             address: address.to_string(),
             failures: r.failures,
             last_error: r.last_error.clone(),
-            since: unix,
+            since: crate::now_unix(),
             desired,
         };
         s.retries.remove(address);
@@ -280,7 +279,7 @@ mod tests {
         let desired = |_: &str| Some("h1".to_string());
         for i in 1..3 {
             assert!(
-                c.resource_failed("s", "instance.a", "boom", Some("h1".into()), &cfg, t, 0)
+                c.resource_failed("s", "instance.a", "boom", Some("h1".into()), &cfg, t)
                     .is_none(),
                 "{i}"
             );
@@ -289,7 +288,7 @@ mod tests {
         assert!(held.contains("instance.a"), "backing off");
         let (held, _) = c.held("s", t + Duration::from_secs(2000), desired);
         assert!(held.is_empty(), "backoff over");
-        let parked = c.resource_failed("s", "instance.a", "boom", Some("h1".into()), &cfg, t, 7);
+        let parked = c.resource_failed("s", "instance.a", "boom", Some("h1".into()), &cfg, t);
         assert_eq!(parked.unwrap().failures, 3);
         let later = t + Duration::from_secs(1_000_000);
         assert!(
@@ -300,7 +299,7 @@ mod tests {
         assert!(c.held("s", later, desired).0.is_empty());
         // Parked again, then the configuration changes: released.
         for _ in 0..3 {
-            c.resource_failed("s", "instance.a", "boom", Some("h1".into()), &cfg, t, 0);
+            c.resource_failed("s", "instance.a", "boom", Some("h1".into()), &cfg, t);
         }
         assert_eq!(c.dead_letters("s").len(), 1);
         let (held, released) = c.held("s", later, |_| Some("h2".to_string()));

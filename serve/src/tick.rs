@@ -444,10 +444,18 @@ impl chimera_workflow::Progress for LogProgress {
         tracing::info!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), "started");
     }
 
-    fn finished(&self, step: &chimera_workflow::Step, error: Option<&chimera_workflow::CallFailure>) {
+    fn finished(
+        &self,
+        step: &chimera_workflow::Step,
+        error: Option<&chimera_workflow::CallFailure>,
+    ) {
         match error {
-            None => tracing::info!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), "done"),
-            Some(f) => tracing::warn!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), class = f.class.as_str(), "failed"),
+            None => {
+                tracing::info!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), "done")
+            }
+            Some(f) => {
+                tracing::warn!(stack = %self.stack, address = %step.address, action = step.kind.as_str(), class = f.class.as_str(), "failed")
+            }
         }
     }
 }
@@ -659,7 +667,6 @@ fn record(
                 desired.get(&a).cloned(),
                 &shared.cfg.backoff,
                 now,
-                now_unix(),
             ) {
                 tracing::warn!(stack = %name, address = %a, action = "park", failures = parked.failures, "heals keep failing: parked until released or its configuration changes");
                 shared.event(

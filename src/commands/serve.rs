@@ -130,6 +130,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitStatus {
     cfg.parallelism = args.parallelism;
     cfg.backoff.max_failures = args.max_failures.max(1);
     cfg.guard.calls_per_second = args.rate.max(0.01);
+    cfg.guard.burst = (2.0 * args.rate).ceil().max(1.0) as u32;
     if let Some(r) = &args.replica {
         cfg.replica = r.clone();
     }

@@ -37,13 +37,12 @@ pub struct Settings {
 /// A wrapper put around each provider a run builds, shared by every run given it (so a token
 /// bucket or a circuit outlives one stack's reconcile).
 #[derive(Clone)]
-pub struct ProviderLayer(
-    pub  Arc<
-        dyn Fn(Arc<dyn chimera_providers::Provider>) -> Arc<dyn chimera_providers::Provider>
-            + Send
-            + Sync,
-    >,
-);
+pub struct ProviderLayer(pub Arc<WrapProvider>);
+
+/// What a [`ProviderLayer`] does to one provider.
+pub type WrapProvider = dyn Fn(Arc<dyn chimera_providers::Provider>) -> Arc<dyn chimera_providers::Provider>
+    + Send
+    + Sync;
 
 impl ProviderLayer {
     pub fn wrap(
