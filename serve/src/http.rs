@@ -35,7 +35,16 @@ pub(crate) async fn bearer(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = shared.cfg.token.as_deref().filter(|t| !t.is_empty()) {
+    // The dashboard page and its assets hold no data (the page asks the API with the token
+    // given in its own address), and a browser cannot add a header to loading them.
+    let path = req.uri().path();
+    let public = path == "/" || path == "/dashboard" || path.starts_with("/assets/");
+    if let Some(token) = shared
+        .cfg
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty() && !public)
+    {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
