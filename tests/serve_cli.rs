@@ -1,7 +1,8 @@
 //! `chimera serve` as a process: drift injected with `chimera local mutate` (an attribute
-//! changed, an instance deleted, a volume detached) is healed in `auto` and only recorded in
-//! `report`; `/metrics` is scraped and parsed as drift is found and healed; SIGTERM ends it
-//! with exit 0; a non-loopback address without a token is refused.
+//! changed, an instance deleted, a firewall rule added, a volume detached) is healed within two
+//! ticks in `auto` and only recorded in `report`; `/metrics` is scraped and parsed as drift is
+//! found and healed; SIGTERM ends it with exit 0; a non-loopback address without a token is
+//! refused.
 
 mod common;
 use common::serve::{Daemon, chimera, ok, samples, webapp_dir};
@@ -27,6 +28,14 @@ fn webapp() -> tempfile::TempDir {
             "instance=null",
             ".",
         ][..],
+        &[
+            "local",
+            "mutate",
+            "firewall.web",
+            "--set",
+            r#"ingress=[{"protocol":"tcp","from_port":443,"to_port":443,"cidrs":["0.0.0.0/0"]},{"protocol":"tcp","from_port":22,"to_port":22,"cidrs":["0.0.0.0/0"]}]"#,
+            ".",
+        ][..],
     ] {
         ok(&chimera(dir.path(), args));
     }
@@ -49,7 +58,19 @@ fn auto_heals_drift_and_metrics_follow() {
         .iter()
         .map(|d| d[0].as_str().unwrap())
         .collect();
-    assert_eq!(drift, ["instance.web-1", "subnet.public", "volume.data"]);
+    assert_eq!(
+        drift,
+        [
+            "firewall.web",
+            "instance.web-1",
+            "subnet.public",
+            "volume.data"
+        ]
+    );
+    assert!(
+        healed["ticks"].as_u64() <= Some(2),
+        "healed within two ticks: {healed}"
+    );
     // The webapp runs on the free local simulator: its cost is known, and $0.
     assert_eq!(healed["monthly_cost"], 0.0);
     // The next tick finds the stack in sync.
@@ -65,7 +86,7 @@ fn auto_heals_drift_and_metrics_follow() {
         "{metrics}"
     );
     let healed = samples(&metrics, "chimera_drift_healed_total");
-    assert_eq!(healed.iter().map(|(_, v)| v).sum::<f64>(), 3.0, "{metrics}");
+    assert_eq!(healed.iter().map(|(_, v)| v).sum::<f64>(), 4.0, "{metrics}");
     let applies = samples(&metrics, "chimera_heal_applies_total");
     assert!(
         applies
@@ -101,7 +122,7 @@ fn report_records_drift_and_changes_nothing() {
     let daemon = serve(dir.path(), "report");
     let s = daemon.wait_for(|s| s["ticks"].as_u64() >= Some(2));
     assert_eq!(s["outcome"], "drifted");
-    assert_eq!(s["drift"].as_array().unwrap().len(), 3);
+    assert_eq!(s["drift"].as_array().unwrap().len(), 4);
     let metrics = daemon.get("/metrics");
     assert!(
         samples(&metrics, "chimera_drift_healed_total").is_empty(),
