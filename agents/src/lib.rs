@@ -19,6 +19,7 @@ pub mod forge;
 pub mod llm;
 pub mod memory;
 pub mod planner;
+pub mod verify;
 
 use std::path::PathBuf;
 
