@@ -17,7 +17,8 @@ pub const MAX_TURNS: usize = 6;
 /// Drafts edits by asking a model, which answers only through the `edit_file` and `finish`
 /// tools. Within a round, an edit whose `old_text` does not occur exactly once (or whose file
 /// is not the stack's) is sent back to the model at once as an error result, and `finish` is
-/// refused until every edit of the draft stands; everything else is the verifier's to judge.
+/// refused when it comes in the same turn as a refused edit (so the model fixes the edit first);
+/// everything else is the verifier's to judge.
 pub struct LlmProposer {
     pub client: Box<dyn ChatBackend>,
 }
