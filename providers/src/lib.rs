@@ -260,6 +260,14 @@ impl Observed {
     }
 }
 
+/// How busy an instance is (a recent average, percent of what its size offers), as the
+/// rightsizing intent reads it. A read: nothing is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Utilisation {
+    pub cpu_percent: f64,
+    pub memory_percent: f64,
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn name(&self) -> ProviderName;
@@ -300,6 +308,11 @@ pub trait Provider: Send + Sync {
             }
         }
         Ok(out)
+    }
+    /// The CPU and memory utilisation of the instance at `at`; `None` when the cloud does not
+    /// report it (the default) or `at` is not an instance.
+    async fn utilisation(&self, _at: &CloudRef) -> Result<Option<Utilisation>> {
+        Ok(None)
     }
 }
 
@@ -369,6 +382,9 @@ impl<P: Provider> Provider for Retrying<P> {
     async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         with_retries(|| self.0.observe(items)).await
     }
+    async fn utilisation(&self, at: &CloudRef) -> Result<Option<Utilisation>> {
+        with_retries(|| self.0.utilisation(at)).await
+    }
 }
 
 /// Serves a provider under another provider's name: lets tests and demos run a multi-cloud
@@ -409,6 +425,9 @@ impl<P: Provider> Provider for Alias<P> {
     async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         self.1.observe(items).await
     }
+    async fn utilisation(&self, at: &CloudRef) -> Result<Option<Utilisation>> {
+        self.1.utilisation(at).await
+    }
 }
 
 #[async_trait]
@@ -444,5 +463,8 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         (**self).observe(items).await
+    }
+    async fn utilisation(&self, at: &CloudRef) -> Result<Option<Utilisation>> {
+        (**self).utilisation(at).await
     }
 }

@@ -18,7 +18,8 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::{
-    CloudRef, Observed, Provider, ProviderError, Request, Result, Violation, managed_tags,
+    CloudRef, Observed, Provider, ProviderError, Request, Result, Utilisation, Violation,
+    managed_tags,
 };
 
 /// The network and subnet sizes the simulated cloud allocates: up to /28, like EC2 (it keeps
@@ -598,6 +599,43 @@ impl LocalCloud {
         Ok(n > 0)
     }
 
+    /// Sets the simulated utilisation of the instance `cloud_id` (a field left `None` keeps its
+    /// current value). Percentages are between 0 and 100. It is a reading, not an attribute:
+    /// it never shows as drift.
+    pub async fn set_utilisation(
+        &self,
+        cloud_id: &str,
+        cpu_percent: Option<f64>,
+        memory_percent: Option<f64>,
+    ) -> std::result::Result<(), String> {
+        for (what, v) in [("cpu", cpu_percent), ("memory", memory_percent)] {
+            if let Some(v) = v
+                && !(0.0..=100.0).contains(&v)
+            {
+                return Err(format!(
+                    "{what} utilisation {v} is not a percentage between 0 and 100"
+                ));
+            }
+        }
+        let at = CloudRef::new(Kind::Instance, cloud_id, "");
+        let current = self
+            .utilisation_now(&at)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no instance `{cloud_id}` in the local cloud"))?;
+        sqlx::query(
+            "INSERT INTO utilisation (id, cpu_percent, memory_percent) VALUES (?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET cpu_percent = excluded.cpu_percent, memory_percent = excluded.memory_percent",
+        )
+        .bind(cloud_id)
+        .bind(cpu_percent.unwrap_or(current.cpu_percent))
+        .bind(memory_percent.unwrap_or(current.memory_percent))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// Every resource in the simulated cloud.
     pub async fn all(&self) -> std::result::Result<Vec<Observed>, String> {
         let rows = sqlx::query("SELECT * FROM objects ORDER BY id")
@@ -735,6 +773,31 @@ impl LocalCloud {
         }
     }
 
+    /// What was set for the instance, or a value derived from its id (stable across calls and
+    /// runs) when nothing was.
+    async fn utilisation_now(&self, at: &CloudRef) -> Result<Option<Utilisation>> {
+        let row = sqlx::query(
+            "SELECT o.kind, u.cpu_percent, u.memory_percent FROM objects o \
+             LEFT JOIN utilisation u ON u.id = o.id WHERE o.id = ?",
+        )
+        .bind(&at.id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let kind: String = row.try_get("kind").map_err(db_err)?;
+        if kind != Kind::Instance.as_str() {
+            return Ok(None);
+        }
+        let cpu: Option<f64> = row.try_get("cpu_percent").map_err(db_err)?;
+        let memory: Option<f64> = row.try_get("memory_percent").map_err(db_err)?;
+        let (dc, dm) = default_utilisation(&at.id);
+        Ok(Some(Utilisation {
+            cpu_percent: cpu.unwrap_or(dc),
+            memory_percent: memory.unwrap_or(dm),
+        }))
+    }
+
     async fn list_managed_now(&self, stack: &str) -> Result<Vec<Observed>> {
         let rows = sqlx::query(
             "SELECT * FROM objects WHERE json_extract(tags, '$.\"chimera-stack\"') = ? ORDER BY id",
@@ -754,6 +817,15 @@ impl LocalCloud {
         });
         Ok(out)
     }
+}
+
+/// A simulated instance's utilisation when none was set: derived from its id (FNV-1a), CPU
+/// between 20% and 79%, memory between 30% and 89%, so fresh instances look moderately busy.
+fn default_utilisation(id: &str) -> (f64, f64) {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (20.0 + (h % 60) as f64, 30.0 + ((h >> 32) % 60) as f64)
 }
 
 /// Every call takes the configured latency in all, including the simulated control plane's own
@@ -793,5 +865,9 @@ impl Provider for LocalCloud {
     /// One query for the whole batch.
     async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         self.call(false, self.observe_now(items)).await
+    }
+    /// Simulated: set with [`LocalCloud::set_utilisation`], else derived from the id.
+    async fn utilisation(&self, at: &CloudRef) -> Result<Option<Utilisation>> {
+        self.call(false, self.utilisation_now(at)).await
     }
 }

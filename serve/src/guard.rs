@@ -439,6 +439,10 @@ impl Provider for Guarded {
     async fn observe(&self, items: &[CloudRef]) -> Result<Vec<Option<Observed>>> {
         self.call("observe", || self.inner.observe(items)).await
     }
+    async fn utilisation(&self, at: &CloudRef) -> Result<Option<chimera_providers::Utilisation>> {
+        self.call("utilisation", || self.inner.utilisation(at))
+            .await
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -19,6 +19,8 @@ pub enum LocalSub {
     Mutate {
         address: Address,
         /// `key=value`; the value is JSON when it parses as JSON, else a string.
+        /// `cpu_utilisation=N` and `memory_utilisation=N` set an instance's simulated
+        /// utilisation (percent) instead, which is not drift.
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
         set: Vec<(String, Value)>,
         /// Delete the resource instead.

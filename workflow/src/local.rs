@@ -18,6 +18,17 @@ pub enum LocalChange {
     Delete,
 }
 
+/// `chimera local mutate --set` keys that set an instance's simulated utilisation (percent)
+/// instead of an attribute.
+pub const CPU_UTILISATION: &str = "cpu_utilisation";
+pub const MEMORY_UTILISATION: &str = "memory_utilisation";
+
+fn percent(key: &str, v: &Value) -> Result<f64, String> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .ok_or_else(|| format!("{key}={v} is not a number (a percentage between 0 and 100)"))
+}
+
 fn local_err(summary: &str, m: String) -> Error {
     Error::new(
         ErrorKind::Provider,
@@ -52,11 +63,20 @@ impl Stack {
             LocalChange::Delete => cloud.remove(&row.cloud_id).await.map(|_| ()),
             LocalChange::Set(kvs) => {
                 let mut r = Ok(());
+                let mut usage = (None, None);
                 for (k, v) in kvs {
-                    r = cloud.mutate(&row.cloud_id, k, v.clone()).await;
+                    r = match k.as_str() {
+                        // A simulated reading, not an attribute: never drift.
+                        CPU_UTILISATION => percent(k, v).map(|p| usage.0 = Some(p)),
+                        MEMORY_UTILISATION => percent(k, v).map(|p| usage.1 = Some(p)),
+                        _ => cloud.mutate(&row.cloud_id, k, v.clone()).await,
+                    };
                     if r.is_err() {
                         break;
                     }
+                }
+                if r.is_ok() && (usage.0.is_some() || usage.1.is_some()) {
+                    r = cloud.set_utilisation(&row.cloud_id, usage.0, usage.1).await;
                 }
                 r
             }

@@ -3,6 +3,7 @@
 //! import, rollback, refresh or recover, and every provider it builds is wrapped so that a
 //! create, update or delete is refused (and counted) before it reaches the cloud.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +12,12 @@ use async_trait::async_trait;
 use chimera_compiler::source::Source;
 use chimera_engine::Drift;
 use chimera_model::graph::Graph;
-use chimera_model::{Diagnostic, Kind, ProviderName, SourceMap, StateResource};
+use chimera_model::{Address, Diagnostic, Kind, ProviderName, SourceMap, StateResource};
 use chimera_plans::findings::Finding;
 use chimera_plans::plan::Plan;
 use chimera_providers::{
-    CloudRef, Observed, Provider, ProviderError, Request, Result as ProviderResult, Violation,
+    CloudRef, Observed, Provider, ProviderError, Request, Result as ProviderResult, Utilisation,
+    Violation,
 };
 use chimera_state::GenerationInfo;
 
@@ -113,6 +115,32 @@ impl ReadOnlyStack {
         Ok(chimera_engine::drift_of(providers, &current).await?)
     }
 
+    /// The CPU and memory utilisation of the stack's instances as state knows them, per
+    /// address; an instance whose cloud does not report utilisation is left out.
+    pub async fn utilisation(&mut self) -> Result<BTreeMap<Address, Utilisation>, Error> {
+        let stack = self.inner.name()?;
+        let (store, providers) = self.inner.state_and_providers().await?;
+        let current = store.current(&stack).await?;
+        let mut out = BTreeMap::new();
+        for row in current.iter().filter(|r| r.address.kind == Kind::Instance) {
+            let provider = providers.get(row.provider)?;
+            let at = CloudRef::new(
+                row.address.kind,
+                row.cloud_id.clone(),
+                row.native_region.clone(),
+            );
+            let u = provider.utilisation(&at).await.map_err(|e| {
+                Error::from(chimera_engine::EngineError::Call(
+                    chimera_engine::CallFailure::of(&row.address, "read", &e),
+                ))
+            })?;
+            if let Some(u) = u {
+                out.insert(row.address.clone(), u);
+            }
+        }
+        Ok(out)
+    }
+
     /// Everything the clouds hold tagged for the stack (to find unmanaged resources).
     pub async fn managed_in_cloud(&mut self) -> Result<Vec<Observed>, Error> {
         let stack = self.inner.name()?;
@@ -208,5 +236,9 @@ impl Provider for ReadOnlyProvider {
 
     async fn observe(&self, items: &[CloudRef]) -> ProviderResult<Vec<Option<Observed>>> {
         self.inner.observe(items).await
+    }
+
+    async fn utilisation(&self, at: &CloudRef) -> ProviderResult<Option<Utilisation>> {
+        self.inner.utilisation(at).await
     }
 }
