@@ -15,10 +15,13 @@
 //! - `forge`: pull requests (GitHub REST; none = local branch + printed body), and git.
 //! - `memory`: what happened before (embedded SQLite, or Qdrant), with a hashing embedder.
 
+pub mod context;
 pub mod forge;
+pub mod heal;
 pub mod llm;
 pub mod memory;
 pub mod planner;
+pub mod propose;
 pub mod verify;
 
 use std::path::PathBuf;

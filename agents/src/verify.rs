@@ -4,7 +4,7 @@
 //! policies, all through the read-only view of the workflow. What failed comes back as feedback
 //! lines for the next round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ pub struct Verdict {
     pub feedback: Vec<String>,
     /// Writes the read-only view refused (an agent entry point that tried to change a cloud).
     pub refused_writes: usize,
+    /// An adoption ([`verify_adoption`]): it passes when the plan against the cloud as it is
+    /// shows no changes to the adopted resources (other drift may still show).
+    pub adoption: bool,
 }
 
 impl Verdict {
@@ -41,7 +44,10 @@ impl Verdict {
     /// denies it. (A missed numeric target does not block it: the pull request says so.)
     pub fn passed(&self) -> bool {
         self.compiled
-            && self.plan.as_ref().is_some_and(Plan::has_changes)
+            && self
+                .plan
+                .as_ref()
+                .is_some_and(|p| self.adoption || p.has_changes())
             && !self.denied()
             && self.blocking_feedback() == 0
     }
@@ -70,6 +76,16 @@ fn safe(file: &Path) -> Result<PathBuf, String> {
     {
         return Err(format!(
             "edit_file: `{}` is not a path inside the stack's directory",
+            file.display()
+        ));
+    }
+    if file
+        .components()
+        .find(|c| matches!(c, Component::Normal(_)))
+        .is_some_and(|c| c.as_os_str() == crate::context::POLICIES)
+    {
+        return Err(format!(
+            "edit_file: `{}` is one of the stack's policies; a proposal changes the configuration, never the rules it is checked against",
             file.display()
         ));
     }
@@ -155,6 +171,28 @@ pub async fn verify(
     draft: &Draft,
     before: f64,
 ) -> Result<Verdict, AgentError> {
+    check(dir, settings, draft, before, None).await
+}
+
+/// Verifies a draft that adopts drift: the edited configuration, planned against the cloud as
+/// it is now (a refresh through the read-only providers), must show no changes.
+pub async fn verify_adoption(
+    dir: &Path,
+    settings: &Settings,
+    draft: &Draft,
+    adopted: &BTreeSet<String>,
+) -> Result<Verdict, AgentError> {
+    check(dir, settings, draft, 0.0, Some(adopted)).await
+}
+
+async fn check(
+    dir: &Path,
+    settings: &Settings,
+    draft: &Draft,
+    before: f64,
+    adopted: Option<&BTreeSet<String>>,
+) -> Result<Verdict, AgentError> {
+    let adoption = adopted.is_some();
     let (files, mut feedback) = apply_edits(dir, draft);
     let mut verdict = Verdict {
         files: files.clone(),
@@ -165,6 +203,7 @@ pub async fn verify(
         target: None,
         feedback: Vec::new(),
         refused_writes: 0,
+        adoption,
     };
     if draft.edits.is_empty() {
         feedback.push("the draft has no edits: call edit_file with the change".into());
@@ -181,7 +220,7 @@ pub async fn verify(
         return Ok(verdict);
     }
     verdict.compiled = true;
-    let plan = match stack.plan(false).await {
+    let plan = match stack.plan(adoption).await {
         Ok(p) => p,
         Err(e) => {
             verdict.feedback = e.diagnostics.iter().map(|d| line_of(d, dir)).collect();
@@ -189,7 +228,23 @@ pub async fn verify(
             return Ok(verdict);
         }
     };
-    if !plan.has_changes() {
+    if let Some(adopted) = adopted {
+        let still: Vec<String> = plan
+            .changes
+            .iter()
+            .filter(|c| {
+                c.action != chimera_plans::plan::Action::NoOp
+                    && adopted.contains(&c.address.to_string())
+            })
+            .map(|c| format!("{} {}", c.action.verb(), c.address))
+            .collect();
+        if !still.is_empty() {
+            feedback.push(format!(
+                "the edited configuration still differs from the cloud as it is: {}",
+                still.join(", ")
+            ));
+        }
+    } else if !plan.has_changes() {
         feedback.push(
             "the edits change nothing Chimera manages: the plan is empty; change the resources the intent is about".into(),
         );

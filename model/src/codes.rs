@@ -104,6 +104,7 @@ registry! {
     // The daemon.
     SERVE = "E0600", "`chimera serve` cannot start or stopped (the address cannot be bound, or a token is missing for a non-loopback address)";
     RECONCILE_SETTING = "E0601", "a stack's `reconcile` settings name an unknown heal mode, kind or address";
+    AGENT = "E0700", "an agent could not propose: the proposer, the forge, git or the agents' memory failed (the message says which)";
 }
 
 /// What `code` means, if it is in the registry.

@@ -22,6 +22,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/api/stacks", get(stacks))
         .route("/api/pause", post(pause_all))
         .route("/api/resume", post(resume_all))
+        .route("/api/reconcile", post(reconcile_all))
+        .route("/api/stacks/{stack}/reconcile", post(reconcile))
         .route("/api/stacks/{stack}/pause", post(pause))
         .route("/api/stacks/{stack}/resume", post(resume))
         .route(
@@ -129,6 +131,33 @@ async fn pause_all(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value>
 async fn resume_all(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     set_pause(&shared, None, false);
     Json(json!({ "paused": false }))
+}
+
+/// Starts the next tick now (the daemon's gated heal, as on any tick): what `chimera agent
+/// heal` asks for when drift is to be put back.
+async fn reconcile_all(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    tracing::info!(stack = "*", action = "reconcile", "reconcile requested");
+    shared.wake.notify_one();
+    Json(json!({ "requested": true }))
+}
+
+async fn reconcile(State(shared): State<Arc<Shared>>, Path(stack): Path<String>) -> Response {
+    let Some(key) = shared.key_of(&stack) else {
+        return unknown(&stack);
+    };
+    shared.event(
+        &key,
+        Event {
+            at: now_unix(),
+            kind: "requested",
+            address: None,
+            detail: "a reconcile was requested: the next tick starts now".into(),
+            generation: None,
+        },
+    );
+    tracing::info!(stack = %stack, action = "reconcile", "reconcile requested");
+    shared.wake.notify_one();
+    Json(json!({ "stack": stack, "requested": true })).into_response()
 }
 
 async fn pause(State(shared): State<Arc<Shared>>, Path(stack): Path<String>) -> Response {

@@ -189,6 +189,8 @@ pub(crate) struct Shared {
     pub ready: AtomicBool,
     pub metrics: Metrics,
     pub guard: Arc<guard::Guard>,
+    /// Woken by `POST /api/reconcile` (or a stack's): the next tick starts now.
+    pub wake: tokio::sync::Notify,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -274,6 +276,7 @@ pub async fn start(
         ready: AtomicBool::new(false),
         metrics,
         guard,
+        wake: tokio::sync::Notify::new(),
     });
     let listener = tokio::net::TcpListener::bind(shared.cfg.listen)
         .await

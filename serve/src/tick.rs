@@ -66,6 +66,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, stop: watch::Receiver<bool>) -> Re
             .mul_f64(1.0 + cfg.jitter.max(0.0) * fastrand::f64());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = shared.wake.notified() => {
+                tracing::info!("a reconcile was requested: ticking now");
+            }
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
     }

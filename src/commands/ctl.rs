@@ -36,6 +36,8 @@ pub enum CtlCmd {
     Pause(Target),
     /// Reconcile again after `pause`.
     Resume(Target),
+    /// Reconcile now (a stack's next tick starts at once; heals go through the daemon's gate).
+    Reconcile(Target),
     /// Heal a parked resource again (it was parked after its heals kept failing).
     Release(Release),
     /// The stacks the daemon serves and how their last reconcile went.
@@ -59,7 +61,7 @@ pub struct Release {
     pub daemon: Daemon,
 }
 
-fn call(daemon: &Daemon, method: &str, path: &str) -> Result<Value, String> {
+pub(crate) fn call(daemon: &Daemon, method: &str, path: &str) -> Result<Value, String> {
     let url = format!("{}{path}", daemon.url.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -120,6 +122,14 @@ pub fn run(global: &Global, cmd: &CtlCmd) -> ExitStatus {
             };
             (&t.daemon, "POST", path)
         }
+        CtlCmd::Reconcile(t) => (
+            &t.daemon,
+            "POST",
+            match &t.stack {
+                Some(s) => format!("/api/stacks/{}/reconcile", encode(s)),
+                None => "/api/reconcile".to_string(),
+            },
+        ),
         CtlCmd::Release(r) => (
             &r.daemon,
             "POST",
@@ -148,7 +158,7 @@ pub fn run(global: &Global, cmd: &CtlCmd) -> ExitStatus {
 }
 
 /// Percent-encodes a path segment (stack names and addresses are plain, paths may not be).
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -191,6 +201,10 @@ fn render(cmd: &CtlCmd, v: &Value) -> String {
         }
         CtlCmd::Pause(t) => format!("paused {}\n", t.stack.as_deref().unwrap_or("every stack")),
         CtlCmd::Resume(t) => format!("resumed {}\n", t.stack.as_deref().unwrap_or("every stack")),
+        CtlCmd::Reconcile(t) => format!(
+            "reconcile requested for {}: the daemon ticks now\n",
+            t.stack.as_deref().unwrap_or("every stack")
+        ),
         CtlCmd::Release(r) => format!(
             "released {} in {}: it is healed again from the next tick\n",
             r.address, r.stack

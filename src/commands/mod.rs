@@ -1,5 +1,6 @@
 //! One module per command; global options here.
 
+mod agent;
 mod apply;
 mod check;
 mod cost;
@@ -129,6 +130,9 @@ pub enum Command {
     /// Keep stacks converged: reconcile them every interval (heal drift, or record it), with
     /// an HTTP API and Prometheus metrics.
     Serve(serve::ServeArgs),
+    /// Agents: turn an intent into a verified pull request (never an apply).
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
     /// Control a running `chimera serve`: pause, resume, release a parked resource, status.
     #[command(subcommand)]
     Ctl(ctl::CtlCmd),
@@ -156,6 +160,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Eval(args) => eval::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Cost(args) => cost::run(&cli.global, args),
+        Command::Agent(cmd) => agent::run(&cli.global, cmd),
         Command::Ctl(cmd) => ctl::run(&cli.global, cmd),
         Command::InternalCompile(args) => internal::run(&cli.global, args),
         Command::Policy(args) => policy::run(&cli.global, args),

@@ -7,6 +7,9 @@
 
 pub use aws_sdk_ec2;
 
+pub mod forge;
+pub mod llm_stub;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,162 @@
+//! `chimera agent` as a process: `heal` asks a running daemon to put drift back now (it never
+//! applies itself) and adopts drift in a local branch; `propose` runs the offline planner and
+//! commits on a local branch when no forge is configured.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::serve::{Daemon, chimera, ok, webapp_dir};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The webapp example, committed in a git repository and applied.
+fn repo() -> tempfile::TempDir {
+    let dir = webapp_dir();
+    std::fs::write(dir.path().join(".gitignore"), ".chimera/\n").unwrap();
+    git(dir.path(), &["init", "--quiet", "--initial-branch=main"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "--quiet", "-m", "webapp"]);
+    ok(&chimera(dir.path(), &["apply", ".", "-y"]));
+    dir
+}
+
+fn generations(dir: &Path) -> usize {
+    ok(&chimera(dir, &["history", "."]))
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .count()
+}
+
+#[test]
+fn heal_asks_the_running_daemon_to_put_drift_back_now() {
+    let dir = repo();
+    // A daemon that would not tick again for an hour on its own.
+    let daemon = Daemon::start(
+        dir.path(),
+        &[".", "--heal", "auto", "--interval", "3600"],
+        &[],
+    );
+    daemon.wait_for(|s| s["outcome"] == "in-sync");
+    ok(&chimera(
+        dir.path(),
+        &["local", "mutate", "instance.web-1", "--delete", "."],
+    ));
+    let before = generations(dir.path());
+    let out = chimera(
+        dir.path(),
+        &[
+            "agent",
+            "heal",
+            ".",
+            "--heal",
+            "auto",
+            "--daemon",
+            &daemon.base,
+            "--forge",
+            "none",
+        ],
+    );
+    let text = ok(&out);
+    assert!(text.contains("instance.web-1: deleted"), "{text}");
+    assert!(text.contains("re-apply by the daemon"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Asked the daemon"), "{stderr}");
+    // The agent applied nothing; the daemon heals at once, by its own gated path.
+    let healed = daemon.wait_for(|s| s["outcome"] == "healed");
+    assert!(healed["generation"].as_u64().is_some());
+    assert!(generations(dir.path()) > before);
+    let events = daemon.get("/api/stacks/webapp/events");
+    assert!(events.contains("requested"), "{events}");
+    assert_eq!(daemon.terminate(), 0);
+}
+
+#[test]
+fn heal_in_propose_mode_adopts_the_live_value_on_a_local_branch() {
+    let dir = repo();
+    ok(&chimera(
+        dir.path(),
+        &[
+            "local",
+            "mutate",
+            "subnet.public",
+            "--set",
+            "public=false",
+            ".",
+        ],
+    ));
+    let before = generations(dir.path());
+    let out = chimera(
+        dir.path(),
+        &["agent", "heal", ".", "--heal", "propose", "--forge", "none"],
+    );
+    let text = ok(&out);
+    assert!(text.contains("subnet.public: changed (public)"), "{text}");
+    assert!(text.contains("adopt in a pull request"), "{text}");
+    assert!(text.contains("## Intent"), "{text}");
+    let branch = "chimera/agent/webapp-adopt-drift-subnet-public";
+    let file = git(dir.path(), &["show", &format!("{branch}:main.ncl")]);
+    assert!(file.contains("public = false"), "{file}");
+    // The working tree is untouched and nothing was applied.
+    assert!(
+        std::fs::read_to_string(dir.path().join("main.ncl"))
+            .unwrap()
+            .contains("public = true")
+    );
+    assert_eq!(generations(dir.path()), before);
+    // Still drifted: the agent adopts in a pull request, it does not heal.
+    let plan = chimera(dir.path(), &["plan", ".", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2));
+}
+
+#[test]
+fn propose_offline_without_a_forge_commits_locally_and_prints_the_body() {
+    let dir = repo();
+    let before = generations(dir.path());
+    let out = chimera(
+        dir.path(),
+        &["agent", "propose", "scale web to 4", ".", "--forge", "none"],
+    );
+    let text = ok(&out);
+    for part in [
+        "## Intent",
+        "> scale web to 4",
+        "Verifier log",
+        "Nothing was applied",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    let branches = git(dir.path(), &["branch", "--list", "chimera/agent/*"]);
+    assert!(
+        branches.contains("chimera/agent/webapp-scale-web-to-4"),
+        "{branches}"
+    );
+    assert_eq!(generations(dir.path()), before);
+    // The same intent again: the same branch, no second one.
+    ok(&chimera(
+        dir.path(),
+        &["agent", "propose", "scale web to 4", ".", "--forge", "none"],
+    ));
+    let branches = git(dir.path(), &["branch", "--list", "chimera/agent/*"]);
+    assert_eq!(branches.lines().count(), 1, "{branches}");
+    // Something the planner does not know is refused plainly, with exit 1.
+    let out = chimera(
+        dir.path(),
+        &["agent", "propose", "make it better", ".", "--forge", "none"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
