@@ -75,11 +75,7 @@ impl Setup {
             dirs.path(),
             &["clone", "--quiet", &remote, work.to_str().unwrap()],
         );
-        Setup {
-            fake,
-            dirs: dirs,
-            work,
-        }
+        Setup { fake, dirs, work }
     }
 
     async fn repo(&self) -> Repo {
