@@ -73,6 +73,9 @@ fn main() {
             out.propose.as_secs_f64() * 1e3,
             out.verify.as_secs_f64() * 1e3
         );
+        if let Some(gap) = &c.known_gap {
+            println!("    known gap: {gap}");
+        }
         for p in &out.problems {
             println!("    {p}");
         }
