@@ -2,7 +2,7 @@
 //! is verified (compile, plan, price, policies) and checked against its expectation. Prints a
 //! table and the shares that compile, pass policy and do what was asked, with the median time
 //! per proposal (propose and verify apart). `cargo bench -p chimera-agents --bench planner`;
-//! `-- --debug-note` marks the numbers as a debug build's.
+//! `-- FILTER --show` runs the cases whose id contains FILTER and prints their edits.
 
 #[path = "../tests/planner_support/mod.rs"]
 mod support;
@@ -22,6 +22,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // `--show`: print each draft's edits.
+    let show = std::env::args().any(|a| a == "--show");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,6 +75,16 @@ fn main() {
             out.propose.as_secs_f64() * 1e3,
             out.verify.as_secs_f64() * 1e3
         );
+        if show && let Ok(d) = &out.draft {
+            for e in &d.edits {
+                println!(
+                    "    --- {}\n{}\n    +++\n{}",
+                    e.file.display(),
+                    e.old,
+                    e.new
+                );
+            }
+        }
         if let Some(gap) = &c.known_gap {
             println!("    known gap: {gap}");
         }
