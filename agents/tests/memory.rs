@@ -298,6 +298,9 @@ fn outcome_weights() -> Result<(), Failed> {
         (NOT_COMPILED, PENALTY),
         (DENIED, PENALTY),
         (TARGET_MISSED, PENALTY),
+        (UNSUPPORTED, PENALTY),
+        (COMMITTED, 1.0),
+        (VERIFIED, 1.0),
         (" Merged ", BONUS),
         ("something else", 1.0),
     ] {

@@ -307,12 +307,18 @@ pub mod outcome {
     pub const DENIED: &str = "denied";
     /// The edits verified but missed the intent's numeric target.
     pub const TARGET_MISSED: &str = "target-missed";
+    /// The proposer could not do the intent (the offline planner does not know it).
+    pub const UNSUPPORTED: &str = "unsupported";
+    /// The edits verified and were committed to a local branch (no forge).
+    pub const COMMITTED: &str = "committed";
+    /// The edits verified; nothing was published.
+    pub const VERIFIED: &str = "verified";
     /// Drift was healed (an incident's fix worked).
     pub const HEALED: &str = "healed";
 }
 
 /// The weight of outcomes that did not work (`rejected`, `closed`, `failed`,
-/// `not-compiled`, `denied`, `target-missed`): an equally similar record that was rejected
+/// `not-compiled`, `denied`, `target-missed`, `unsupported`): an equally similar record that was rejected
 /// ranks below one that was merged, and below any record at least half as similar.
 pub const PENALTY: f32 = 0.5;
 
@@ -321,7 +327,8 @@ pub const PENALTY: f32 = 0.5;
 pub const BONUS: f32 = 1.1;
 
 /// The weight an outcome puts on similarity: [`PENALTY`], [`BONUS`], or 1 for anything else
-/// (`opened`, unknown words). Case and surrounding blanks are ignored.
+/// (`opened`, `committed`, `verified`, unknown words). Case and surrounding blanks are
+/// ignored.
 pub fn outcome_weight(outcome: &str) -> f32 {
     use outcome::*;
     let o = outcome.trim().to_ascii_lowercase();
@@ -332,6 +339,7 @@ pub fn outcome_weight(outcome: &str) -> f32 {
         NOT_COMPILED,
         DENIED,
         TARGET_MISSED,
+        UNSUPPORTED,
     ]
     .contains(&o.as_str())
     {

@@ -170,20 +170,18 @@ impl QdrantMemory {
                     || (code == tonic::Code::Cancelled && message.contains("Timeout"));
                 let unreachable = code == tonic::Code::Unavailable
                     || (code == tonic::Code::Internal && message.starts_with("Failed to connect"));
-                let not_grpc = matches!(code, tonic::Code::Internal | tonic::Code::Unknown)
-                    && (message.contains("h2 protocol error")
-                        || message.contains("transport error")
-                        || message.contains("invalid content-type")
-                        || message.contains("HTTP status"));
+                // What the transport says when the other end is not a gRPC server (an HTTP/1
+                // port, a proxy) or hangs up: no Qdrant answered.
+                let not_grpc = matches!(code, tonic::Code::Unknown | tonic::Code::Cancelled)
+                    || (code == tonic::Code::Internal
+                        && (message.contains("h2 protocol error")
+                            || message.contains("transport error")
+                            || message.contains("content-type")
+                            || message.contains("HTTP status")));
                 if timed_out {
                     MemoryError::Unavailable(format!(
                         "Qdrant at `{url}` did not answer within {:?} ({what}); {HINT}",
                         self.timeout
-                    ))
-                } else if not_grpc {
-                    MemoryError::Unavailable(format!(
-                        "the server at `{url}` does not speak Qdrant's gRPC or dropped the connection ({what}: {}); {HINT}",
-                        one_line(message)
                     ))
                 } else if unreachable {
                     let why = if message.contains("Connection refused")
@@ -197,6 +195,11 @@ impl QdrantMemory {
                     };
                     MemoryError::Unavailable(format!(
                         "cannot reach Qdrant at `{url}` ({what}): {why}; {HINT}"
+                    ))
+                } else if not_grpc {
+                    MemoryError::Unavailable(format!(
+                        "the server at `{url}` does not speak Qdrant's gRPC or dropped the connection ({what}: {}); {HINT}",
+                        one_line(message)
                     ))
                 } else {
                     MemoryError::Backend(format!(
