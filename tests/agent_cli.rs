@@ -5,24 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
+use chimera_testkit::git;
 use common::serve::{Daemon, chimera, ok, webapp_dir};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The webapp example, committed in a git repository and applied.
 fn repo() -> tempfile::TempDir {
@@ -159,4 +144,47 @@ fn propose_offline_without_a_forge_commits_locally_and_prints_the_body() {
         &["agent", "propose", "make it better", ".", "--forge", "none"],
     );
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn rightsize_reads_utilisation_from_the_local_cloud() {
+    let dir = repo();
+    for web in ["instance.web-0", "instance.web-1", "instance.web-2"] {
+        ok(&chimera(
+            dir.path(),
+            &[
+                "local",
+                "mutate",
+                web,
+                "--set",
+                "cpu_utilisation=8",
+                "--set",
+                "memory_utilisation=20",
+                ".",
+            ],
+        ));
+    }
+    // Setting utilisation is not drift.
+    let plan = chimera(dir.path(), &["plan", ".", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0));
+    let text = ok(&chimera(
+        dir.path(),
+        &[
+            "agent",
+            "propose",
+            "rightsize from utilisation",
+            ".",
+            "--forge",
+            "none",
+        ],
+    ));
+    assert!(text.contains("## Intent"), "{text}");
+    let file = git(
+        dir.path(),
+        &[
+            "show",
+            "chimera/agent/webapp-rightsize-from-utilisation:main.ncl",
+        ],
+    );
+    assert!(file.contains("web_size | default = 'micro"), "{file}");
 }

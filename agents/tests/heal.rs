@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use chimera_agents::forge::{NoForge, Repo};
 use chimera_agents::heal::{Action, Class, Prepared, assess};
 use chimera_agents::propose::{self, Destination, Outcome};
+use chimera_testkit::git;
 use chimera_workflow::{ApplyRequest, HealMode, LocalChange, ReadOnlyStack, Settings, Stack};
 use serde_json::json;
 
@@ -18,21 +18,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The webapp example with a heal policy (propose by default, instances auto, the volume

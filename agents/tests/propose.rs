@@ -4,7 +4,6 @@
 //! prompt, secrets kept out — and never a write to a cloud.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chimera_agents::forge::{GitHub, NoForge, Repo};
 use chimera_agents::llm::{LlmConfig, LlmKind, LlmProposer};
@@ -12,6 +11,7 @@ use chimera_agents::memory::{Memory, SqliteMemory};
 use chimera_agents::propose::{self, Destination, Outcome, Proposal, record_id};
 use chimera_agents::{Proposer, context::gather};
 use chimera_testkit::forge::FakeForge;
+use chimera_testkit::git;
 use chimera_testkit::llm_stub::{LlmStub, tool_call};
 use chimera_workflow::{ApplyRequest, Settings, Stack};
 use serde_json::{Value, json};
@@ -35,26 +35,6 @@ impl Repo0 {
     fn stack(&self) -> PathBuf {
         self.dir.path().join("infra/webapp")
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 async fn webapp_repo(remote: Option<&Path>, hostile: bool, policies: bool) -> Repo0 {
@@ -127,6 +107,24 @@ fn model(stub: &LlmStub, kind: LlmKind) -> LlmProposer {
     };
     config.api_key = Some("sk-test-key-never-shown".into());
     LlmProposer::from_config(kind, config).unwrap()
+}
+
+/// The fake forge's API, as a client.
+fn github(forge: &FakeForge) -> GitHub {
+    GitHub::new(&forge.repo(), forge.token())
+        .unwrap()
+        .with_api_url(forge.api_url())
+        .unwrap()
+}
+
+/// Pull requests against `main`, from branches pushed to `origin`.
+fn origin<'a>(repo: &'a Repo, forge: &'a GitHub) -> Destination<'a> {
+    Destination {
+        repo,
+        forge,
+        base_ref: "origin/main".into(),
+        base_branch: "main".into(),
+    }
 }
 
 async fn memory(dir: &Path) -> SqliteMemory {
@@ -227,16 +225,8 @@ fn an_exhausted_budget_opens_no_pull_request_and_the_outcome_is_remembered() {
         let proposer = model(&stub, LlmKind::Anthropic);
         let mem = memory(repo.dir.path()).await;
         let git_repo = Repo::open(&repo.stack()).await.unwrap();
-        let github = GitHub::new(&forge.repo(), forge.token())
-            .unwrap()
-            .with_api_url(forge.api_url())
-            .unwrap();
-        let to = Destination {
-            repo: &git_repo,
-            forge: &github,
-            base_ref: "origin/main".into(),
-            base_branch: "main".into(),
-        };
+        let github = github(&forge);
+        let to = origin(&git_repo, &github);
         let p = run(
             &repo.stack(),
             "grow the data volume",
@@ -277,17 +267,9 @@ fn a_hostile_comment_is_data_and_a_denied_proposal_opens_nothing() {
         ]);
         let proposer = model(&stub, LlmKind::OpenAi);
         let git_repo = Repo::open(&repo.stack()).await.unwrap();
-        let github = GitHub::new(&forge.repo(), forge.token())
-            .unwrap()
-            .with_api_url(forge.api_url())
-            .unwrap();
+        let github = github(&forge);
         let before = generations(&repo.stack()).await;
-        let to = Destination {
-            repo: &git_repo,
-            forge: &github,
-            base_ref: "origin/main".into(),
-            base_branch: "main".into(),
-        };
+        let to = origin(&git_repo, &github);
         let p = run(
             &repo.stack(),
             "tag everything with owner=web",
@@ -334,20 +316,12 @@ fn a_pull_request_is_opened_and_the_same_intent_updates_it() {
         let proposer = model(&stub, LlmKind::OpenAi);
         let mem = memory(repo.dir.path()).await;
         let git_repo = Repo::open(&repo.stack()).await.unwrap();
-        let github = GitHub::new(&forge.repo(), forge.token())
-            .unwrap()
-            .with_api_url(forge.api_url())
-            .unwrap();
+        let github = github(&forge);
         let head = git(repo.dir.path(), &["rev-parse", "HEAD"]);
         let status = git(repo.dir.path(), &["status", "--porcelain"]);
         let intent = "grow the data volume";
         for (n, expect) in [(1, "size_gib = 80"), (2, "size_gib = 100")] {
-            let to = Destination {
-                repo: &git_repo,
-                forge: &github,
-                base_ref: "origin/main".into(),
-                base_branch: "main".into(),
-            };
+            let to = origin(&git_repo, &github);
             let p = run(&repo.stack(), intent, &proposer, Some(&mem), Some(to), 5).await;
             match (&p.outcome, n) {
                 (Outcome::Opened { number: 1, .. }, 1)

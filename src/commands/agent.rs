@@ -9,7 +9,7 @@ use chimera_agents::planner::OfflinePlanner;
 use chimera_agents::propose::{self, Destination, Outcome, Proposal};
 use chimera_agents::{AgentError, Proposer, heal};
 use chimera_model::{Diagnostic, codes};
-use chimera_workflow::HealMode;
+use chimera_workflow::{HealMode, ReadOnlyStack};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::ctx::StateArgs;
@@ -140,9 +140,18 @@ fn agent_failure(global: &Global, summary: &str, e: &AgentError) -> ExitStatus {
     ExitStatus::Failure
 }
 
-fn proposer(kind: ProposerKind) -> Result<Box<dyn Proposer>, AgentError> {
+/// The proposer of `kind`; the offline planner reads the stack's utilisation (for `rightsize`)
+/// through the read-only view.
+async fn proposer(
+    kind: ProposerKind,
+    dir: &std::path::Path,
+    settings: &chimera_workflow::Settings,
+) -> Result<Box<dyn Proposer>, AgentError> {
     Ok(match kind {
-        ProposerKind::Offline => Box::new(OfflinePlanner::default()),
+        ProposerKind::Offline => {
+            let mut stack = ReadOnlyStack::open(dir, settings.clone());
+            Box::new(OfflinePlanner::for_stack(&mut stack).await?)
+        }
         ProposerKind::Openai => Box::new(LlmProposer::from_config(
             LlmKind::OpenAi,
             LlmConfig::from_env(LlmKind::OpenAi)?,
@@ -197,7 +206,12 @@ async fn run_loop(
     let repo = if args.dry_run {
         None
     } else {
-        Some(Repo::open(&dir).await?.with_remote(args.remote.clone()))
+        let repo = Repo::open(&dir).await?.with_remote(args.remote.clone());
+        // The branch starts from the remote's base as it is now, not as last fetched.
+        if forge.is_remote() {
+            repo.fetch(&args.base).await?;
+        }
+        Some(repo)
     };
     let destination = repo.as_ref().map(|repo| Destination {
         repo,
@@ -226,7 +240,7 @@ fn run_propose(global: &Global, args: &ProposeArgs) -> ExitStatus {
     let rt = ctx::runtime();
     let settings = ctx::settings(global, Some(&args.publish.state));
     let dir = chimera_workflow::stack_dir(&args.path);
-    let proposer = match proposer(args.proposer) {
+    let proposer = match rt.block_on(proposer(args.proposer, &dir, &settings)) {
         Ok(p) => p,
         Err(e) => return agent_failure(global, "cannot start the proposer", &e),
     };

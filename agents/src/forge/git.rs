@@ -292,6 +292,15 @@ impl Repo {
             .map(|(id, _)| id.to_string()))
     }
 
+    /// Brings the remote's `branch` up to date in this repository (`git fetch REMOTE BRANCH`),
+    /// so a branch made on `REMOTE/BRANCH` starts from what the remote holds now.
+    pub async fn fetch(&self, branch: &str) -> Result<(), AgentError> {
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/{}/{branch}", self.remote);
+        self.git(&["fetch", "--quiet", &self.remote, &refspec], &[], None)
+            .await
+            .map(drop)
+    }
+
     /// Pushes `commit` to `branch` on the remote, replacing what is there only if it is what
     /// this repository last saw of it (`--force-with-lease`): the remote-tracking branch when
     /// there is one, else the value read just before. A branch someone else pushed to since is
