@@ -188,3 +188,58 @@ fn rightsize_reads_utilisation_from_the_local_cloud() {
     );
     assert!(file.contains("web_size | default = 'micro"), "{file}");
 }
+
+#[test]
+fn the_daemon_in_propose_mode_opens_one_adopting_change_per_drift() {
+    let dir = repo();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            ".",
+            "--heal",
+            "propose",
+            "--interval",
+            "0.2",
+            "--open-prs",
+            "local",
+        ],
+        &[],
+    );
+    daemon.wait_for(|s| s["outcome"] == "in-sync");
+    ok(&chimera(
+        dir.path(),
+        &[
+            "local",
+            "mutate",
+            "subnet.public",
+            "--set",
+            "public=false",
+            ".",
+        ],
+    ));
+    let branch = "chimera/agent/webapp-adopt-drift-subnet-public";
+    let start = std::time::Instant::now();
+    let events = loop {
+        let events = daemon.get("/api/stacks/webapp/events");
+        if events.contains("\"proposed\"") || events.contains("propose-failed") {
+            break events;
+        }
+        assert!(start.elapsed().as_secs() < 60, "{}", daemon.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(events.contains(&format!("on {branch}")), "{events}");
+    let tip = git(dir.path(), &["rev-parse", branch]);
+    let file = git(dir.path(), &["show", &format!("{branch}:main.ncl")]);
+    assert!(file.contains("public = false"), "{file}");
+    // Later ticks see the same drift and leave the branch alone; nothing was applied.
+    let ticks = daemon.status(None).unwrap()["ticks"].as_u64().unwrap();
+    daemon.wait_for(|s| s["ticks"].as_u64() >= Some(ticks + 3));
+    assert_eq!(git(dir.path(), &["rev-parse", branch]), tip);
+    let proposed = daemon
+        .get("/api/stacks/webapp/events")
+        .matches("\"proposed\"")
+        .count();
+    assert_eq!(proposed, 1);
+    assert_eq!(daemon.status(None).unwrap()["outcome"], "drifted");
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -59,6 +59,15 @@ impl Scrubber {
         Scrubber { secrets }
     }
 
+    /// Also hides `texts` (the source text of sensitive fields, which diagnostics may quote).
+    pub fn with(mut self, texts: impl IntoIterator<Item = String>) -> Scrubber {
+        self.secrets
+            .extend(texts.into_iter().filter(|t| t.trim().len() >= 6));
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.dedup();
+        self
+    }
+
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
@@ -99,9 +108,10 @@ pub async fn gather(
 ) -> Result<(Context, Baseline), AgentError> {
     let mut stack = ReadOnlyStack::open(dir, settings.clone());
     let graph = stack.compile()?.clone();
-    let scrubber = Scrubber::of(&graph);
+    let hidden = hidden_spans(dir, &graph);
+    let scrubber = Scrubber::of(&graph).with(hidden_texts(dir, &hidden));
     let cost = stack.cost()?;
-    let files = files(dir, &graph, &scrubber);
+    let files = files(dir, &hidden, &scrubber);
     let rows = stack.state_rows().await?;
     let history = stack.history().await?;
 
@@ -212,8 +222,11 @@ fn compact(v: &Value) -> String {
 }
 
 /// The stack's Nickel files under `dir`, with sensitive fields' source text hidden.
-fn files(dir: &Path, graph: &Graph, scrubber: &Scrubber) -> Vec<SourceFile> {
-    let hidden = hidden_spans(dir, graph);
+fn files(
+    dir: &Path,
+    hidden: &BTreeMap<PathBuf, Vec<(usize, usize)>>,
+    scrubber: &Scrubber,
+) -> Vec<SourceFile> {
     let mut paths = Vec::new();
     walk(dir, dir, &mut paths);
     paths.sort();
@@ -269,6 +282,23 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(rel.to_path_buf());
         }
     }
+}
+
+/// The source text under `hidden`'s spans.
+fn hidden_texts(dir: &Path, hidden: &BTreeMap<PathBuf, Vec<(usize, usize)>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (rel, spans) in hidden {
+        let Ok(text) = std::fs::read_to_string(dir.join(rel)) else {
+            continue;
+        };
+        out.extend(
+            spans
+                .iter()
+                .filter_map(|&(a, b)| text.get(a..b))
+                .map(str::to_string),
+        );
+    }
+    out
 }
 
 /// `name` (a source file as the evaluator named it) relative to the stack directory `dir`, when

@@ -27,8 +27,8 @@ use chimera_workflow::Settings;
 use serde::Serialize;
 
 use crate::context::{Baseline, gather};
-use crate::forge::{self, Change, Forge, Published, Repo};
-use crate::memory::{Filter, Memory, Record, RecordKind, recalled};
+use crate::forge::{self, Change, Forge, PrState, Published, Repo};
+use crate::memory::{Filter, Memory, Record, RecordKind, outcome, recalled};
 use crate::verify::{Verdict, verify, verify_adoption};
 use crate::{AgentError, Context, Draft, Proposer, Round, Target};
 
@@ -90,13 +90,13 @@ impl Outcome {
     /// The word remembered for it (the memory ranks `opened` above `failed`).
     pub fn word(&self) -> &'static str {
         match self {
-            Outcome::Opened { .. } | Outcome::Updated { .. } => "opened",
-            Outcome::Committed { .. } => "committed",
-            Outcome::Verified => "verified",
-            Outcome::NotCompiled => "not-compiled",
-            Outcome::Denied => "denied",
-            Outcome::Exhausted => "failed",
-            Outcome::Unsupported { .. } => "unsupported",
+            Outcome::Opened { .. } | Outcome::Updated { .. } => outcome::OPENED,
+            Outcome::Committed { .. } => outcome::COMMITTED,
+            Outcome::Verified => outcome::VERIFIED,
+            Outcome::NotCompiled => outcome::NOT_COMPILED,
+            Outcome::Denied => outcome::DENIED,
+            Outcome::Exhausted => outcome::FAILED,
+            Outcome::Unsupported { .. } => outcome::UNSUPPORTED,
         }
     }
 
@@ -152,7 +152,16 @@ pub async fn propose(req: Request<'_>) -> Result<Proposal, AgentError> {
     let memories = match req.memory {
         Some(m) => {
             let stack = chimera_workflow::ReadOnlyStack::open(dir, req.settings.clone()).name()?;
-            recalled(&m.recall(&req.intent, &Filter::stack(stack), RECALL).await?)
+            let filter = Filter::stack(stack);
+            let mut hits = m.recall(&req.intent, &filter, RECALL).await?;
+            // Pull requests reviewed since: their records learn how they ended, so a merged
+            // fix ranks higher and a closed one lower in this very recall.
+            if let Some(to) = req.destination.as_ref().filter(|t| t.forge.is_remote())
+                && sync_outcomes(m, to.forge, &hits).await > 0
+            {
+                hits = m.recall(&req.intent, &filter, RECALL).await?;
+            }
+            recalled(&hits)
         }
         None => Vec::new(),
     };
@@ -194,11 +203,23 @@ pub async fn propose(req: Request<'_>) -> Result<Proposal, AgentError> {
             verify(dir, &req.settings, &draft, base.monthly).await?
         };
         proposal.refused_writes += verdict.refused_writes;
-        proposal.rounds.push(log_of(n, &draft, &verdict));
+        let mut log = log_of(n, &draft, &verdict);
+        log.feedback = log
+            .feedback
+            .iter()
+            .map(|f| base.scrubber.scrub(f))
+            .collect();
+        proposal.rounds.push(log);
         let passed = verdict.passed();
+        // Diagnostics quote source text: what goes back to a proposer is scrubbed like the
+        // context it was given.
         ctx.rounds.push(Round {
             draft: draft.clone(),
-            feedback: verdict.feedback.clone(),
+            feedback: verdict
+                .feedback
+                .iter()
+                .map(|f| base.scrubber.scrub(f))
+                .collect(),
         });
         proposal.outcome = if passed {
             Outcome::Verified
@@ -252,7 +273,7 @@ pub async fn propose(req: Request<'_>) -> Result<Proposal, AgentError> {
         let published = match published {
             Ok(p) => p,
             Err(e) => {
-                remember(&req, &proposal, "failed", None).await;
+                remember(&req, &proposal, outcome::FAILED, None, &base.scrubber).await;
                 return Err(e);
             }
         };
@@ -279,8 +300,36 @@ pub async fn propose(req: Request<'_>) -> Result<Proposal, AgentError> {
         .as_ref()
         .map(|p| p.pr.number)
         .filter(|n| *n > 0);
-    remember(&req, &proposal, proposal.outcome.word(), pr).await;
+    remember(&req, &proposal, proposal.outcome.word(), pr, &base.scrubber).await;
     Ok(proposal)
+}
+
+/// Asks the forge how the open pull requests among `hits` ended and records `merged` or
+/// `closed` on them; returns how many changed. A forge that cannot answer changes nothing.
+pub async fn sync_outcomes(
+    memory: &dyn Memory,
+    forge: &dyn Forge,
+    hits: &[(Record, f32)],
+) -> usize {
+    let mut changed = 0;
+    for (rec, _) in hits {
+        let Some(number) = rec.pr.filter(|_| rec.outcome == outcome::OPENED) else {
+            continue;
+        };
+        let word = match forge.state(number).await {
+            Ok(PrState::Merged) => outcome::MERGED,
+            Ok(PrState::Closed) => outcome::CLOSED,
+            Ok(PrState::Open) => continue,
+            Err(e) => {
+                tracing::warn!(pr = number, error = %e, "cannot read the pull request's state");
+                continue;
+            }
+        };
+        if matches!(memory.set_outcome(&rec.id, word).await, Ok(true)) {
+            changed += 1;
+        }
+    }
+    changed
 }
 
 /// The id a proposal is remembered under: one record per stack and intent, so a re-run
@@ -290,7 +339,13 @@ pub fn record_id(stack: &str, intent: &str) -> String {
     format!("proposal-{}", &h.to_hex()[..24])
 }
 
-async fn remember(req: &Request<'_>, p: &Proposal, outcome: &str, pr: Option<u64>) {
+async fn remember(
+    req: &Request<'_>,
+    p: &Proposal,
+    outcome: &str,
+    pr: Option<u64>,
+    scrubber: &crate::context::Scrubber,
+) {
     let Some(memory) = req.memory else {
         return;
     };
@@ -313,7 +368,7 @@ async fn remember(req: &Request<'_>, p: &Proposal, outcome: &str, pr: Option<u64
         stack: p.stack.clone(),
         kind: RecordKind::Proposal,
         resource_kind: None,
-        text,
+        text: scrubber.scrub(&text),
         outcome: outcome.to_string(),
         pr,
         created_unix: std::time::SystemTime::now()

@@ -6,6 +6,8 @@
 //!
 //! - `tick`: the loop, leases, git fetch, child-process compiles, backoff bookkeeping.
 //! - `control`: pauses, per-resource backoff, the dead-letter list, per-stack backoff.
+//! - `agent`: in mode `propose`, drift becomes a pull request adopting the live values
+//!   (`chimera_agents::heal`), once per distinct drift.
 //! - `guard`: a token bucket and a circuit per provider, and provider call metrics.
 //! - `http`: health, metrics, the stack list and the control endpoints; `api`: the JSON API;
 //!   `dashboard`: the page and its assets, served by the binary (no CDN).
@@ -13,6 +15,7 @@
 //! Listening beyond loopback needs a bearer token. Sensitive values never reach the API:
 //! drift and plans carry `(sensitive)` or digests only.
 
+pub mod agent;
 pub mod control;
 pub mod guard;
 mod http;
@@ -34,6 +37,7 @@ use axum::middleware;
 use chimera_workflow::{HealMode, Settings, Stack};
 use serde::Serialize;
 
+pub use agent::{AgentConfig, AgentForge};
 pub use control::{BackoffConfig, Control, DeadLetter};
 pub use guard::GuardConfig;
 pub use metrics::Metrics;
@@ -81,6 +85,9 @@ pub struct ServeConfig {
     pub guard: GuardConfig,
     /// This daemon's name among replicas (lease owner, logs, the API).
     pub replica: String,
+    /// Where drift in mode `propose` goes as an adopting pull request; `None`: it is only
+    /// recorded, for `chimera agent heal`.
+    pub agent: Option<AgentConfig>,
 }
 
 impl ServeConfig {
@@ -102,6 +109,7 @@ impl ServeConfig {
             backoff: BackoffConfig::default(),
             guard: GuardConfig::default(),
             replica: default_replica(),
+            agent: None,
         }
     }
 }
@@ -189,6 +197,8 @@ pub(crate) struct Shared {
     pub ready: AtomicBool,
     pub metrics: Metrics,
     pub guard: Arc<guard::Guard>,
+    /// Per stack, the drift last proposed in an adopting pull request (its signature).
+    pub proposals: Mutex<BTreeMap<String, String>>,
     /// Woken by `POST /api/reconcile` (or a stack's): the next tick starts now.
     pub wake: tokio::sync::Notify,
 }
@@ -276,6 +286,7 @@ pub async fn start(
         ready: AtomicBool::new(false),
         metrics,
         guard,
+        proposals: Mutex::default(),
         wake: tokio::sync::Notify::new(),
     });
     let listener = tokio::net::TcpListener::bind(shared.cfg.listen)

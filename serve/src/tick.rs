@@ -395,7 +395,10 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
         Err(_) => status.generation,
     };
     match result {
-        Ok(r) => record(shared, &key, &mut status, &r, &desired),
+        Ok(r) => {
+            record(shared, &key, &mut status, &r, &desired);
+            crate::agent::propose_adoption(shared, path, &key, &r.drift, &r.proposed).await;
+        }
         Err(e) if e.kind == ErrorKind::Locked => {
             // An apply by a person holds the stack.
             shared.metrics.lock_wait(&name);

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chimera_model::{Diagnostic, codes};
-use chimera_serve::{GitWatch, ServeConfig};
+use chimera_serve::{AgentConfig, AgentForge, GitWatch, ServeConfig};
 use chimera_workflow::HealMode;
 use clap::Args;
 
@@ -46,7 +46,7 @@ pub struct ServeArgs {
     /// Follow this branch: fetch and fast-forward each stack's repository every tick.
     #[arg(long, value_name = "BRANCH")]
     pub follow: Option<String>,
-    /// The remote `--follow` fetches from.
+    /// The remote `--follow` fetches from (and `--open-prs github` pushes to).
     #[arg(long, default_value = "origin", value_name = "REMOTE")]
     pub remote: String,
     /// This daemon's name among replicas sharing one state database (default: host:pid).
@@ -67,6 +67,27 @@ pub struct ServeArgs {
     /// runaway evaluation then cannot be stopped).
     #[arg(long)]
     pub compile_in_process: bool,
+    /// Turn drift in mode `propose` into pull requests that adopt the live values: `local`
+    /// (a branch and commit in the stack's repository) or `github` (pushed to --remote, the
+    /// pull request opened in --pr-repo with `GITHUB_TOKEN`). Without it, such drift is only
+    /// recorded, for `chimera agent heal`.
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub open_prs: Option<OpenPrs>,
+    /// The repository pull requests are opened in, `OWNER/NAME` (with `--open-prs github`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub pr_repo: Option<String>,
+    /// The forge's API URL (GitHub Enterprise: `https://HOST/api/v3`).
+    #[arg(long, value_name = "URL")]
+    pub pr_forge_url: Option<String>,
+    /// The branch adopting pull requests are proposed for.
+    #[arg(long, default_value = "main", value_name = "BRANCH")]
+    pub pr_base: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OpenPrs {
+    Local,
+    Github,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +155,42 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitStatus {
     if let Some(r) = &args.replica {
         cfg.replica = r.clone();
     }
+    cfg.agent = match args.open_prs {
+        None => None,
+        Some(OpenPrs::Local) => Some(AgentConfig {
+            forge: AgentForge::None,
+            remote: args.remote.clone(),
+            base: args.pr_base.clone(),
+        }),
+        Some(OpenPrs::Github) => {
+            let token = std::env::var(chimera_agents::forge::TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.trim().is_empty());
+            let (Some(repo), Some(token)) = (args.pr_repo.clone(), token) else {
+                ctx::fail(
+                    global,
+                    Diagnostic::error(
+                        codes::SERVE,
+                        "--open-prs github needs a repository and a token",
+                    )
+                    .detail(format!(
+                        "pass --pr-repo OWNER/NAME and set {}, or use --open-prs local",
+                        chimera_agents::forge::TOKEN_ENV
+                    )),
+                );
+                return ExitStatus::Failure;
+            };
+            Some(AgentConfig {
+                forge: AgentForge::GitHub {
+                    repo,
+                    api_url: args.pr_forge_url.clone(),
+                    token,
+                },
+                remote: args.remote.clone(),
+                base: args.pr_base.clone(),
+            })
+        }
+    };
     // Generations and audit entries say which replica healed.
     cfg.settings.actor = format!("reconciler:{}", cfg.replica);
     init_logs(args.log_format);
