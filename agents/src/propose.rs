@@ -30,7 +30,7 @@ use crate::context::{Baseline, gather};
 use crate::forge::{self, Change, Forge, PrState, Published, Repo};
 use crate::memory::{Filter, Memory, Record, RecordKind, outcome, recalled};
 use crate::verify::{Verdict, verify, verify_adoption};
-use crate::{AgentError, Context, Draft, Proposer, Round, Target};
+use crate::{AgentError, Context, Draft, Proposer, Recalled, Round, Target};
 
 /// Rounds a proposer gets (published results plateau after about five).
 pub const MAX_ROUNDS: usize = 5;
@@ -149,24 +149,26 @@ pub struct Proposal {
 /// Runs the loop for one intent.
 pub async fn propose(req: Request<'_>) -> Result<Proposal, AgentError> {
     let dir = req.dir.as_path();
-    let memories = match req.memory {
-        Some(m) => {
-            let stack = chimera_workflow::ReadOnlyStack::open(dir, req.settings.clone()).name()?;
-            let filter = Filter::stack(stack);
-            let mut hits = m.recall(&req.intent, &filter, RECALL).await?;
-            // Pull requests reviewed since: their records learn how they ended, so a merged
-            // fix ranks higher and a closed one lower in this very recall.
-            if let Some(to) = req.destination.as_ref().filter(|t| t.forge.is_remote())
-                && sync_outcomes(m, to.forge, &hits).await > 0
-            {
-                hits = m.recall(&req.intent, &filter, RECALL).await?;
-            }
-            recalled(&hits)
+    let (mut ctx, base) = gather(dir, &req.settings, &req.intent, Vec::new()).await?;
+    if let Some(m) = req.memory {
+        let filter = Filter::stack(base.stack.clone());
+        let mut hits = m.recall(&req.intent, &filter, RECALL).await?;
+        // Pull requests reviewed since: their records learn how they ended, so a merged fix
+        // ranks higher and a closed one lower in this very recall.
+        if let Some(to) = req.destination.as_ref().filter(|t| t.forge.is_remote())
+            && sync_outcomes(m, to.forge, &hits).await > 0
+        {
+            hits = m.recall(&req.intent, &filter, RECALL).await?;
         }
-        None => Vec::new(),
-    };
-    let recalled = memories.len();
-    let (mut ctx, base) = gather(dir, &req.settings, &req.intent, memories).await?;
+        ctx.memories = recalled(&hits)
+            .into_iter()
+            .map(|r| Recalled {
+                text: base.scrubber.scrub(&r.text),
+                ..r
+            })
+            .collect();
+    }
+    let recalled = ctx.memories.len();
     let branch = forge::branch_for(&format!("{} {}", base.stack, req.intent));
     let mut proposal = Proposal {
         intent: req.intent.clone(),

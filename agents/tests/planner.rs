@@ -293,9 +293,8 @@ fn the_known_gaps_of_the_intent_set_still_fail_cleanly() {
     ]);
 }
 
-/// The whole intent set (also `cargo bench -p chimera-agents --bench planner`).
+/// The whole intent set (also `cargo bench -p chimera-agents --bench planner`, which times it).
 #[test]
-#[ignore]
 fn the_whole_intent_set() {
     let ids: Vec<String> = support::cases().into_iter().map(|c| c.id).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();

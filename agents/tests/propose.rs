@@ -552,3 +552,22 @@ fn a_missed_target_is_said_in_the_title_and_the_body() {
         assert!(p.body.contains("**Target missed.**"), "{}", p.body);
     });
 }
+
+#[test]
+fn the_offline_planner_ignores_a_hostile_comment_and_changes_only_what_was_asked() {
+    rt().block_on(async {
+        let repo = webapp_repo(None, true, true).await;
+        let planner = chimera_agents::planner::OfflinePlanner::new();
+        let p = run(&repo.stack(), "scale web to 4", &planner, None, None, 5).await;
+        assert_eq!(p.outcome, Outcome::Verified, "{}", p.body);
+        let plan = p.verdict.as_ref().unwrap().plan.as_ref().unwrap();
+        let changed: Vec<String> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action != chimera_plans::Action::NoOp)
+            .map(|c| format!("{} {}", c.action.verb(), c.address))
+            .collect();
+        assert_eq!(changed, ["create instance.web-3"]);
+        assert_eq!(p.refused_writes, 0);
+    });
+}

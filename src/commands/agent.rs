@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use chimera_agents::forge::{Forge, GitHub, NoForge, Repo};
 use chimera_agents::llm::{LlmConfig, LlmKind, LlmProposer};
-use chimera_agents::memory::SqliteMemory;
+use chimera_agents::memory::{self, HashingEmbedder, Memory, SqliteMemory};
 use chimera_agents::planner::OfflinePlanner;
 use chimera_agents::propose::{self, Destination, Outcome, Proposal};
 use chimera_agents::{AgentError, Proposer, heal};
@@ -108,7 +108,8 @@ pub struct PublishArgs {
     /// Verify only: no branch, no commit, no pull request.
     #[arg(long)]
     pub dry_run: bool,
-    /// The memory of past proposals (default `.chimera/agent-memory.db` beside the stack).
+    /// The memory of past proposals, a SQLite file (default: Qdrant when `QDRANT_URL` is set,
+    /// else `.chimera/agent-memory.db` beside the stack).
     #[arg(long, value_name = "FILE")]
     pub memory: Option<PathBuf>,
     /// Print the result as JSON.
@@ -198,11 +199,12 @@ async fn run_loop(
     rounds: usize,
     adopt: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Proposal, AgentError> {
-    let memory_path = args
-        .memory
-        .clone()
-        .unwrap_or_else(|| dir.join(".chimera").join("agent-memory.db"));
-    let memory = SqliteMemory::open(&memory_path).await?;
+    // `--memory FILE`: that SQLite file; else Qdrant when `QDRANT_URL` is set, else the
+    // SQLite file beside the stack.
+    let memory: Box<dyn Memory> = match &args.memory {
+        Some(path) => Box::new(SqliteMemory::open(path).await?),
+        None => memory::open(&dir, |k| std::env::var(k).ok(), HashingEmbedder::default()).await?,
+    };
     let repo = if args.dry_run {
         None
     } else {
@@ -228,7 +230,7 @@ async fn run_loop(
         intent,
         settings,
         proposer,
-        memory: Some(&memory),
+        memory: Some(memory.as_ref()),
         destination,
         max_rounds: rounds,
         adopt,
