@@ -93,7 +93,7 @@ fn heal_in_propose_mode_adopts_the_live_value_on_a_local_branch() {
     assert!(text.contains("subnet.public: changed (public)"), "{text}");
     assert!(text.contains("adopt in a pull request"), "{text}");
     assert!(text.contains("## Intent"), "{text}");
-    let branch = "chimera/agent/webapp-adopt-drift-subnet-public";
+    let branch = "chimera/agent/webapp-adopt-drift";
     let file = git(dir.path(), &["show", &format!("{branch}:main.ncl")]);
     assert!(file.contains("public = false"), "{file}");
     // The working tree is untouched and nothing was applied.
@@ -217,7 +217,7 @@ fn the_daemon_in_propose_mode_opens_one_adopting_change_per_drift() {
             ".",
         ],
     ));
-    let branch = "chimera/agent/webapp-adopt-drift-subnet-public";
+    let branch = "chimera/agent/webapp-adopt-drift";
     let start = std::time::Instant::now();
     let events = loop {
         let events = daemon.get("/api/stacks/webapp/events");

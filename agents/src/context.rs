@@ -108,10 +108,10 @@ pub async fn gather(
 ) -> Result<(Context, Baseline), AgentError> {
     let mut stack = ReadOnlyStack::open(dir, settings.clone());
     let graph = stack.compile()?.clone();
-    let hidden = hidden_spans(dir, &graph);
-    let scrubber = Scrubber::of(&graph).with(hidden_texts(dir, &hidden));
+    let read = read_stack(dir, &graph);
+    let scrubber = Scrubber::of(&graph).with(hidden_texts(dir, &read.hidden));
     let cost = stack.cost()?;
-    let files = files(dir, &hidden, &scrubber);
+    let files = files(dir, &read, &scrubber);
     let rows = stack.state_rows().await?;
     let history = stack.history().await?;
 
@@ -222,14 +222,9 @@ fn compact(v: &Value) -> String {
 }
 
 /// The stack's Nickel files under `dir`, with sensitive fields' source text hidden.
-fn files(
-    dir: &Path,
-    hidden: &BTreeMap<PathBuf, Vec<(usize, usize)>>,
-    scrubber: &Scrubber,
-) -> Vec<SourceFile> {
-    let mut paths = Vec::new();
-    walk(dir, dir, &mut paths);
-    paths.sort();
+fn files(dir: &Path, read: &Read, scrubber: &Scrubber) -> Vec<SourceFile> {
+    let hidden = &read.hidden;
+    let paths = read.files.clone();
     let mut total = 0;
     let mut out = Vec::new();
     for rel in paths {
@@ -262,28 +257,6 @@ fn files(
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        // The stack's policies are not the proposer's to read as editable configuration.
-        if name.starts_with('.') || name == "target" || (dir == root && name == POLICIES) {
-            continue;
-        }
-        if path.is_dir() {
-            walk(root, &path, out);
-        } else if name.ends_with(".ncl")
-            && let Ok(rel) = path.strip_prefix(root)
-        {
-            out.push(rel.to_path_buf());
-        }
-    }
-}
-
 /// The source text under `hidden`'s spans.
 fn hidden_texts(dir: &Path, hidden: &BTreeMap<PathBuf, Vec<(usize, usize)>>) -> Vec<String> {
     let mut out = Vec::new();
@@ -310,53 +283,71 @@ pub fn within(dir: &Path, name: &str) -> Option<PathBuf> {
     file.strip_prefix(&root).ok().map(Path::to_path_buf)
 }
 
-/// Byte ranges, per file relative to `dir`, of the values of sensitive fields.
-fn hidden_spans(dir: &Path, graph: &Graph) -> BTreeMap<PathBuf, Vec<(usize, usize)>> {
+/// What the evaluator read of the stack: its own files (relative to `dir`, the ones the stack
+/// actually uses — an unused `.ncl` lying beside it is never shown), and per file the byte
+/// ranges of the values of sensitive fields.
+struct Read {
+    files: Vec<PathBuf>,
+    hidden: BTreeMap<PathBuf, Vec<(usize, usize)>>,
+}
+
+fn read_stack(dir: &Path, graph: &Graph) -> Read {
     let names: BTreeSet<&str> = graph
         .resources
         .iter()
         .flat_map(|r| r.sensitive.iter().map(String::as_str))
         .collect();
-    let mut out: BTreeMap<PathBuf, Vec<(usize, usize)>> = BTreeMap::new();
-    if names.is_empty() {
-        return out;
-    }
+    let mut hidden: BTreeMap<PathBuf, Vec<(usize, usize)>> = BTreeMap::new();
     let disk: Arc<dyn Source> = Arc::new(Disk::new());
     let file = entry(disk.as_ref(), dir);
     let evaluated = evaluate(&disk, &file, &EvalOptions::default());
-    let Ok(ev) = evaluated.result else {
-        return out;
-    };
-    for r in &ev.resources {
-        for (field, span) in r.field_spans.iter() {
-            if !names.contains(field.as_str()) {
-                continue;
+    let mut files: Vec<PathBuf> = evaluated
+        .sources
+        .files()
+        .iter()
+        .filter_map(|f| within(dir, &f.name))
+        .filter(|rel| {
+            rel.extension().and_then(|e| e.to_str()) == Some("ncl")
+                && rel
+                    .components()
+                    .next()
+                    .is_none_or(|c| !c.as_os_str().eq_ignore_ascii_case(POLICIES))
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    if let Ok(ev) = &evaluated.result {
+        for r in &ev.resources {
+            for (field, span) in r.field_spans.iter() {
+                if !names.contains(field.as_str()) {
+                    continue;
+                }
+                let Some(src) = evaluated.sources.get(span.file) else {
+                    continue;
+                };
+                let Some(rel) = within(dir, &src.name) else {
+                    continue;
+                };
+                hidden
+                    .entry(rel)
+                    .or_default()
+                    .push((span.start as usize, span.end as usize));
             }
-            let Some(src) = evaluated.sources.get(span.file) else {
-                continue;
-            };
-            let Some(rel) = within(dir, &src.name) else {
-                continue;
-            };
-            out.entry(rel)
-                .or_default()
-                .push((span.start as usize, span.end as usize));
         }
     }
-    for spans in out.values_mut() {
-        spans.sort();
-        spans.dedup();
-        // Nested or overlapping spans: keep the outer one.
+    for spans in hidden.values_mut() {
+        // Outer spans first at one start, then overlaps merged: a secret is hidden whole.
+        spans.sort_by_key(|&(a, b)| (a, std::cmp::Reverse(b)));
         let mut kept: Vec<(usize, usize)> = Vec::new();
-        for s in spans.drain(..) {
-            match kept.last() {
-                Some(&(_, end)) if s.0 < end => {}
-                _ => kept.push(s),
+        for (a, b) in spans.drain(..) {
+            match kept.last_mut() {
+                Some(last) if a < last.1 => last.1 = last.1.max(b),
+                _ => kept.push((a, b)),
             }
         }
         *spans = kept;
     }
-    out
+    Read { files, hidden }
 }
 
 /// The stack's policy directory, which drafts may not edit.
@@ -409,11 +400,11 @@ fn walk_all(dir: &Path, out: &mut Vec<PathBuf>) {
         return;
     };
     for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            walk_all(&path, out);
-        } else {
-            out.push(path);
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            walk_all(&e.path(), out);
+        } else if kind.is_file() {
+            out.push(e.path());
         }
     }
 }

@@ -300,12 +300,20 @@ fn unique_snippet(text: &str, start: usize, end: usize, value: &str) -> Option<(
         if from == 0 && to == text.len() {
             return None;
         }
-        from = text[..from.saturating_sub(1)]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        to = text[(to + 1).min(text.len())..]
-            .find('\n')
-            .map_or(text.len(), |i| to + 1 + i);
+        // One more line each way (`from` and `to` stay on char boundaries: they are span
+        // ends or next to a `\n`).
+        let back = if from > 0 && text.as_bytes()[from - 1] == b'\n' {
+            from - 1
+        } else {
+            from
+        };
+        from = text[..back].rfind('\n').map_or(0, |i| i + 1);
+        let ahead = if text.as_bytes().get(to) == Some(&b'\n') {
+            to + 1
+        } else {
+            to
+        };
+        to = text[ahead..].find('\n').map_or(text.len(), |i| ahead + i);
     }
 }
 

@@ -245,7 +245,7 @@ pub async fn propose(req: Request<'_>) -> Result<Proposal, AgentError> {
     if proposal.outcome == Outcome::Verified
         && let (Some(to), Some(verdict)) = (&req.destination, &proposal.verdict)
     {
-        let prefix = stack_prefix(to.repo.root(), dir);
+        let prefix = stack_prefix(to.repo.root(), dir)?;
         let files = verdict
             .files
             .iter()
@@ -385,12 +385,18 @@ async fn remember(
 }
 
 /// The stack directory relative to the repository root (files are committed under it).
-fn stack_prefix(root: &Path, dir: &Path) -> PathBuf {
+fn stack_prefix(root: &Path, dir: &Path) -> Result<PathBuf, AgentError> {
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     canon(dir)
         .strip_prefix(canon(root))
         .map(Path::to_path_buf)
-        .unwrap_or_default()
+        .map_err(|_| {
+            AgentError::Git(format!(
+                "the stack {} is not inside the repository {}",
+                dir.display(),
+                root.display()
+            ))
+        })
 }
 
 fn log_of(n: usize, draft: &Draft, v: &Verdict) -> RoundLog {

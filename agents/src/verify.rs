@@ -82,7 +82,7 @@ fn safe(file: &Path) -> Result<PathBuf, String> {
     if file
         .components()
         .find(|c| matches!(c, Component::Normal(_)))
-        .is_some_and(|c| c.as_os_str() == crate::context::POLICIES)
+        .is_some_and(|c| c.as_os_str().eq_ignore_ascii_case(crate::context::POLICIES))
     {
         return Err(format!(
             "edit_file: `{}` is one of the stack's policies; a proposal changes the configuration, never the rules it is checked against",
@@ -229,19 +229,41 @@ async fn check(
         }
     };
     if let Some(adopted) = adopted {
-        let still: Vec<String> = plan
-            .changes
+        let changed = |p: &Plan| -> BTreeMap<String, String> {
+            p.changes
+                .iter()
+                .filter(|c| c.action != chimera_plans::plan::Action::NoOp)
+                .map(|c| (c.address.to_string(), c.action.verb().to_string()))
+                .collect()
+        };
+        let edited = changed(&plan);
+        let still: Vec<String> = edited
             .iter()
-            .filter(|c| {
-                c.action != chimera_plans::plan::Action::NoOp
-                    && adopted.contains(&c.address.to_string())
-            })
-            .map(|c| format!("{} {}", c.action.verb(), c.address))
+            .filter(|(a, _)| adopted.contains(*a))
+            .map(|(a, verb)| format!("{verb} {a}"))
             .collect();
         if !still.is_empty() {
             feedback.push(format!(
                 "the edited configuration still differs from the cloud as it is: {}",
                 still.join(", ")
+            ));
+        }
+        // What the unedited configuration already changes against the cloud (other drift) may
+        // still show; anything more is a value the edit shares with resources that did not
+        // drift.
+        let before = ReadOnlyStack::open(dir, settings.clone())
+            .plan(true)
+            .await?;
+        let before = changed(&before);
+        let more: Vec<String> = edited
+            .iter()
+            .filter(|(a, _)| !before.contains_key(*a))
+            .map(|(a, verb)| format!("{verb} {a}"))
+            .collect();
+        if !more.is_empty() {
+            feedback.push(format!(
+                "the edit also changes resources that did not drift (the value is shared with them): {}; adopt it by hand",
+                more.join(", ")
             ));
         }
     } else if !plan.has_changes() {

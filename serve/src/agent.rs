@@ -86,7 +86,12 @@ pub(crate) async fn propose_adoption(
     }
     let (kind, detail) = match adopt(shared, cfg, path, &proposed).await {
         Ok(line) => ("proposed", line),
-        Err(why) => ("propose-failed", why),
+        Err(Failure::Final(why)) => ("propose-failed", why),
+        Err(Failure::Transient(why)) => {
+            // The forge, git or the cloud failed: tried again next tick.
+            tracing::warn!(stack = %key, action = "propose", error = %why, "adopting pull request not opened; retrying next tick");
+            return;
+        }
     };
     // Remembered either way: a drift that cannot be adopted is not retried every tick (a new
     // drift, or a restart, tries again).
@@ -108,23 +113,36 @@ pub(crate) async fn propose_adoption(
     );
 }
 
+/// The intent (and so the branch, `chimera/agent/<stack>-adopt-drift`) of every adoption.
+pub const ADOPT_INTENT: &str = "adopt drift";
+
+/// Why no pull request was opened.
+enum Failure {
+    /// It cannot be adopted (the values are not written literally, or do not verify).
+    Final(String),
+    /// Something on the way failed (reading the cloud, git, the forge): try again.
+    Transient(String),
+}
+
 async fn adopt(
     shared: &Shared,
     cfg: &AgentConfig,
     path: &Path,
     proposed: &BTreeSet<String>,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
+    let transient = |e: chimera_agents::AgentError| Failure::Transient(e.to_string());
     let settings = &shared.cfg.settings;
     let dir = chimera_workflow::stack_dir(path);
     let assessment = assess(&dir, settings, shared.cfg.mode)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(transient)?;
     let adopted: BTreeSet<String> = assessment
         .items
         .iter()
         .filter(|i| i.action == Action::Adopt && i.mode == HealMode::Propose)
+        // The assessment uses the reconcile's policy: its adopted set is the proposed drift
+        // that can be adopted, and its draft holds exactly their edits.
         .filter_map(|i| i.address.as_ref().map(ToString::to_string))
-        .filter(|a| proposed.contains(a))
         .collect();
     if adopted.is_empty() || assessment.adopt.edits.is_empty() {
         let why: Vec<String> = assessment
@@ -137,10 +155,10 @@ async fn adopt(
                     .then(|| format!("{a}: {}", i.note.clone().unwrap_or_default()))
             })
             .collect();
-        return Err(format!(
+        return Err(Failure::Final(format!(
             "nothing to adopt in a pull request: {}",
             why.join("; ")
-        ));
+        )));
     }
     let forge: Box<dyn Forge> = match &cfg.forge {
         AgentForge::None => Box::new(NoForge),
@@ -149,28 +167,28 @@ async fn adopt(
             api_url,
             token,
         } => {
-            let mut g = GitHub::new(repo, token).map_err(|e| e.to_string())?;
+            let mut g = GitHub::new(repo, token).map_err(|e| Failure::Final(e.to_string()))?;
             if let Some(url) = api_url {
-                g = g.with_api_url(url).map_err(|e| e.to_string())?;
+                g = g
+                    .with_api_url(url)
+                    .map_err(|e| Failure::Final(e.to_string()))?;
             }
             Box::new(g)
         }
     };
     let repo = Repo::open(&dir)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Failure::Final(e.to_string()))?
         .with_remote(cfg.remote.clone());
     if forge.is_remote() {
-        repo.fetch(&cfg.base).await.map_err(|e| e.to_string())?;
+        repo.fetch(&cfg.base).await.map_err(transient)?;
     }
     let prepared = Prepared {
         draft: assessment.adopt.clone(),
         name: format!("chimera serve ({})", shared.cfg.replica),
     };
-    let intent = format!(
-        "adopt drift: {}",
-        adopted.iter().cloned().collect::<Vec<_>>().join(", ")
-    );
+    // One branch and pull request per stack, whatever drifted: new drift updates it.
+    let intent = ADOPT_INTENT.to_string();
     let p = propose::propose(propose::Request {
         dir: dir.clone(),
         intent,
@@ -191,7 +209,7 @@ async fn adopt(
         adopt: Some(adopted),
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(transient)?;
     match &p.outcome {
         Outcome::Opened { number, url } => Ok(format!("opened pull request #{number}: {url}")),
         Outcome::Updated { number, url } => Ok(format!("updated pull request #{number}: {url}")),
@@ -199,12 +217,12 @@ async fn adopt(
             "committed {} on {branch} (no forge)",
             &commit[..commit.len().min(12)]
         )),
-        other => Err(format!(
+        other => Err(Failure::Final(format!(
             "the adopting edits did not verify ({other:?}): {}",
             p.rounds
                 .last()
                 .map(|r| r.feedback.join("; "))
                 .unwrap_or_default()
-        )),
+        ))),
     }
 }

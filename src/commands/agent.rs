@@ -368,7 +368,7 @@ fn run_heal(global: &Global, args: &HealArgs) -> ExitStatus {
     };
     let result = rt.block_on(run_loop(
         dir,
-        format!("adopt drift: {}", adopted.join(", ")),
+        chimera_serve::agent::ADOPT_INTENT.to_string(),
         settings,
         &prepared,
         forge.as_ref(),
