@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -101,10 +100,10 @@ impl Shared {
 
 /// The fake GitHub, stopped (and its repository deleted) on drop.
 pub struct FakeForge {
+    // Stopped first (fields drop in order), then the repository is deleted.
+    _server: crate::loopback::Served,
     shared: Arc<Shared>,
     _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeForge {
@@ -124,12 +123,8 @@ impl FakeForge {
             "git init --bare failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("an ephemeral port on 127.0.0.1");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let bound = crate::loopback::bind();
+        let url = bound.url.clone();
         let shared = Arc::new(Shared {
             data: Mutex::new(Data {
                 next_number: 1,
@@ -138,32 +133,14 @@ impl FakeForge {
             bare,
             url,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fake-forge".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the fake forge's runtime");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-                    let app = Router::new().fallback(handle).with_state(state);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            })
-            .expect("spawn the fake forge's thread");
+        let server = bound.serve(
+            "fake-forge",
+            Router::new().fallback(handle).with_state(shared.clone()),
+        );
         FakeForge {
+            _server: server,
             shared,
             _dir: dir,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
@@ -261,17 +238,6 @@ impl FakeForge {
     /// Runs git in the bare repository (`git show`, `git log`…) and returns its output.
     pub fn git(&self, args: &[&str]) -> String {
         git(&self.shared.bare, args)
-    }
-}
-
-impl Drop for FakeForge {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -9,6 +9,7 @@ pub use aws_sdk_ec2;
 
 pub mod forge;
 pub mod llm_stub;
+mod loopback;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
@@ -63,20 +62,15 @@ pub struct LlmStub {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: crate::loopback::Served,
 }
 
 impl LlmStub {
     /// Serves `script` on an ephemeral port of 127.0.0.1, from a thread of its own (usable from
     /// sync and async tests alike).
     pub fn start(script: Vec<Value>) -> LlmStub {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("an ephemeral port on 127.0.0.1");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let bound = crate::loopback::bind();
+        let url = bound.url.clone();
         let shared = Arc::new(Shared {
             script: Mutex::new(Script {
                 steps: script.into(),
@@ -88,30 +82,11 @@ impl LlmStub {
             .route("/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
             .with_state(shared.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("llm-stub".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the LLM stub");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-            })
-            .expect("spawn the LLM stub's thread");
+        let server = bound.serve("llm-stub", app);
         LlmStub {
             url,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -149,17 +124,6 @@ impl LlmStub {
             .expect("the stub's lock")
             .steps
             .len()
-    }
-}
-
-impl Drop for LlmStub {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
