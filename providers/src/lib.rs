@@ -7,6 +7,10 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod clock;
 pub mod cloud;
 pub mod conformance;

@@ -7,6 +7,8 @@
 
 pub use aws_sdk_ec2;
 
+pub mod fake_azure;
+pub mod fake_gcp;
 pub mod forge;
 pub mod llm_stub;
 mod loopback;
