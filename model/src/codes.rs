@@ -105,6 +105,11 @@ registry! {
     SERVE = "E0600", "`chimera serve` cannot start or stopped (the address cannot be bound, or a token is missing for a non-loopback address)";
     RECONCILE_SETTING = "E0601", "a stack's `reconcile` settings name an unknown heal mode, kind or address";
     AGENT = "E0700", "an agent could not propose: the proposer, the forge, git or the agents' memory failed (the message says which)";
+    // Encryption at rest (plan files, cache entries, sensitive values in state).
+    KEY_INVALID = "E0800", "an encryption key setting is invalid (an unreadable key file, a key that is not 32 bytes of base64, an empty passphrase, two sources for one key)";
+    KEY_MISSING = "E0801", "encrypted data needs a key and none is configured, or a sensitive value would be saved to a plan file without a key";
+    KEY_UNKNOWN = "E0802", "encrypted data was sealed with a key that is neither the key nor the fallback key configured (its key id named)";
+    SEALED_TAMPERED = "E0803", "encrypted data failed authentication or is not a well-formed envelope (tampered, truncated or damaged)";
 }
 
 /// What `code` means, if it is in the registry.
