@@ -12,12 +12,18 @@
 //! A **plan memo** (`<stem>.memo.json`) records that planning this graph against one exact state
 //! (URL, lineage, serial, the latest generation finished, nothing pending) changed nothing, so an
 //! unchanged repository re-plans without evaluating or reading state rows.
+//!
+//! A graph holding a sensitive value is never written in plaintext: with a key configured
+//! ([`EvalCache::with_keys`]) the graph file is sealed (`chimera_seal`, purpose `cache-graph`);
+//! without one such a graph is not cached, and an entry left for it is removed. A sealed entry
+//! whose key is not configured any more is rebuilt like any other invalid entry.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, GraphDoc};
+use chimera_seal::{Keys, purpose};
 use std::sync::Arc;
 
 use crate::source::{Disk, Source};
@@ -43,6 +49,8 @@ pub struct EvalCache {
     build: String,
     /// Where the stack's files are read (and digested for the keys).
     source: Arc<dyn Source>,
+    /// Seal graphs holding sensitive values with these; none: such graphs are not cached.
+    keys: Keys,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,7 +145,15 @@ impl EvalCache {
             source: Arc::new(Disk::new()),
             dir: dir.into(),
             build: build.into(),
+            keys: Keys::None,
         }
+    }
+
+    /// Seals cached graphs that hold a sensitive value with `keys` (without a usable key such
+    /// graphs are not cached at all).
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.keys = keys;
+        self
     }
 
     fn stem(entry: &Path) -> String {
@@ -221,8 +237,18 @@ impl EvalCache {
         if blake3::hash(&bytes).to_hex().as_str() != index.graph_file {
             return Err("graph file does not match its index".into());
         }
+        let opened;
+        let bytes: &[u8] = if chimera_seal::is_sealed(&bytes) {
+            opened = self
+                .keys
+                .open(purpose::CACHE_GRAPH, &bytes)
+                .map_err(|e| format!("sealed graph cannot be opened: {e}"))?;
+            &opened.plaintext
+        } else {
+            &bytes
+        };
         let doc: GraphDoc =
-            serde_json::from_slice(&bytes).map_err(|e| format!("corrupt graph ({e})"))?;
+            serde_json::from_slice(bytes).map_err(|e| format!("corrupt graph ({e})"))?;
         if doc.hash.to_hex() != index.graph_hash || doc.resources.len() != index.resources {
             return Err("graph does not match its index".into());
         }
@@ -243,8 +269,32 @@ impl EvalCache {
             };
             files.push((f.to_string_lossy().into_owned(), d));
         }
+        let (index_path, graph_path, _) = self.paths(entry);
+        let secret = g.resources.iter().any(|r| {
+            r.sensitive
+                .iter()
+                .any(|k| r.attrs.get(k).is_some_and(|v| !v.is_null()))
+        });
+        let ring = self.keys.usable();
+        if secret && ring.is_none() {
+            // Never a secret in plaintext: no entry, and none left from before.
+            for p in [&index_path, &graph_path] {
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        }
         std::fs::create_dir_all(&self.dir)?;
-        let graph_bytes = g.to_doc_json()?;
+        let mut graph_bytes = g.to_doc_json()?;
+        if let (true, Some(ring)) = (secret, ring) {
+            graph_bytes = ring
+                .seal(purpose::CACHE_GRAPH, &graph_bytes)
+                .map_err(std::io::Error::other)?
+                .into_bytes();
+        }
         let mut index = Index {
             format: FORMAT.into(),
             build: self.build.clone(),
@@ -258,7 +308,6 @@ impl EvalCache {
             integrity: String::new(),
         };
         index.integrity = index.digest();
-        let (index_path, graph_path, _) = self.paths(entry);
         write_atomic(&graph_path, &graph_bytes)?;
         write_atomic(&index_path, &serde_json::to_vec(&index)?)
     }
@@ -285,6 +334,35 @@ impl EvalCache {
         // Best effort: a cache that cannot be written (read-only checkout) only costs speed.
         let _ = self.store(&entry, &compiled);
         (compiled, outcome)
+    }
+
+    /// Removes the entries whose graph is sealed with another key than `key_id` (rotation: they
+    /// are rebuilt, sealed with the key, on the next compile); returns how many.
+    pub fn drop_sealed_except(&self, key_id: &str) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut dropped = 0;
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".graph.json"))
+            else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if chimera_seal::key_id_of(&bytes).is_some_and(|k| k != key_id) {
+                let _ = std::fs::remove_file(self.dir.join(format!("{stem}.index.json")));
+                if std::fs::remove_file(&path).is_ok() {
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 
     fn memo_key(&self, cached: &Cached, state: &StateStamp) -> String {
