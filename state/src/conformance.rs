@@ -4,8 +4,8 @@ use chimera_model::{ContentHash, ProviderName, StateResource};
 use serde_json::{Map, json};
 
 use crate::{
-    GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, StateError,
-    StateStore,
+    GenerationMeta, GenerationStatus, IntentAction, LockRequest, NewIntent, Outcome, SealedRow,
+    StateError, StateStore,
 };
 
 macro_rules! ensure {
@@ -328,7 +328,66 @@ pub async fn run(store: &dyn StateStore, prefix: &str) -> Result<(), String> {
             .await
             .map_err(e("audit"))?;
     }
+    sealed_values(store, &stack).await?;
     dump_and_restore(store, &stack).await
+}
+
+/// Sealed sensitive values: written under the stack's lock, replaced by digest, read by digest
+/// or all, per stack; a write without the lock is refused.
+async fn sealed_values(store: &dyn StateStore, stack: &str) -> Result<(), String> {
+    let e = |what: &'static str| move |err: StateError| format!("{what}: {err}");
+    let req = LockRequest {
+        owner: "alice".into(),
+        operation: "keep sealed values".into(),
+    };
+    let sealed = |d: &str, k: &str, env: &str| SealedRow::new(d.into(), k.into(), env.into());
+    let lock = store.lock(stack, &req).await.map_err(e("lock"))?;
+    store
+        .put_sealed(
+            &lock,
+            &[
+                sealed("d2", "k-old", "envelope-2"),
+                sealed("d1", "k-old", "envelope-1"),
+            ],
+        )
+        .await
+        .map_err(e("put_sealed"))?;
+    store
+        .put_sealed(&lock, &[sealed("d1", "k-new", "envelope-1b")])
+        .await
+        .map_err(e("put_sealed again"))?;
+    store.unlock(&lock).await.map_err(e("unlock"))?;
+    let all = store.sealed(stack, None).await.map_err(e("sealed"))?;
+    ensure!(
+        all.len() == 2
+            && all[0].digest == "d1"
+            && all[0].key_id == "k-new"
+            && all[0].envelope == "envelope-1b"
+            && all[1].digest == "d2",
+        "sealed values by digest, the replaced one new: {all:?}"
+    );
+    let some = store
+        .sealed(stack, Some(&["d2".to_string(), "d9".to_string()][..]))
+        .await
+        .map_err(e("sealed d2"))?;
+    ensure!(
+        some.len() == 1 && some[0].envelope == "envelope-2",
+        "by digest: {some:?}"
+    );
+    ensure!(
+        store
+            .sealed(&format!("{stack}-other"), None)
+            .await
+            .map_err(e("sealed other"))?
+            .is_empty(),
+        "sealed values belong to their stack"
+    );
+    match store.put_sealed(&lock, &[sealed("d3", "k", "e")]).await {
+        Err(StateError::LockLost(_)) => Ok(()),
+        other => Err(format!(
+            "keeping sealed values without the lock must fail, got {other:?}"
+        )),
+    }
 }
 
 /// A dump holds the whole stack; restoring it (under another name) gives the same rows, and
@@ -353,12 +412,14 @@ async fn dump_and_restore(store: &dyn StateStore, stack: &str) -> Result<(), Str
             && dump.generations.len() == 3
             && dump.intents.len() == 7
             && dump.audit.len() == 2
-            && dump.resources.len() == 4,
-        "dump of {stack}: {} generations, {} intents, {} audit entries, {} rows",
+            && dump.resources.len() == 4
+            && dump.sealed.len() == 2,
+        "dump of {stack}: {} generations, {} intents, {} audit entries, {} rows, {} sealed values",
         dump.generations.len(),
         dump.intents.len(),
         dump.audit.len(),
-        dump.resources.len()
+        dump.resources.len(),
+        dump.sealed.len()
     );
     match store.restore(&dump).await {
         Err(StateError::Invalid(m)) if m.contains("already exists") => {}

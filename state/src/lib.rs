@@ -207,6 +207,9 @@ pub struct StackDump {
     pub intents: Vec<IntentRow>,
     /// Audit entries about this stack (target `STACK` or `STACK#SERIAL`).
     pub audit: Vec<AuditRow>,
+    /// Sensitive values kept sealed (envelopes, never plaintext).
+    #[serde(default)]
+    pub sealed: Vec<SealedRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -257,6 +260,27 @@ pub struct AuditRow {
     pub target: String,
     pub outcome: String,
     pub details: String,
+}
+
+/// A sensitive value kept in state, sealed: an AES-256-GCM envelope (`chimera_seal`) under the
+/// digest resource rows hold in the value's place (`{"$sensitive": DIGEST}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SealedRow {
+    pub digest: String,
+    pub key_id: String,
+    pub envelope: String,
+    pub created_at: String,
+}
+
+impl SealedRow {
+    pub fn new(digest: String, key_id: String, envelope: String) -> SealedRow {
+        SealedRow {
+            digest,
+            key_id,
+            envelope,
+            created_at: now(),
+        }
+    }
 }
 
 impl From<GenerationRow> for GenerationInfo {
@@ -350,6 +374,11 @@ pub trait StateStore: Send + Sync {
     ) -> Result<()>;
     /// Intents left `pending` by an interrupted apply.
     async fn pending_intents(&self, stack: &str) -> Result<Vec<Intent>>;
+    /// The stack's sealed sensitive values: those under `digests`, or all (`None`).
+    async fn sealed(&self, stack: &str, digests: Option<&[String]>) -> Result<Vec<SealedRow>>;
+    /// Keeps sealed sensitive values (replacing those under the same digests), under the
+    /// stack's lock.
+    async fn put_sealed(&self, lock: &Lock, values: &[SealedRow]) -> Result<()>;
     async fn audit(
         &self,
         actor: &str,

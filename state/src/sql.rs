@@ -22,8 +22,8 @@ use sqlx::{
 
 use crate::{
     GenerationInfo, GenerationMeta, GenerationRow, GenerationStatus, Intent, IntentAction, Lock,
-    LockRequest, NewIntent, Outcome, ResourceRow, Result, StackDump, StackInfo, StateError,
-    StateStore, now,
+    LockRequest, NewIntent, Outcome, ResourceRow, Result, SealedRow, StackDump, StackInfo,
+    StateError, StateStore, now,
 };
 
 /// Column lists of the dumped tables, in the order of their row types' fields.
@@ -34,14 +34,16 @@ const RESOURCE_COLUMNS: &str =
 const INTENT_COLUMNS: &str =
     "serial, address, action, client_token, payload, status, started_at, finished_at, error";
 const AUDIT_COLUMNS: &str = "time, actor, action, target, outcome, details";
+const SEALED_COLUMNS: &str = "digest, key_id, envelope, created_at";
 
 /// The dumped tables in the order of [`StackDump::batches`]: name, columns, whether rows
 /// belong to a stack through a `stack` column (audit entries name it in `target`).
-const DUMPED_TABLES: [(&str, &str, bool); 4] = [
+const DUMPED_TABLES: [(&str, &str, bool); 5] = [
     ("generations", GENERATION_COLUMNS, true),
     ("resources", RESOURCE_COLUMNS, true),
     ("intents", INTENT_COLUMNS, true),
     ("audit", AUDIT_COLUMNS, false),
+    ("sealed_values", SEALED_COLUMNS, true),
 ];
 
 /// What the backends spell differently.
@@ -89,6 +91,18 @@ pub trait Sql: Dialect {
         details: &str,
     ) -> Result<()>;
     async fn dump(pool: &Pool<Self>, stack: &str) -> Result<Option<StackDump>>;
+    /// The stack's sealed values: those of `digests`, or all of them (`None`).
+    async fn sealed(
+        pool: &Pool<Self>,
+        stack: &str,
+        digests: Option<&[String]>,
+    ) -> Result<Vec<SealedRow>>;
+    /// Inserts sealed values, replacing those of the same digests.
+    async fn put_sealed(
+        conn: &mut Self::Connection,
+        stack: &str,
+        values: &[SealedRow],
+    ) -> Result<()>;
     async fn restore(pool: &Pool<Self>, dump: &StackDump) -> Result<()>;
 
     /// Fails with `LockLost` unless `lock` still holds its stack.
@@ -266,9 +280,57 @@ where
             .bind(stack)
             .fetch_all(&mut *tx)
             .await?,
+            sealed: sqlx::query_as(&format!(
+                "SELECT {SEALED_COLUMNS} FROM sealed_values WHERE stack = $1 ORDER BY digest{order}"
+            ))
+            .bind(stack)
+            .fetch_all(&mut *tx)
+            .await?,
         };
         tx.commit().await?;
         Ok(Some(dump))
+    }
+
+    async fn sealed(
+        pool: &Pool<Self>,
+        stack: &str,
+        digests: Option<&[String]>,
+    ) -> Result<Vec<SealedRow>> {
+        // A stack holds one row per distinct secret value it ever applied: few, so they are
+        // read whole and picked here.
+        let mut rows: Vec<SealedRow> = sqlx::query_as(&format!(
+            "SELECT {SEALED_COLUMNS} FROM sealed_values WHERE stack = $1 ORDER BY digest{}",
+            DB::BYTE_ORDER
+        ))
+        .bind(stack)
+        .fetch_all(pool)
+        .await?;
+        if let Some(digests) = digests {
+            rows.retain(|r| digests.contains(&r.digest));
+        }
+        Ok(rows)
+    }
+
+    async fn put_sealed(
+        conn: &mut Self::Connection,
+        stack: &str,
+        values: &[SealedRow],
+    ) -> Result<()> {
+        for v in values {
+            sqlx::query(
+                "INSERT INTO sealed_values (stack, digest, key_id, envelope, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stack, digest) DO UPDATE \
+                 SET key_id = excluded.key_id, envelope = excluded.envelope",
+            )
+            .bind(stack)
+            .bind(v.digest.as_str())
+            .bind(v.key_id.as_str())
+            .bind(v.envelope.as_str())
+            .bind(v.created_at.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn restore(pool: &Pool<Self>, dump: &StackDump) -> Result<()> {
@@ -712,6 +774,17 @@ impl<B: Backend> StateStore for B {
         B::DB::pending_intents(self.pool(), stack).await
     }
 
+    async fn sealed(&self, stack: &str, digests: Option<&[String]>) -> Result<Vec<SealedRow>> {
+        B::DB::sealed(self.pool(), stack, digests).await
+    }
+
+    async fn put_sealed(&self, lock: &Lock, values: &[SealedRow]) -> Result<()> {
+        locked(self, lock, async |conn| {
+            B::DB::put_sealed(conn, &lock.stack, values).await
+        })
+        .await
+    }
+
     async fn audit(
         &self,
         actor: &str,
@@ -726,13 +799,14 @@ impl<B: Backend> StateStore for B {
 
 impl StackDump {
     /// The JSON arrays the restore statements read, one per table of `DUMPED_TABLES`.
-    fn batches(&self) -> Result<[String; 4]> {
+    fn batches(&self) -> Result<[String; 5]> {
         let enc = |e: serde_json::Error| StateError::Db(format!("cannot encode the stack: {e}"));
         Ok([
             serde_json::to_string(&self.generations).map_err(enc)?,
             serde_json::to_string(&self.resources).map_err(enc)?,
             serde_json::to_string(&self.intents).map_err(enc)?,
             serde_json::to_string(&self.audit).map_err(enc)?,
+            serde_json::to_string(&self.sealed).map_err(enc)?,
         ])
     }
 }
