@@ -29,6 +29,13 @@ fn main() {
                 outcome(conformance::check(&aws, kind, verb).await)
             })
         }));
+        #[cfg(feature = "azure")]
+        trials.push(Trial::test(format!("azure::{kind}::{verb}"), move || {
+            runtime().block_on(async move {
+                let azure = azure::OnFake::start();
+                outcome(conformance::check(&azure, kind, verb).await)
+            })
+        }));
     }
     trials.push(Trial::test("local::under_throttling_and_latency", || {
         runtime().block_on(under_throttling_and_latency())
@@ -264,6 +271,64 @@ mod aws {
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("{e:?}"))
+        }
+    }
+}
+
+#[cfg(feature = "azure")]
+mod azure {
+    use super::*;
+    use chimera_providers::azure::{AzureCloud, AzureSettings, CredentialKind, subnet_tag_key};
+    use chimera_testkit::fake_azure::{FakeAzure, Knobs};
+
+    /// The Azure provider on its own fake of ARM.
+    pub struct OnFake {
+        fake: FakeAzure,
+        cloud: Retrying<AzureCloud>,
+    }
+
+    impl OnFake {
+        pub fn start() -> OnFake {
+            let fake = FakeAzure::start(Knobs::default());
+            let settings = AzureSettings {
+                subscription: Some("00000000-0000-0000-0000-000000000000".into()),
+                endpoint: fake.endpoint.clone(),
+                credential: CredentialKind::None,
+                max_poll_interval: std::time::Duration::from_millis(20),
+                images: [(
+                    "ubuntu-24.04".to_string(),
+                    "Canonical:ubuntu-24_04-lts:server:latest".to_string(),
+                )]
+                .into(),
+                ..AzureSettings::default()
+            };
+            let cloud = Retrying(AzureCloud::new(settings));
+            OnFake { fake, cloud }
+        }
+    }
+
+    #[async_trait]
+    impl Harness for OnFake {
+        fn provider(&self) -> &dyn Provider {
+            &self.cloud
+        }
+        fn region(&self) -> &str {
+            "eastus"
+        }
+        async fn tag_out_of_band(
+            &self,
+            at: &CloudRef,
+            key: &str,
+            value: &str,
+        ) -> Result<(), String> {
+            // A subnet's tags live on its network.
+            match at.id.rsplit_once("/subnets/") {
+                Some((network, name)) => {
+                    self.fake
+                        .set_tag(network, &subnet_tag_key(name, key), value)
+                }
+                None => self.fake.set_tag(&at.id, key, value),
+            }
         }
     }
 }

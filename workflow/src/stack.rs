@@ -316,5 +316,18 @@ pub async fn build_providers(
         // Credentials load on first use: stacks without 'aws never touch the AWS chain.
         providers.with(wrap(Arc::new(AwsCloud::new(s))))
     };
+    #[cfg(feature = "azure")]
+    let providers = {
+        use chimera_providers::azure::{AzureCloud, AzureSettings};
+        let s = AzureSettings::from_settings(settings, env).map_err(|m| {
+            Error::new(
+                ErrorKind::Provider,
+                Diagnostic::error(codes::PROVIDER_SETTING, "invalid azure provider setting")
+                    .detail(m),
+            )
+        })?;
+        // The credential is made on first use: stacks without 'azure never touch it.
+        providers.with(wrap(Arc::new(AzureCloud::new(s))))
+    };
     Ok(providers)
 }
