@@ -6,25 +6,32 @@
 //! Evaluation is pure: Nickel has no clock, network or environment access, and the stdlib is
 //! embedded.
 //!
-//! Nickel has no way to interrupt an evaluation, so the time and memory limits are enforced by a
-//! watchdog: past either, [`evaluate`] returns a diagnostic and abandons the worker thread. A
-//! caller that hits a limit should exit the process soon (the CLI does).
+//! Nickel has no way to interrupt an evaluation from outside, so the time and memory limits are
+//! enforced by a watchdog and a stop switch in the evaluation cache ([`Interruptible`]): past
+//! either limit, [`evaluate`] returns a diagnostic and turns the switch, and the worker fails at
+//! the next thunk it forces and frees its heap. A primitive operation that runs long without
+//! forcing a thunk (a huge `std.array.generate`) cannot be stopped that way: its worker thread is
+//! abandoned, so a caller that hits a limit should exit the process soon (the CLI does).
 
 use chimera_model::codes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chimera_model::{Diagnostic, SourceMap, Span};
 use nickel_lang_core::cache::{CacheHub, ImportResolver, InputFormat, SourcePath};
 use nickel_lang_core::error::{Error as NickelError, EvalErrorKind, IntoDiagnostics, NullReporter};
-use nickel_lang_core::eval::cache::CacheImpl;
+use nickel_lang_core::eval::cache::{BlackholedError, Cache, CacheImpl, CacheIndex};
 use nickel_lang_core::eval::value::{Container, NickelValue, ValueContentRef};
-use nickel_lang_core::eval::{VirtualMachine, VmContext};
+use nickel_lang_core::eval::{Closure, VirtualMachine, VmContext};
 use nickel_lang_core::files::{FileId, Files};
+use nickel_lang_core::identifier::Ident;
 use nickel_lang_core::position::{PosTable, TermPos};
+use nickel_lang_core::term::BindingType;
+use nickel_lang_core::term::record::FieldDeps;
 use serde_json::{Map, Value};
 
 use crate::source::Source;
@@ -47,8 +54,23 @@ impl Default for EvalOptions {
     }
 }
 
-/// Three quarters of physical memory, or 8 GiB when that cannot be read.
+/// The default memory limit: [`DEFAULT_MEMORY_CAP`], or three quarters of physical memory when
+/// that is less.
+///
+/// Unbounded recursion in Nickel grows the heap by ~250 MB/s on the project's machine
+/// (every call stays on Nickel's call stack): with this cap it is diagnosed (E0008) in about
+/// 6 s, where three quarters of a 24 GiB machine took over a minute and froze a laptop first.
+/// The 100k-instance fleet peaks at ~1.1 GiB while it evaluates (docs/benchmarks.md).
 pub fn default_memory_limit() -> u64 {
+    physical_memory()
+        .map(|t| (t / 4 * 3).min(DEFAULT_MEMORY_CAP))
+        .unwrap_or(DEFAULT_MEMORY_CAP)
+}
+
+/// The default memory limit's cap (`--eval-memory-mib` raises it).
+pub const DEFAULT_MEMORY_CAP: u64 = 3 << 29;
+
+fn physical_memory() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -58,7 +80,7 @@ pub fn default_memory_limit() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map(|kb| kb * 1024);
-    total.map(|t| t / 4 * 3).unwrap_or(8 << 30)
+    total
 }
 
 /// One resource as evaluated: its fields as JSON, and where each top-level field came from.
@@ -189,11 +211,14 @@ fn evaluate_with(
     let worker_source = source.clone();
     let shown = source.display(&path.to_string_lossy());
     let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_stop = stop.clone();
     let worker = std::thread::Builder::new()
         .name("nickel-eval".into())
         // Deeply nested input recurses in Nickel's parser and in our walk.
         .stack_size(512 << 20)
         .spawn(move || {
+            STOP.with(|s| *s.borrow_mut() = worker_stop);
             let mut program = None;
             let out = evaluate_here(worker_source.as_ref(), &owned, &mut program, module);
             let _ = tx.send(out);
@@ -223,6 +248,7 @@ fn evaluate_with(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if start.elapsed() >= opts.timeout {
+            give_up(&stop, &rx);
             return limit_diagnostic(
                 &shown,
                 codes::EVAL_TIMEOUT,
@@ -236,6 +262,7 @@ fn evaluate_with(
         if let (Some(limit), Some(rss)) = (opts.memory_limit, resident_bytes())
             && rss > limit
         {
+            give_up(&stop, &rx);
             return limit_diagnostic(
                 &shown,
                 codes::EVAL_MEMORY,
@@ -246,6 +273,103 @@ fn evaluate_with(
                 ),
             );
         }
+    }
+}
+
+/// Turns the worker's stop switch and gives it a moment to unwind and free its heap (it fails at
+/// the next thunk it forces), so a caller that goes on does not keep a runaway evaluation.
+fn give_up(stop: &AtomicBool, rx: &mpsc::Receiver<EvalOutput>) {
+    stop.store(true, Ordering::Relaxed);
+    let _ = rx.recv_timeout(Duration::from_secs(2));
+}
+
+thread_local! {
+    /// The stop switch of the evaluation on this thread, picked up by [`Interruptible::new`].
+    static STOP: std::cell::RefCell<Arc<AtomicBool>> =
+        std::cell::RefCell::new(Arc::new(AtomicBool::new(false)));
+}
+
+/// Nickel's evaluation cache with a stop switch: once the watchdog turns it, forcing any thunk
+/// fails (as a black hole does), so the evaluation ends with an error instead of running on in
+/// an abandoned thread. Everything else is Nickel's own cache.
+#[derive(Clone)]
+pub(crate) struct Interruptible {
+    inner: CacheImpl,
+    stop: Arc<AtomicBool>,
+}
+
+impl Cache for Interruptible {
+    type UpdateIndex = <CacheImpl as Cache>::UpdateIndex;
+
+    fn get(&self, idx: CacheIndex) -> Closure {
+        self.inner.get(idx)
+    }
+
+    fn get_update_index(
+        &mut self,
+        idx: &mut CacheIndex,
+    ) -> Result<Option<Self::UpdateIndex>, BlackholedError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(BlackholedError);
+        }
+        self.inner.get_update_index(idx)
+    }
+
+    fn add(&mut self, clos: Closure, bty: BindingType) -> CacheIndex {
+        self.inner.add(clos, bty)
+    }
+
+    fn patch<F: Fn(&mut Closure)>(&mut self, idx: CacheIndex, f: F) {
+        self.inner.patch(idx, f)
+    }
+
+    fn get_then<T, F: FnOnce(&Closure) -> T>(&self, idx: CacheIndex, f: F) -> T {
+        self.inner.get_then(idx, f)
+    }
+
+    fn update(&mut self, clos: Closure, idx: Self::UpdateIndex) {
+        self.inner.update(clos, idx)
+    }
+
+    fn new() -> Self {
+        Interruptible {
+            inner: CacheImpl::new(),
+            stop: STOP.with(|s| s.borrow().clone()),
+        }
+    }
+
+    fn reset_index_state(&mut self, idx: &mut Self::UpdateIndex) {
+        self.inner.reset_index_state(idx)
+    }
+
+    fn build_cached(&mut self, idx: &mut CacheIndex, rec_env: &[(Ident, CacheIndex)]) {
+        self.inner.build_cached(idx, rec_env)
+    }
+
+    fn saturate<I: DoubleEndedIterator<Item = Ident> + Clone>(
+        &mut self,
+        idx: CacheIndex,
+        fields: I,
+    ) -> NickelValue {
+        self.inner.saturate(idx, fields)
+    }
+
+    fn revert(&mut self, idx: &CacheIndex) -> CacheIndex {
+        self.inner.revert(idx)
+    }
+
+    fn deps(&self, idx: &CacheIndex) -> Option<FieldDeps> {
+        self.inner.deps(idx)
+    }
+
+    fn make_update_index(
+        &mut self,
+        idx: &mut CacheIndex,
+    ) -> Result<Self::UpdateIndex, BlackholedError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(BlackholedError);
+        }
+        self.inner.make_update_index(idx)
     }
 }
 
@@ -305,7 +429,7 @@ pub fn nickel_string(s: &str) -> String {
 /// in-memory files in Nickel's file cache (not merged into the program, as builder inputs
 /// would be), and a generated entry that is the output itself.
 pub(crate) struct Vm {
-    ctxt: VmContext<CacheHub, CacheImpl>,
+    ctxt: VmContext<CacheHub, Interruptible>,
     main: FileId,
 }
 
@@ -381,11 +505,22 @@ fn evaluate_here(
 ) -> EvalOutput {
     let mut sources = SourceMap::default();
     let abs = source.absolute(path);
-    if let Err(e) = source.read(&abs) {
-        return EvalOutput {
-            result: Err(vec![io_diag(&source.display(&path.to_string_lossy()), &e)]),
-            sources,
-        };
+    match source.read(&abs) {
+        Err(e) => {
+            return EvalOutput {
+                result: Err(vec![io_diag(&source.display(&path.to_string_lossy()), &e)]),
+                sources,
+            };
+        }
+        Ok(bytes) => {
+            if let Some(bad) = chimera_model::diagnostic::InvalidUtf8::find(&bytes) {
+                let shown = source.display(&abs.to_string_lossy());
+                return EvalOutput {
+                    result: Err(vec![not_utf8(&shown, &bytes, bad, &mut sources)]),
+                    sources,
+                };
+            }
+        }
     }
     let Some(abs_str) = abs.to_str() else {
         return EvalOutput {
@@ -411,6 +546,71 @@ fn evaluate_here(
     };
     *keep = Some(prog);
     EvalOutput { result, sources }
+}
+
+/// A source file that is not UTF-8, located at its first invalid byte (the file is shown with
+/// invalid bytes replaced, which leaves every offset before the first one as it was).
+fn not_utf8(
+    shown: &str,
+    bytes: &[u8],
+    bad: chimera_model::diagnostic::InvalidUtf8,
+    sources: &mut SourceMap,
+) -> Diagnostic {
+    let text: Arc<str> = Arc::from(String::from_utf8_lossy(bytes).as_ref());
+    let end = text[bad.offset..]
+        .chars()
+        .next()
+        .map(|c| bad.offset + c.len_utf8())
+        .unwrap_or(bad.offset);
+    let file = sources.add(stdlib::display_name(shown), text);
+    let location = sources.locate(Span {
+        file,
+        start: bad.offset as u32,
+        end: end as u32,
+    });
+    Diagnostic::error(codes::SOURCE_NOT_UTF8, "a source file is not valid UTF-8")
+        .detail(format!(
+            "`{shown}` is not UTF-8 at {}; Nickel reads UTF-8 only: re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or remove the stray bytes",
+            bad.describe()
+        ))
+        .at(location)
+}
+
+/// An import Nickel could not read because the file is not UTF-8 (Nickel reports every read
+/// failure as "could not find import"): the file is looked up beside the importing file, as
+/// Nickel does, and read through `source`.
+fn not_utf8_import(
+    source: &dyn Source,
+    files: &Files,
+    sources: &mut SourceMap,
+    imported: &str,
+    pos: TermPos,
+) -> Option<Diagnostic> {
+    let importer = match pos {
+        TermPos::Original(s) | TermPos::Inherited(s) => Some(s),
+        TermPos::None => None,
+    };
+    let path = Path::new(imported);
+    let candidate = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let from = PathBuf::from(files.name(importer?.src_id));
+        from.parent()?.join(path)
+    };
+    let bytes = source.read(&candidate).ok()?;
+    let bad = chimera_model::diagnostic::InvalidUtf8::find(&bytes)?;
+    let shown = source.display(&candidate.to_string_lossy());
+    let mut d = not_utf8(&shown, &bytes, bad, sources);
+    let entry_name = stdlib::virtual_path("entry.ncl");
+    if let Some(raw) = importer
+        && files.name(raw.src_id) != entry_name.as_str()
+    {
+        let mut conv = SpanConv::new(source, files, sources);
+        let span = conv.range(raw.src_id, raw.start.to_usize()..raw.end.to_usize());
+        let at = conv.sources.locate(span);
+        d = d.label(at, "imported here");
+    }
+    Some(d)
 }
 
 fn io_diag(path: &str, e: &std::io::Error) -> Diagnostic {
@@ -486,6 +686,21 @@ impl<'a> SpanConv<'a> {
         })
     }
 
+    /// As [`Self::span`], but `None` for a position in a stdlib, ours or Nickel's (e.g. the
+    /// inside of `std.array.generate`, which is where a generated value says it comes from).
+    fn user_span(&mut self, pos: TermPos) -> Option<Span> {
+        let raw = match pos {
+            TermPos::Original(s) | TermPos::Inherited(s) => s,
+            TermPos::None => return None,
+        };
+        // Ours under the virtual directory; Nickel's own as `<stdlib/std.ncl>`.
+        let name = self.files.name(raw.src_id).to_string_lossy();
+        if name.starts_with(stdlib::VIRTUAL_DIR) || name.starts_with('<') {
+            return None;
+        }
+        self.span(pos)
+    }
+
     fn range(&mut self, id: FileId, range: std::ops::Range<usize>) -> Span {
         let file = self.file(id);
         Span {
@@ -517,6 +732,20 @@ fn nickel_diagnostics(
         NickelError::IOError(_) => codes::STACK_UNREADABLE,
         NickelError::ReplError(_) => codes::NICKEL_EVAL,
     };
+    // An import error comes on its own or from the typechecker, which resolves imports too.
+    let import = match &e {
+        NickelError::ImportError(kind) => Some((**kind).clone()),
+        NickelError::TypecheckError(data) => match data.borrow_error() {
+            nickel_lang_core::error::TypecheckErrorKind::ImportError(kind) => Some(kind.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(nickel_lang_core::error::ImportErrorKind::IOError(imported, _, pos)) = import
+        && let Some(d) = not_utf8_import(source, files, sources, &imported, pos)
+    {
+        return vec![d];
+    }
     let raw = e.into_diagnostics(files);
     let files: &Files = files;
     let mut conv = SpanConv::new(source, files, sources);
@@ -630,6 +859,56 @@ fn to_json_refs(v: &NickelValue, depth: usize) -> Result<Value, String> {
     }
 }
 
+/// The first `name =` written in a file: where a field was defined when its value carries no
+/// position of its own (`resources = std.array.generate ...`, after the `Stack` contract).
+fn field_in_text(sources: &SourceMap, file: u32, name: &str) -> Option<Span> {
+    let text = &sources.get(file)?.text;
+    let mut from = 0;
+    while let Some(i) = text[from..].find(name).map(|i| i + from) {
+        let end = i + name.len();
+        let before_ok = text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'));
+        let rest = text[end..].trim_start();
+        if before_ok && rest.starts_with('=') && !rest.starts_with("==") && !rest.starts_with("=>")
+        {
+            return Some(Span {
+                file,
+                start: i as u32,
+                end: end as u32,
+            });
+        }
+        from = end;
+    }
+    None
+}
+
+/// Where field `name` of a record was written (the field's name), if Nickel knows.
+fn field_name_pos(v: &NickelValue, name: &str) -> Option<TermPos> {
+    match v.content_ref() {
+        ValueContentRef::Record(Container::Alloc(record)) => record
+            .fields
+            .keys()
+            .find(|id| id.to_string() == name)
+            .map(|id| id.pos),
+        _ => None,
+    }
+}
+
+/// What a value is, for a diagnostic ("a number").
+fn value_kind(v: &NickelValue) -> &'static str {
+    match v.content_ref() {
+        ValueContentRef::Number(_) => "a number",
+        ValueContentRef::String(_) => "a string",
+        ValueContentRef::Bool(_) => "a boolean",
+        ValueContentRef::Null => "null",
+        ValueContentRef::EnumVariant(_) => "an enum value",
+        ValueContentRef::Array(_) => "an array",
+        _ => "not a record",
+    }
+}
+
 fn resource_id(fields: &[(String, &NickelValue)]) -> Option<String> {
     let has_kind = fields.iter().any(|(k, _)| k == "kind");
     let outputs = fields.iter().find(|(k, _)| k == "outputs")?.1;
@@ -728,32 +1007,41 @@ fn walk_output(
     };
     let resources_v =
         sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
+    // A value made by a function (`std.array.generate`) has no position of its own: such a
+    // resource is located at the nearest enclosing array that has one, else at `resources`,
+    // else at the stack's name.
+    let resources_span = conv
+        .user_span(pos.get(resources_v.pos_idx()))
+        .or_else(|| field_name_pos(stack, "resources").and_then(|p| conv.user_span(p)))
+        .or_else(|| stack_span.and_then(|s| field_in_text(conv.sources, s.file, "resources")))
+        .or(stack_span);
 
     let mut resources = Vec::new();
-    let mut diags = Vec::new();
+    let mut diags = chimera_model::diagnostic::Folder::default();
     // Flatten nested arrays iteratively (deep nesting must not overflow the stack).
-    let mut todo: Vec<(&NickelValue, usize)> = vec![(resources_v, 0)];
-    while let Some((v, depth)) = todo.pop() {
+    let mut todo: Vec<(&NickelValue, usize, Option<Span>)> = vec![(resources_v, 0, None)];
+    while let Some((v, depth, enclosing)) = todo.pop() {
+        let span = conv.user_span(pos.get(v.pos_idx())).or(enclosing);
         if let Some(items) = array_items(v) {
+            let span = span.or(resources_span);
             if depth > 16 {
                 diags.push(
                     Diagnostic::error(codes::TOO_DEEP, "resources are nested too deeply")
                         .detail("`resources` may contain arrays of resources up to 16 levels deep; flatten it with `std.array.flatten`")
-                        .at(conv.span(pos.get(v.pos_idx())).and_then(|s| conv.sources.locate(s))),
+                        .at(span.and_then(|s| conv.sources.locate(s))),
                 );
                 continue;
             }
             for item in items.into_iter().rev() {
-                todo.push((item, depth + 1));
+                todo.push((item, depth + 1, span));
             }
             continue;
         }
-        let span = conv.span(pos.get(v.pos_idx()));
         let Some(fields) = record_fields(v) else {
             diags.push(
                 Diagnostic::error(codes::NOT_A_STACK, "a resource is not a record")
-                    .detail("every element of `resources` must be a resource record built from a schema, e.g. `c.Instance & { name = \"web\", ... }`")
-                    .at(span.and_then(|s| conv.sources.locate(s))),
+                    .detail(format!("every element of `resources` must be a resource record built from a schema, e.g. `c.Instance & {{ name = \"web\", ... }}`; this one is {}", value_kind(v)))
+                    .at(span.or(resources_span).and_then(|s| conv.sources.locate(s))),
             );
             continue;
         };
@@ -774,17 +1062,23 @@ fn walk_output(
                     Diagnostic::error(codes::NOT_EXPORTABLE, "a field cannot be exported")
                         .detail(format!("field `{k}`: {e}"))
                         .at(field_spans
-                            .last()
-                            .and_then(|(_, s)| conv.sources.locate(*s))),
+                            .iter()
+                            .rev()
+                            .find(|(f, _)| *f == k)
+                            .map(|(_, s)| *s)
+                            .or(span)
+                            .or(resources_span)
+                            .and_then(|s| conv.sources.locate(s))),
                 ),
             }
         }
         resources.push(RawResource {
             fields: map,
-            span,
+            span: span.or(resources_span),
             field_spans: field_spans.into(),
         });
     }
+    let diags = diags.finish();
     if !diags.is_empty() {
         return Err(diags);
     }

@@ -17,6 +17,7 @@ use chimera_model::codes;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chimera_model::diagnostic as diagnostics;
 use chimera_model::{Diagnostic, SourceMap};
 
 pub use eval::EvalOptions;
@@ -44,14 +45,18 @@ pub fn compile(path: &Path, opts: &EvalOptions) -> Compiled {
 }
 
 /// Compiles the stack at `path` in `source` (a directory with `main.ncl`, or a file).
+///
+/// Identical diagnostics are folded (the first few in full, then "and N more like this"), and
+/// every diagnostic has a location: one Chimera cannot place better points at the stack file.
 pub fn compile_from(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -> Compiled {
+    let entry = source::entry(source.as_ref(), path);
     let (evaluated, sources) = evaluate_stack(source, path, opts);
     let evaluated = match evaluated {
         Ok(e) => e,
         Err(diagnostics) => {
             return Compiled {
                 graph: None,
-                diagnostics,
+                diagnostics: located(source.as_ref(), &entry, diagnostics::fold(diagnostics)),
                 sources,
                 files_read: Vec::new(),
             };
@@ -62,10 +67,31 @@ pub fn compile_from(source: &Arc<dyn Source>, path: &Path, opts: &EvalOptions) -
     let graph = lower_evaluated(evaluated, &sources, &mut diagnostics);
     Compiled {
         graph,
-        diagnostics,
+        diagnostics: located(source.as_ref(), &entry, diagnostics),
         sources,
         files_read,
     }
+}
+
+/// Gives a diagnostic without a location the stack file's first line, so none is unplaced.
+fn located(source: &dyn Source, entry: &Path, diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diagnostics
+        .into_iter()
+        .map(|d| {
+            if d.location.is_some() {
+                return d;
+            }
+            let file = source.display(&source.absolute(entry).to_string_lossy());
+            d.at(Some(chimera_model::Location {
+                file,
+                line: 1,
+                column: 1,
+                end_line: 1,
+                end_column: 1,
+                span: None,
+            }))
+        })
+        .collect()
 }
 
 /// Evaluates the stack at `path` and its modules: every resource with its spans, and the
@@ -157,32 +183,46 @@ pub fn lower_evaluated(
             return None;
         }
     };
+    // Per-resource diagnostics are folded as they arrive: a mistake repeated in a generated
+    // fleet is a few diagnostics, never millions held in memory.
+    let mut folder = diagnostics::Folder::default();
+    folder.extend(diagnostics.drain(..));
+    let mut one = Vec::new();
     let headers: Vec<Option<lower::Header>> = ev
         .resources
         .iter()
-        .map(|r| lower::header(r, sources, diagnostics))
+        .map(|r| {
+            let h = lower::header(r, sources, &mut one);
+            folder.extend(one.drain(..));
+            h
+        })
         .collect();
     let (providers, placements) =
-        lower::resolve_placements(&ev.resources, &headers, &catalog, sources, diagnostics);
+        lower::resolve_placements(&ev.resources, &headers, &catalog, sources, &mut one);
+    folder.extend(one.drain(..));
     let mut lowered = Vec::with_capacity(ev.resources.len());
     for ((raw, header), provider) in ev.resources.into_iter().zip(&headers).zip(providers) {
         if let (Some(h), Some(p)) = (header, provider)
-            && let Some(l) = lower::lower_one(&raw, h, p, &catalog, sources, diagnostics)
+            && let Some(l) = lower::lower_one(&raw, h, p, &catalog, sources, &mut one)
         {
             lowered.push(l);
         }
+        folder.extend(one.drain(..));
     }
     // Relation problems among what did lower are reported even when some resources failed.
-    lower::check_relations(&lowered, sources, diagnostics);
+    lower::check_relations(&lowered, sources, &mut one);
+    folder.extend(one.drain(..));
+    *diagnostics = folder.finish();
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
     }
-    let graph = graph::build(&ev.stack, lowered, sources, diagnostics).map(|mut g| {
+    let graph = graph::build(&ev.stack, lowered, sources, &mut one).map(|mut g| {
         g.provider_settings = ev.provider_settings.clone();
         g.reconcile = ev.reconcile.clone();
         g.placements = placements;
         g
     });
+    diagnostics.extend(diagnostics::fold(one));
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
     }

@@ -1,7 +1,8 @@
 //! Data-driven corpus: every `inputs/ok/*.ncl` compiles and its lowered graph is snapshotted;
 //! every `inputs/fail/*.ncl` yields diagnostics, each with a location, and never a panic; the
-//! rendered diagnostics are snapshotted. A first line `# timeout-ms: N` sets the evaluation
-//! time limit for that input.
+//! rendered diagnostics are snapshotted. Leading comment lines `# timeout-ms: N` and
+//! `# memory-mib: N` set the evaluation limits for that input. Inputs are read as bytes: a file
+//! that is not UTF-8 is a case too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,13 +11,18 @@ use chimera_compiler::{EvalOptions, compile, graph};
 
 fn options(source: &str) -> EvalOptions {
     let mut opts = EvalOptions::default();
-    if let Some(ms) = source
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("# timeout-ms:"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    let header = |name: &str| {
+        source
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(ms) = header("# timeout-ms:") {
         opts.timeout = Duration::from_millis(ms);
+    }
+    if let Some(mib) = header("# memory-mib:") {
+        opts.memory_limit = Some(mib << 20);
     }
     opts
 }
@@ -66,7 +72,8 @@ fn ok_case(path: &Path, source: String) -> datatest_stable::Result<()> {
     Ok(())
 }
 
-fn fail_case(path: &Path, source: String) -> datatest_stable::Result<()> {
+fn fail_case(path: &Path, source: Vec<u8>) -> datatest_stable::Result<()> {
+    let source = String::from_utf8_lossy(&source);
     let compiled = compile(path, &options(&source));
     assert!(
         compiled.has_errors(),

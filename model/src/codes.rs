@@ -30,6 +30,7 @@ registry! {
     STACK_UNREADABLE = "E0009", "the stack file cannot be read (missing, unreadable, or a path that is not UTF-8)";
     INTERNAL = "E0010", "internal error (a bug: please report it with the input)";
     EVALUATOR_UNAVAILABLE = "E0011", "the evaluator cannot start (the system refused a thread)";
+    SOURCE_NOT_UTF8 = "E0012", "a source file is not valid UTF-8 (the first invalid byte's offset, line and column named)";
     // Lowering and the graph.
     NOT_A_STACK = "E0100", "the value is not a stack, or a resource is not a record";
     UNKNOWN_KIND = "E0101", "unknown resource kind, or a record without `kind`";
@@ -79,6 +80,7 @@ registry! {
     INIT_NAME = "E0321", "`chimera init`: the stack name is invalid";
     INIT_WRITE = "E0322", "`chimera init`: a directory or file cannot be written";
     ALREADY_IN_STATE = "E0323", "`import`: the address is already in state";
+    BAD_FIXTURE = "E0324", "`chimera test`: a state fixture cannot be read, is not UTF-8 or JSON, or holds something that is not a state row (its byte, line and column named)";
     // Provider calls: an apply's failed step, a read during refresh or import, by failure class.
     CALL_REFUSED = "E0400", "the cloud refused the call (a permanent error: invalid request, unsupported value, permission)";
     CALL_THROTTLED = "E0401", "the cloud kept throttling the call after every retry";

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct Code(pub &'static str);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -139,6 +139,101 @@ impl Diagnostic {
 
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+}
+
+/// How many diagnostics of one kind [`fold`] keeps in full.
+pub const FOLD_KEEP: usize = 3;
+
+/// Folds identical diagnostics as they arrive: the first [`FOLD_KEEP`] of each kind (same
+/// code, severity, summary and detail; locations may differ) are kept in full, the rest only
+/// counted, and [`Folder::finish`] notes "and N more like this" on the last one kept. Memory
+/// stays bounded by the number of distinct kinds however many arrive (two million copies of
+/// one mistake are three diagnostics).
+#[derive(Debug, Default)]
+pub struct Folder {
+    kept: Vec<Diagnostic>,
+    /// Per kind: the index of the last one kept, and how many more were folded.
+    kinds: std::collections::HashMap<(Code, Severity, String, String), (usize, usize, usize)>,
+}
+
+impl Folder {
+    pub fn push(&mut self, d: Diagnostic) {
+        let key = (d.code, d.severity, d.summary.clone(), d.detail.clone());
+        match self.kinds.get_mut(&key) {
+            Some((_, shown, more)) if *shown >= FOLD_KEEP => *more += 1,
+            Some((last, shown, _)) => {
+                *last = self.kept.len();
+                *shown += 1;
+                self.kept.push(d);
+            }
+            None => {
+                self.kinds.insert(key, (self.kept.len(), 1, 0));
+                self.kept.push(d);
+            }
+        }
+    }
+
+    pub fn extend(&mut self, ds: impl IntoIterator<Item = Diagnostic>) {
+        for d in ds {
+            self.push(d);
+        }
+    }
+
+    /// Whether an error has arrived (kept or folded).
+    pub fn has_errors(&self) -> bool {
+        self.kept.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn finish(mut self) -> Vec<Diagnostic> {
+        for (last, _, more) in self.kinds.into_values() {
+            if more > 0 {
+                self.kept[last]
+                    .notes
+                    .push(format!("and {more} more like this (not shown)"));
+            }
+        }
+        self.kept
+    }
+}
+
+/// Folds identical diagnostics (see [`Folder`]).
+pub fn fold(diagnostics: impl IntoIterator<Item = Diagnostic>) -> Vec<Diagnostic> {
+    let mut f = Folder::default();
+    f.extend(diagnostics);
+    f.finish()
+}
+
+/// Where a byte string stops being UTF-8: the byte offset of the first invalid byte, and its
+/// 1-based line and column (the column counts characters before it on its line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidUtf8 {
+    pub offset: usize,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl InvalidUtf8 {
+    /// `None` when `bytes` is valid UTF-8.
+    pub fn find(bytes: &[u8]) -> Option<InvalidUtf8> {
+        let e = std::str::from_utf8(bytes).err()?;
+        let offset = e.valid_up_to();
+        // Everything before `offset` is valid UTF-8.
+        let before = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        Some(InvalidUtf8 {
+            offset,
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        })
+    }
+
+    /// "byte 12 (line 2, column 3)", for details.
+    pub fn describe(&self) -> String {
+        format!(
+            "byte {} (line {}, column {})",
+            self.offset, self.line, self.column
+        )
     }
 }
 
@@ -332,6 +427,50 @@ mod tests {
         assert_eq!(f.line_col(0), (1, 1));
         assert_eq!(f.line_col(3), (2, 1));
         assert_eq!(f.line_col(5), (2, 2)); // after the two-byte `ç`
+    }
+
+    #[test]
+    fn identical_diagnostics_fold_after_the_first_few() {
+        let mut ds: Vec<Diagnostic> = (0..1000)
+            .map(|i| {
+                Diagnostic::error(codes::NOT_A_STACK, "a resource is not a record")
+                    .detail("every element must be a record")
+                    .address(format!("instance.w-{i}"))
+            })
+            .collect();
+        ds.insert(1, Diagnostic::error(codes::CYCLE, "dependency cycle"));
+        let folded = fold(ds);
+        assert_eq!(folded.len(), FOLD_KEEP + 1);
+        assert_eq!(folded[1].code, codes::CYCLE);
+        assert!(folded[1].notes.is_empty());
+        let last = &folded[FOLD_KEEP];
+        assert_eq!(last.address.as_deref(), Some("instance.w-2"));
+        assert_eq!(
+            last.notes,
+            vec!["and 997 more like this (not shown)".to_string()]
+        );
+        // Different details are different kinds.
+        let two = fold([
+            Diagnostic::error(codes::INVALID_FIELD, "invalid field").detail("a"),
+            Diagnostic::error(codes::INVALID_FIELD, "invalid field").detail("b"),
+        ]);
+        assert!(two.iter().all(|d| d.notes.is_empty()) && two.len() == 2);
+    }
+
+    #[test]
+    fn invalid_utf8_is_found_with_offset_line_and_column() {
+        assert_eq!(InvalidUtf8::find("ok\nç".as_bytes()), None);
+        let bad = b"ab\n\xc3\xa7d\xff rest";
+        let found = InvalidUtf8::find(bad).expect("invalid");
+        assert_eq!(
+            found,
+            InvalidUtf8 {
+                offset: 6,
+                line: 2,
+                column: 3
+            }
+        );
+        assert_eq!(found.describe(), "byte 6 (line 2, column 3)");
     }
 
     #[test]
