@@ -48,7 +48,7 @@ pub fn run(global: &Global, args: &ApplyArgs) -> ExitStatus {
     };
     if is_plan_file(&args.target) {
         let settings = ctx::settings(global, Some(&args.state));
-        let file = match chimera_workflow::read_plan_file(&args.target) {
+        let file = match chimera_workflow::read_plan_file(&args.target, &settings) {
             Ok(f) => f,
             Err(e) => {
                 ctx::report(global, None, &e);

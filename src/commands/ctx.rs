@@ -33,7 +33,26 @@ pub fn settings(global: &Global, state: Option<&StateArgs>) -> Settings {
         actor: actor(),
         cwd: std::env::current_dir().ok(),
         provider_layer: None,
+        keys: keys(global),
     }
+}
+
+/// The encryption keys: `--key-file`/`--fallback-key-file` (or their variables),
+/// `CHIMERA_KEY`, `CHIMERA_PASSPHRASE` and their fallbacks; read once per process (a
+/// passphrase costs an argon2id derivation).
+pub fn keys(global: &Global) -> chimera_seal::Keys {
+    static KEYS: std::sync::OnceLock<chimera_seal::Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        chimera_seal::Keys::from_lookup(|name| match name {
+            "CHIMERA_KEY_FILE" => global.key_file.as_ref().map(|p| p.display().to_string()),
+            "CHIMERA_FALLBACK_KEY_FILE" => global
+                .fallback_key_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            other => std::env::var(other).ok(),
+        })
+    })
+    .clone()
 }
 
 /// Who runs, for generations and audit entries.

@@ -71,6 +71,14 @@ pub struct Global {
     /// Abandon policy evaluation after this many seconds (a loop becomes a diagnostic).
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
     pub policy_timeout: f64,
+    /// The encryption key (32 bytes, base64) that seals plan files, cached graphs and the
+    /// sensitive values state keeps (or CHIMERA_KEY, CHIMERA_PASSPHRASE; docs/security.md).
+    #[arg(long, global = true, env = "CHIMERA_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The previous key, which only opens (rotation; or CHIMERA_FALLBACK_KEY,
+    /// CHIMERA_FALLBACK_PASSPHRASE).
+    #[arg(long, global = true, env = "CHIMERA_FALLBACK_KEY_FILE", value_name = "FILE")]
+    pub fallback_key_file: Option<PathBuf>,
 }
 
 impl Global {

@@ -121,7 +121,11 @@ pub fn run(global: &Global, args: &PlanArgs) -> ExitStatus {
     if let Some(out) = &args.out {
         // A plan made for --out is never a memo (`memo: false` above).
         let written = match &planned {
-            Planned::Full(file) => chimera_workflow::write_plan_file(out, file),
+            Planned::Full(file) => chimera_workflow::write_plan_file(
+                out,
+                file,
+                &ctx::settings(global, Some(&args.state)),
+            ),
             Planned::Unchanged(_) => Err(chimera_workflow::Error::new(
                 chimera_workflow::ErrorKind::Io,
                 chimera_model::Diagnostic::error(

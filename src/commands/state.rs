@@ -27,6 +27,15 @@ pub enum StateSub {
     /// Copy stacks, with their whole history and lineage, from one state store to another
     /// (e.g. the embedded SQLite file to a team PostgreSQL).
     Migrate(super::migrate::MigrateArgs),
+    /// Seal everything again with the key, opening with the fallback key: the sensitive
+    /// values state keeps, the given plan files, the evaluation cache (docs/security.md).
+    RotateKey {
+        /// Saved plan files to seal again too.
+        #[arg(long = "plan", value_name = "FILE")]
+        plans: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        at: StackState,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +75,21 @@ pub fn run(global: &Global, cmd: &StateCmd) -> ExitStatus {
                 rows.iter()
                     .map(|r| format!("{}\t{}\t{}\n", r.address, r.provider, r.cloud_id))
                     .collect::<String>()
+            });
+            (stack, r)
+        }
+        StateSub::RotateKey { plans, at } => {
+            let mut stack = at.open(global);
+            let r = rt.block_on(stack.rotate_key(plans)).map(|r| {
+                format!(
+                    "Sealed with key {}: {} sensitive value(s) in state resealed ({} already), {} plan file(s) resealed, {} cache entr{} dropped.\n",
+                    r.key_id,
+                    r.state,
+                    r.current,
+                    r.plan_files,
+                    r.cache,
+                    if r.cache == 1 { "y" } else { "ies" }
+                )
             });
             (stack, r)
         }

@@ -142,6 +142,7 @@ impl Stack {
     ) -> Result<Applied, Error> {
         let stack = self.name()?;
         let recovery = self.recover().await?;
+        let keys = self.settings.keys.clone();
         let store = self.store().await?;
         let info = store.stack(&stack).await?;
         let current = store.current(&stack).await?;
@@ -154,19 +155,22 @@ impl Stack {
                 )),
             ));
         };
+        // Sensitive values state keeps as digests: from the configuration when it still has
+        // them, else sealed in state (with a key).
+        let mut targets = plan::rollback_targets(&target);
+        let config = self
+            .compile()
+            .map(crate::secrets::sensitive_values)
+            .unwrap_or_default();
+        let store = self.store().await?;
+        crate::secrets::restore(&mut targets, &current, config, store, &stack, &keys).await?;
         let prior = Prior {
             lineage: Some(info.lineage.clone()),
             serial: info.serial,
             resources: &current,
         };
-        let plan = plan::plan_targets(
-            plan::rollback_targets(&target),
-            &stack,
-            &prior,
-            ContentHash([0; 32]),
-            false,
-        )
-        .map_err(|d| Error::many(ErrorKind::Plan, d, SourceMap::default()))?;
+        let plan = plan::plan_targets(targets, &stack, &prior, ContentHash([0; 32]), false)
+            .map_err(|d| Error::many(ErrorKind::Plan, d, SourceMap::default()))?;
         let lost = plan::unrestorable(&plan);
         if !lost.is_empty() {
             return Err(Error::many(ErrorKind::Plan, lost, SourceMap::default()));
@@ -191,7 +195,9 @@ impl Stack {
             });
         }
         let opts = engine_options(&self.settings, req);
+        let keys = self.settings.keys.clone();
         let (store, providers) = self.state_and_providers().await?;
+        crate::secrets::keep(store, &plan, &keys, &opts.actor).await?;
         let report = chimera_engine::apply(&plan, store, providers, &opts).await?;
         Ok(Applied {
             plan,
@@ -260,6 +266,7 @@ pub async fn apply_file(
     )
     .await?;
     let opts = engine_options(settings, req);
+    crate::secrets::keep(store.as_ref(), &plan, &settings.keys, &opts.actor).await?;
     let report = chimera_engine::apply(&plan, store.as_ref(), &providers, &opts).await?;
     Ok(Applied {
         plan,
@@ -269,17 +276,25 @@ pub async fn apply_file(
     })
 }
 
-/// Reads a plan file: a diagnostic when it is missing, damaged or edited.
-pub fn read_plan_file(path: &std::path::Path) -> Result<PlanFile, Error> {
-    PlanFile::read(path).map_err(|d| Error::new(ErrorKind::Input, *d))
+/// Reads a plan file (opening it with `settings.keys` when it is sealed): a diagnostic when it
+/// is missing, damaged, edited, or sealed with a key that is not configured.
+pub fn read_plan_file(path: &std::path::Path, settings: &Settings) -> Result<PlanFile, Error> {
+    PlanFile::read(path, &settings.keys).map_err(|d| Error::new(ErrorKind::Input, *d))
 }
 
-/// Saves a plan file.
-pub fn write_plan_file(path: &std::path::Path, file: &PlanFile) -> Result<(), Error> {
-    file.write(path).map_err(|m| {
-        Error::new(
-            ErrorKind::Io,
-            Diagnostic::error(codes::PLAN_NOT_SAVED, "cannot save the plan").detail(m),
-        )
+/// Saves a plan file: sealed with `settings.keys` when configured; refused when it would hold
+/// a sensitive value and no key is.
+pub fn write_plan_file(
+    path: &std::path::Path,
+    file: &PlanFile,
+    settings: &Settings,
+) -> Result<(), Error> {
+    file.write(path, &settings.keys).map_err(|d| {
+        let kind = if d.code == codes::PLAN_NOT_SAVED {
+            ErrorKind::Io
+        } else {
+            ErrorKind::Input
+        };
+        Error::new(kind, *d)
     })
 }

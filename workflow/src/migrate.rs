@@ -143,12 +143,13 @@ async fn copy(from: &dyn StateStore, to: &dyn StateStore, name: &str) -> Result<
     }
 }
 
-/// Same lineage, generations, resource rows and intents (audit entries may differ: each store
-/// records the migration itself).
+/// Same lineage, generations, resource rows, intents and sealed values (audit entries may
+/// differ: each store records the migration itself).
 fn same_history(a: &StackDump, b: &StackDump) -> bool {
     a.lineage == b.lineage
         && a.created_at == b.created_at
         && a.generations == b.generations
         && a.resources == b.resources
         && a.intents == b.intents
+        && a.sealed == b.sealed
 }

@@ -32,6 +32,11 @@ pub struct Settings {
     /// Wraps every provider the run builds (the daemon's rate limits, circuits and call
     /// metrics); `None`: the providers as they are.
     pub provider_layer: Option<ProviderLayer>,
+    /// Encryption keys (the CLI reads them with `chimera_seal::Keys::from_lookup`): plan
+    /// files and cached graphs holding a sensitive value are sealed with them, and state keeps
+    /// sensitive values sealed so a rollback can restore them. None: no plan file holding a
+    /// sensitive value is saved, no such graph is cached, state keeps only digests.
+    pub keys: chimera_seal::Keys,
 }
 
 /// A wrapper put around each provider a run builds, shared by every run given it (so a token
@@ -71,6 +76,7 @@ impl Default for Settings {
             actor: "chimera".into(),
             cwd: None,
             provider_layer: None,
+            keys: chimera_seal::Keys::None,
         }
     }
 }

@@ -146,6 +146,7 @@ impl Stack {
         self.settings.cache_build.as_ref().map(|build| {
             EvalCache::new(self.dir.join(".chimera/cache"), build.clone())
                 .with_source(self.source.clone())
+                .with_keys(self.settings.keys.clone())
         })
     }
 
