@@ -110,11 +110,15 @@ impl FakeAzure {
         c.res.values().map(|r| r.id.clone()).collect()
     }
 
-    /// The names of the resource groups that exist.
+    /// The names of the resource groups that exist and are not being deleted.
     pub fn resource_groups(&self) -> Vec<String> {
         let mut c = self.lock();
         c.settle();
-        c.groups.values().map(|g| g.name.clone()).collect()
+        c.groups
+            .values()
+            .filter(|g| g.deleting.is_none())
+            .map(|g| g.name.clone())
+            .collect()
     }
 
     /// How many live resources of ARM type `ty` (`Microsoft.Compute/virtualMachines`) carry the
