@@ -148,7 +148,7 @@ fn init_test_update_and_preview_with_real_git() {
         "{t}"
     );
     assert!(
-        !repo.join(".chimera").exists(),
+        !repo.join(".chimera/state.db").exists() && !repo.join(".chimera/local-cloud.db").exists(),
         "preview reads and writes no state"
     );
     let o = chimera(

@@ -5,8 +5,9 @@
 //!   `target/release/chimera`; and in process, for comparison), lease, read every resource,
 //!   find nothing;
 //! - **1% drifted**: 1% of the instances changed or deleted out of band, healed in one tick;
-//! - **memory**: the daemon process's resident memory after warm-up and after TICKS more quiet
-//!   ticks (it must not grow).
+//! - **memory and the long-run tick**: the `chimera serve` binary itself, TICKS quiet ticks, its
+//!   resident memory sampled every second (it must not grow), at the default provider rate
+//!   (20 calls/s: a quiet tick of 10,000 resources is 10 batched reads) and unlimited.
 //!
 //! `cargo bench -p chimera-serve --bench tick -- [N] [TICKS]` (default 10000 1000).
 
@@ -149,31 +150,75 @@ fn main() {
                 median(healed)
             );
         }
-        // Memory: one daemon, warm-up, then `ticks` quiet ticks.
-        let compiler = bin.clone();
-        let mut cfg = ServeConfig::new(vec![dir.path().to_path_buf()], settings.clone());
-        cfg.interval = std::time::Duration::ZERO;
-        cfg.jitter = 0.0;
-        cfg.mode = HealMode::Auto;
-        cfg.compiler = compiler.clone();
-        cfg.ticks = Some(10);
-        let warm = {
-            let served = chimera_serve::start(cfg.clone(), std::future::pending()).await.unwrap();
-            served.done.await.unwrap().unwrap();
-            rss_mib()
-        };
-        cfg.ticks = Some(ticks);
-        let t = Instant::now();
-        let served = chimera_serve::start(cfg, std::future::pending()).await.unwrap();
-        served.done.await.unwrap().unwrap();
-        let per_tick = t.elapsed().as_secs_f64() / ticks as f64;
-        let end = rss_mib();
+        // Memory and the long-run tick: the daemon itself (`chimera serve`, its own process,
+        // nothing else in it), `ticks` quiet ticks, its resident memory sampled every second.
+        let Some(bin) = &bin else { return };
         println!();
-        println!("| compile | RSS after 10 ticks | RSS after {ticks} more ticks | mean tick |");
-        println!("|---|---:|---:|---:|");
-        println!(
-            "| {} | {warm:.0} MiB | {end:.0} MiB | {per_tick:.3} s |",
-            if compiler.is_some() { "child process" } else { "in process" }
-        );
+        println!("| provider rate | RSS, median of the first 10 samples | RSS, median of the last 10 | RSS trend per 1,000 ticks | mean tick |");
+        println!("|---|---:|---:|---:|---:|");
+        for rate in ["20", "1000000000"] {
+            let (first, last, slope, per_tick) = soak(bin, dir.path(), ticks, rate).await;
+            let shown = if rate == "20" { "20 calls/s (the default)" } else { "unlimited" };
+            println!(
+                "| {shown} | {first:.0} MiB | {last:.0} MiB | {slope:+.1} MiB | {per_tick:.3} s |"
+            );
+        }
     });
+}
+
+/// Runs `chimera serve` on `dir` for `ticks` quiet ticks, sampling its resident memory every
+/// second: the medians of the first and last ten samples, the least-squares slope per 1,000
+/// ticks (ticks estimated from the elapsed time), and seconds per tick.
+async fn soak(bin: &Path, dir: &Path, ticks: u64, rate: &str) -> (f64, f64, f64, f64) {
+    let t = Instant::now();
+    let mut child = tokio::process::Command::new(bin)
+        .arg("serve")
+        .arg(dir)
+        .args([
+            "--heal",
+            "auto",
+            "--interval",
+            "0",
+            "--jitter",
+            "0",
+            "--rate",
+            rate,
+        ])
+        .args(["--listen", "127.0.0.1:0", "--ticks", &ticks.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id().unwrap());
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    loop {
+        tokio::select! {
+            done = child.wait() => { assert!(done.unwrap().success(), "chimera serve failed"); break; }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|kb| kb.parse::<f64>().ok())
+                }) {
+                    samples.push((t.elapsed().as_secs_f64(), kb / 1024.0));
+                }
+            }
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let per_tick = elapsed / ticks as f64;
+    assert!(
+        samples.len() >= 20,
+        "the run was too short to sample: raise TICKS"
+    );
+    let first = median(samples.iter().take(10).map(|s| s.1).collect());
+    let last = median(samples.iter().rev().take(10).map(|s| s.1).collect());
+    let n = samples.len() as f64;
+    let mx = samples.iter().map(|s| s.0).sum::<f64>() / n;
+    let my = samples.iter().map(|s| s.1).sum::<f64>() / n;
+    let slope_per_sec = samples.iter().map(|s| (s.0 - mx) * (s.1 - my)).sum::<f64>()
+        / samples.iter().map(|s| (s.0 - mx).powi(2)).sum::<f64>();
+    (first, last, slope_per_sec * per_tick * 1000.0, per_tick)
 }

@@ -201,6 +201,10 @@ pub(crate) struct Shared {
     pub proposals: Mutex<BTreeMap<String, String>>,
     /// Woken by `POST /api/reconcile` (or a stack's): the next tick starts now.
     pub wake: tokio::sync::Notify,
+    /// Per stack, its state store and providers as the last good tick left them, reused by the
+    /// next tick (taken out while a tick runs; dropped after a failure, so a stack whose state
+    /// went away reopens it).
+    pub opened: Mutex<BTreeMap<String, chimera_workflow::Stack>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,6 +292,7 @@ pub async fn start(
         guard,
         proposals: Mutex::default(),
         wake: tokio::sync::Notify::new(),
+        opened: Mutex::default(),
     });
     let listener = tokio::net::TcpListener::bind(shared.cfg.listen)
         .await

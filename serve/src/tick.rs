@@ -316,7 +316,11 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
         .iter()
         .map(|r| (r.address.to_string(), r.hash.to_hex()))
         .collect();
-    let mut stack = Stack::open(path, cfg.settings.clone()).with_graph(*graph);
+    let opened = locked(&shared.opened).remove(&key);
+    let mut stack = match opened {
+        Some(s) => s.next_round(*graph),
+        None => Stack::open(path, cfg.settings.clone()).with_graph(*graph),
+    };
     status.monthly_cost = stack
         .cost()
         .ok()
@@ -396,6 +400,7 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
     };
     match result {
         Ok(r) => {
+            locked(&shared.opened).insert(key.clone(), stack);
             record(shared, &key, &mut status, &r, &desired);
             crate::agent::propose_adoption(shared, path, &key, &r.drift, &r.proposed).await;
         }

@@ -22,6 +22,9 @@ pub struct InitArgs {
 
 const MAIN: &str = include_str!("../../templates/init/main.ncl");
 const GITIGNORE: &str = include_str!("../../templates/init/gitignore");
+/// Editors: Nickel's language server reads `NICKEL_IMPORT_PATH` from its environment; direnv
+/// (and editors' direnv integrations) set it from this file.
+const ENVRC: &str = "# Lets Nickel's language server (nls) and CLI resolve `import \"chimera.ncl\"`; the files\n# are written by `chimera init` and `chimera stdlib export` (run it again after upgrading).\nexport NICKEL_IMPORT_PATH=\"$PWD/.chimera/stdlib\"\n";
 const TEST_CASE: &str = include_str!("../../templates/init/default.ncl");
 const WORKFLOW: &str = include_str!("../../templates/init/chimera.yml");
 
@@ -77,9 +80,10 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
         );
         return ExitStatus::Failure;
     }
-    let files: [(&str, String); 4] = [
+    let files: [(&str, String); 5] = [
         ("main.ncl", MAIN.replace("{{stack}}", &name)),
         (".gitignore", GITIGNORE.to_string()),
+        (".envrc", ENVRC.to_string()),
         ("tests/default.ncl", TEST_CASE.to_string()),
         (".github/workflows/chimera.yml", WORKFLOW.to_string()),
     ];
@@ -115,6 +119,11 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
             );
             return ExitStatus::Failure;
         }
+    }
+    // The stdlib where an editor's Nickel language server finds it (`.envrc` points there).
+    if let Err(d) = super::stdlib::export(&dir.join(".chimera/stdlib")) {
+        ctx::fail(global, d);
+        return ExitStatus::Failure;
     }
     // The test case's snapshot, exactly as `chimera test` renders it.
     let case = test::cases(dir)
@@ -163,7 +172,7 @@ pub fn run(global: &Global, args: &InitArgs) -> ExitStatus {
         Err(_) => " (git is not on PATH: run `git init` yourself)".into(),
     };
     eprintln!(
-        "Created stack `{name}` in {}{git_note}:\n  main.ncl                        the desired state\n  tests/default.ncl               a `chimera test` case, with tests/snapshots/default.snap\n  .github/workflows/chimera.yml   check, test and plan on pull requests; apply the reviewed plan on merge\n  .gitignore\n\nNext: `chimera plan`, then `chimera apply`. docs/workflow.md walks through the pull-request flow.",
+        "Created stack `{name}` in {}{git_note}:\n  main.ncl                        the desired state\n  tests/default.ncl               a `chimera test` case, with tests/snapshots/default.snap\n  .github/workflows/chimera.yml   check, test and plan on pull requests; apply the reviewed plan on merge\n  .gitignore\n  .envrc                          NICKEL_IMPORT_PATH for editors (direnv), pointing at .chimera/stdlib\n\nNext: `chimera plan`, then `chimera apply`. docs/workflow.md walks through the pull-request flow.",
         dir.display()
     );
     ExitStatus::Success

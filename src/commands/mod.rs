@@ -3,6 +3,7 @@
 mod agent;
 mod apply;
 mod check;
+mod completions;
 mod cost;
 mod ctl;
 mod ctx;
@@ -24,6 +25,7 @@ mod refresh;
 mod rollback;
 mod serve;
 mod state;
+mod stdlib;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -158,6 +160,12 @@ pub enum Command {
     ForceUnlock(force_unlock::ForceUnlockArgs),
     /// The local simulated cloud: list it, or change it out of band to cause drift.
     Local(local::LocalCmd),
+    /// The embedded stdlib for editors: `chimera stdlib export` writes it where Nickel's
+    /// language server and CLI find it.
+    #[command(subcommand)]
+    Stdlib(stdlib::StdlibCmd),
+    /// Print a shell completion script: `chimera completions bash > /etc/bash_completion.d/chimera`.
+    Completions(completions::CompletionsArgs),
 }
 
 pub fn run(cli: Cli) -> ExitStatus {
@@ -185,6 +193,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::History(args) => history::run(&cli.global, args),
         Command::ForceUnlock(args) => force_unlock::run(&cli.global, args),
         Command::Local(args) => local::run(&cli.global, args),
+        Command::Stdlib(cmd) => stdlib::run(&cli.global, cmd),
+        Command::Completions(args) => completions::run(args),
     }
 }
 

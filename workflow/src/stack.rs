@@ -213,6 +213,23 @@ impl Stack {
         self
     }
 
+    /// The same stack for another round with a graph compiled elsewhere (the daemon's next
+    /// tick): the state store stays open, and the providers stay built while the stack's
+    /// `providers` settings are unchanged; the last round's graph, name, warnings and
+    /// compilations are forgotten. Reopening both every tick cost the daemon a connection pool
+    /// and a local-cloud pool per tick.
+    pub fn next_round(mut self, graph: chimera_model::graph::Graph) -> Self {
+        if self.provider_settings.as_ref() != Some(&graph.provider_settings) {
+            self.providers = None;
+        }
+        self.provider_settings = None;
+        self.name = None;
+        self.compilations.clear();
+        self.warnings.clear();
+        self.warning_sources = SourceMap::default();
+        self.with_graph(graph)
+    }
+
     /// The stack's name: given, or from compiling it.
     pub fn name(&mut self) -> Result<String, Error> {
         if let Some(n) = &self.name {
