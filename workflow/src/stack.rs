@@ -334,6 +334,22 @@ pub async fn build_providers(
         // Credentials load on first use: stacks without 'aws never touch the AWS chain.
         providers.with(wrap(Arc::new(AwsCloud::new(s))))
     };
+    #[cfg(feature = "gcp")]
+    let providers = {
+        use chimera_providers::gcp::{GcpCloud, GcpSettings};
+        // GOOGLE_CLOUD_PROJECT, like the ADC the SDK reads, comes from the environment.
+        let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
+        let s = GcpSettings::from_settings(settings, lookup).map_err(|m| {
+            Error::new(
+                ErrorKind::Provider,
+                Diagnostic::error(codes::PROVIDER_SETTING, "invalid gcp provider setting")
+                    .detail(m),
+            )
+        })?;
+        // Credentials (Application Default Credentials) load on first use: stacks without
+        // 'gcp never look for them.
+        providers.with(wrap(Arc::new(GcpCloud::new(s))))
+    };
     #[cfg(feature = "azure")]
     let providers = {
         use chimera_providers::azure::{AzureCloud, AzureSettings};
