@@ -462,14 +462,14 @@ fn parse(text: &[u8]) -> Result<Envelope, SealError> {
     Ok(env)
 }
 
-/// Whether `bytes` are an envelope, by the marker it opens with (so a truncated or damaged
-/// envelope is still recognised, and refused as such rather than misread as something else).
+/// Whether `bytes` are an envelope, by its marker field near the start (so a truncated,
+/// damaged or re-serialised envelope is still recognised, and refused as such rather than
+/// misread as something else). Documents Chimera writes otherwise never name this field.
 pub fn is_sealed(bytes: &[u8]) -> bool {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    bytes[start..].starts_with(b"{\"chimera_sealed\":")
+    let marker = b"\"chimera_sealed\"";
+    let head = &bytes[..bytes.len().min(1024)];
+    head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && head.windows(marker.len()).any(|w| w == marker)
 }
 
 /// The key id an envelope names, if `bytes` are one.
@@ -663,6 +663,17 @@ mod tests {
             ring.open(purpose::CACHE_GRAPH, &sealed.as_bytes()[..sealed.len() / 2]),
             Err(SealError::Tampered(_))
         ));
+        // Re-serialised with its fields in another order, it is still an envelope that opens.
+        let reordered =
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&sealed).unwrap())
+                .unwrap();
+        assert!(!reordered.starts_with("{\"chimera_sealed\""));
+        assert!(is_sealed(reordered.as_bytes()));
+        assert!(
+            ring.open(purpose::CACHE_GRAPH, reordered.as_bytes())
+                .is_ok()
+        );
+        assert!(!is_sealed(b"{\"chimera_plan_file\": 2}"));
         let d = SealError::Tampered("x".into()).diagnostic("plan file `p`");
         assert_eq!(d.code, codes::SEALED_TAMPERED);
     }
