@@ -41,13 +41,13 @@ pub(super) fn validate(spec: &FirewallSpec) -> Vec<Violation> {
     }
     for (field, rules) in [("ingress", &spec.ingress), ("egress", &spec.egress)] {
         for (i, r) in rules.iter().enumerate() {
-            if let (Some(from), Some(to)) = (r.from_port, r.to_port) {
-                if from > to {
-                    out.push(Violation::new(
+            if let (Some(from), Some(to)) = (r.from_port, r.to_port)
+                && from > to
+            {
+                out.push(Violation::new(
                         field,
                         format!("`{field}[{i}]`: the port range goes from {from} down to {to}; Azure needs from ≤ to: write `ports = {{ from = {to}, to = {from} }}`"),
                     ));
-                }
             }
         }
     }
@@ -62,10 +62,10 @@ pub(super) async fn create(
 ) -> Result<String> {
     let name = resource_name(req.address.name.as_str(), req.token, MAX_NAME);
     let id = az.id_of(group, TYPE, &name)?;
-    if let Some(o) = read(az, &id).await? {
-        if o.tags.get(TAG_TOKEN).map(String::as_str) == Some(req.token) {
-            return Ok(o.cloud_id);
-        }
+    if let Some(o) = read(az, &id).await?
+        && o.tags.get(TAG_TOKEN).map(String::as_str) == Some(req.token)
+    {
+        return Ok(o.cloud_id);
     }
     let body = json!({
         "location": req.native_region,

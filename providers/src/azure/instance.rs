@@ -100,10 +100,10 @@ pub(super) async fn create(
 ) -> Result<String> {
     let name = resource_name(req.address.name.as_str(), req.token, MAX_NAME);
     let vm_id = az.id_of(group, TYPE, &name)?;
-    if let Some(o) = read(az, &vm_id).await? {
-        if o.tags.get(TAG_TOKEN).map(String::as_str) == Some(req.token) {
-            return Ok(o.cloud_id);
-        }
+    if let Some(o) = read(az, &vm_id).await?
+        && o.tags.get(TAG_TOKEN).map(String::as_str) == Some(req.token)
+    {
+        return Ok(o.cloud_id);
     }
     let image = image(az, req, spec)?;
     let tags = managed_tags(req);

@@ -487,10 +487,10 @@ impl AzureCloud {
             Kind::Volume => volume::delete(self, &current).await,
         };
         cloud::deleted(r, DEPENDENCY_CODES)?;
-        if at.kind != Kind::Subnet {
-            if let Some(p) = parse_id(&at.id) {
-                self.drop_group_if_empty(&p.group).await?;
-            }
+        if at.kind != Kind::Subnet
+            && let Some(p) = parse_id(&at.id)
+        {
+            self.drop_group_if_empty(&p.group).await?;
         }
         Ok(())
     }
@@ -574,10 +574,10 @@ impl AzureCloud {
             })
         };
         for r in of_type(ty) {
-            if let Some(id) = r.get("id").and_then(Value::as_str) {
-                if let Some(o) = self.read_id(kind, id).await? {
-                    return Ok(Some(o));
-                }
+            if let Some(id) = r.get("id").and_then(Value::as_str)
+                && let Some(o) = self.read_id(kind, id).await?
+            {
+                return Ok(Some(o));
             }
         }
         if kind == Kind::Instance {

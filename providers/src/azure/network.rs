@@ -35,10 +35,10 @@ pub(super) async fn create(
     let id = az.id_of(group, TYPE, &name)?;
     // Sent again after a lost response: what the first create made is kept as it is (a PUT
     // without the subnets would delete them).
-    if let Some(o) = read(az, &id).await? {
-        if o.tags.get(TAG_TOKEN).map(String::as_str) == Some(req.token) {
-            return Ok(o.cloud_id);
-        }
+    if let Some(o) = read(az, &id).await?
+        && o.tags.get(TAG_TOKEN).map(String::as_str) == Some(req.token)
+    {
+        return Ok(o.cloud_id);
     }
     let body = json!({
         "location": req.native_region,

@@ -792,15 +792,15 @@ impl Cloud {
             },
             Method::PUT | Method::PATCH => {
                 let body = body.unwrap_or_default();
-                if let Some(g) = self.groups.get(&key) {
-                    if g.deleting.is_some() {
-                        return Err(conflict(
-                            "ResourceGroupBeingDeleted",
-                            format!(
-                                "The resource group '{name}' is in deprovisioning state and cannot perform this operation."
-                            ),
-                        ));
-                    }
+                if let Some(g) = self.groups.get(&key)
+                    && g.deleting.is_some()
+                {
+                    return Err(conflict(
+                        "ResourceGroupBeingDeleted",
+                        format!(
+                            "The resource group '{name}' is in deprovisioning state and cannot perform this operation."
+                        ),
+                    ));
                 }
                 let tags = tags_of(&body)?;
                 let existed = self.groups.contains_key(&key);
@@ -1162,13 +1162,13 @@ impl Cloud {
                     "The location property is required for this definition.",
                 )
             })?;
-        if let Some(r) = existing {
-            if !eq(&r.location, &location) {
-                return Err(bad(
-                    "LocationNotAvailableForResourceType",
-                    format!("'{id}' is in {}, it cannot move to {location}.", r.location),
-                ));
-            }
+        if let Some(r) = existing
+            && !eq(&r.location, &location)
+        {
+            return Err(bad(
+                "LocationNotAvailableForResourceType",
+                format!("'{id}' is in {}, it cannot move to {location}.", r.location),
+            ));
         }
         let tags = tags_of(&body)?.unwrap_or_default();
         let mut props = body
@@ -1357,13 +1357,12 @@ impl Cloud {
             .get("networkSecurityGroup")
             .and_then(|n| n.get("id"))
             .and_then(Value::as_str)
+            && !self.res.contains_key(&nsg.to_ascii_lowercase())
         {
-            if !self.res.contains_key(&nsg.to_ascii_lowercase()) {
-                return Err(bad(
-                    "InvalidResourceReference",
-                    format!("Resource {nsg} referenced by resource {key} was not found."),
-                ));
-            }
+            return Err(bad(
+                "InvalidResourceReference",
+                format!("Resource {nsg} referenced by resource {key} was not found."),
+            ));
         }
         let address = match self.res.get(key) {
             Some(old) if nic_subnet(old).is_some_and(|s| eq(s, &subnet)) => old
@@ -1489,17 +1488,17 @@ impl Cloud {
                 }
                 // What the PUT leaves out stays as it was.
                 for p in ["osProfile", "storageProfile"] {
-                    if !props.contains_key(p) {
-                        if let Some(v) = old.props.get(p) {
-                            props.insert(p.into(), v.clone());
-                        }
+                    if !props.contains_key(p)
+                        && let Some(v) = old.props.get(p)
+                    {
+                        props.insert(p.into(), v.clone());
                     }
                 }
-                if let Some(os) = old.props.pointer("/storageProfile/imageReference").cloned() {
-                    if props.pointer("/storageProfile/imageReference").is_none() {
-                        props.entry("storageProfile").or_insert_with(|| json!({}))["imageReference"] =
-                            os;
-                    }
+                if let Some(os) = old.props.pointer("/storageProfile/imageReference").cloned()
+                    && props.pointer("/storageProfile/imageReference").is_none()
+                {
+                    props.entry("storageProfile").or_insert_with(|| json!({}))["imageReference"] =
+                        os;
                 }
             }
         }
@@ -1531,13 +1530,12 @@ impl Cloud {
                 .props
                 .pointer("/virtualMachine/id")
                 .and_then(Value::as_str)
+                && !eq(other, key)
             {
-                if !eq(other, key) {
-                    return Err(bad(
-                        "NicInUse",
-                        format!("Network Interface {n} is used by existing resource {other}."),
-                    ));
-                }
+                return Err(bad(
+                    "NicInUse",
+                    format!("Network Interface {n} is used by existing resource {other}."),
+                ));
             }
             if !eq(&nic.location, location) {
                 return Err(bad(
@@ -1598,13 +1596,13 @@ impl Cloud {
                     format!("Disk {did} was not found."),
                 ));
             };
-            if let Some(by) = disk.props.get("managedBy").and_then(Value::as_str) {
-                if !eq(by, key) {
-                    return Err(conflict(
-                        "OperationNotAllowed",
-                        format!("Disk {} is already attached to VM {by}.", disk.name),
-                    ));
-                }
+            if let Some(by) = disk.props.get("managedBy").and_then(Value::as_str)
+                && !eq(by, key)
+            {
+                return Err(conflict(
+                    "OperationNotAllowed",
+                    format!("Disk {} is already attached to VM {by}.", disk.name),
+                ));
             }
         }
         Ok(())
