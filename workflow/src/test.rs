@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use chimera_model::{Diagnostic, StateResource, codes};
+use chimera_model::diagnostic::InvalidUtf8;
+use chimera_model::{Diagnostic, SourceMap, Span, StateResource, codes};
 use chimera_plans::plan::{self, Prior};
 use chimera_plans::render;
 use serde_json::Value;
@@ -136,34 +137,111 @@ pub fn cases(dir: &Path) -> Result<Vec<Case>, Error> {
     Ok(out)
 }
 
+/// A state fixture as `state pull` prints it (other fields are ignored).
+#[derive(serde::Deserialize)]
+struct FixtureDoc {
+    #[serde(default)]
+    lineage: Option<String>,
+    #[serde(default)]
+    serial: Option<u64>,
+    #[serde(default)]
+    resources: Vec<StateResource>,
+}
+
 /// State resources from a fixture: `{"resources": [...]}` (as `state pull` prints) or a bare
-/// array.
-fn read_fixture(path: &Path) -> Result<(Option<String>, u64, Vec<StateResource>), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "`{}` is not JSON ({e}); write it with `chimera state pull > {}`",
-            path.display(),
-            path.display()
-        )
+/// array. A fixture that cannot be read, is not UTF-8 or JSON, or holds something that is not a
+/// state row is one diagnostic at the byte, line and column where it goes wrong (the fixture's
+/// text is added to `sources`).
+pub fn read_fixture(
+    path: &Path,
+    shown: &str,
+    sources: &mut SourceMap,
+) -> Result<(Option<String>, u64, Vec<StateResource>), Diagnostic> {
+    let fix = "write it with `chimera state pull > tests/NAME.state.json`, or remove it to test a new stack";
+    let bytes = std::fs::read(path).map_err(|e| {
+        Diagnostic::error(codes::BAD_FIXTURE, "cannot read a state fixture")
+            .detail(format!("`{shown}`: {e}"))
+            .at(Some(first_line(shown)))
     })?;
-    let (lineage, serial, resources) = match doc {
-        Value::Array(_) => (None, 1, doc),
-        Value::Object(mut m) => (
-            m.get("lineage").and_then(Value::as_str).map(str::to_string),
-            m.get("serial").and_then(Value::as_u64).unwrap_or(1),
-            m.remove("resources").unwrap_or(Value::Array(vec![])),
-        ),
-        _ => return Err(format!("`{}` holds no resources", path.display())),
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let file = sources.add(shown, std::sync::Arc::from(text.as_str()));
+    let at = |sources: &SourceMap, offset: usize| {
+        let end = text[offset.min(text.len())..]
+            .chars()
+            .next()
+            .map(|c| offset + c.len_utf8())
+            .unwrap_or(offset);
+        sources.locate(Span {
+            file,
+            start: offset as u32,
+            end: end as u32,
+        })
     };
-    let rows: Vec<StateResource> = serde_json::from_value(resources).map_err(|e| {
-        format!(
-            "`{}` has a resource that is not a state row ({e}); write it with `chimera state pull`",
-            path.display()
-        )
-    })?;
-    Ok((lineage, serial, rows))
+    if let Some(bad) = InvalidUtf8::find(&bytes) {
+        return Err(
+            Diagnostic::error(codes::BAD_FIXTURE, "a state fixture is not valid UTF-8")
+                .detail(format!(
+                    "`{shown}` is not UTF-8 at {}; {fix}",
+                    bad.describe()
+                ))
+                .at(at(sources, bad.offset)),
+        );
+    }
+    let json_error = |sources: &SourceMap, summary: &str, e: serde_json::Error| {
+        Diagnostic::error(codes::BAD_FIXTURE, summary)
+            .detail(format!("`{shown}`: {e}; {fix}"))
+            .at(at(sources, offset_of(&text, e.line(), e.column())))
+    };
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| json_error(sources, "a state fixture is not JSON", e))?;
+    let not_rows = "a state fixture holds something that is not a state row";
+    match doc {
+        Value::Array(_) => {
+            drop(doc);
+            let rows: Vec<StateResource> =
+                serde_json::from_str(&text).map_err(|e| json_error(sources, not_rows, e))?;
+            Ok((None, 1, rows))
+        }
+        Value::Object(_) => {
+            drop(doc);
+            let doc: FixtureDoc =
+                serde_json::from_str(&text).map_err(|e| json_error(sources, not_rows, e))?;
+            Ok((doc.lineage, doc.serial.unwrap_or(1), doc.resources))
+        }
+        _ => Err(
+            Diagnostic::error(codes::BAD_FIXTURE, "a state fixture holds no resources")
+                .detail(format!(
+                    "`{shown}` is neither `{{\"resources\": [...]}}` nor an array of state rows; {fix}"
+                ))
+                .at(at(sources, text.len() - text.trim_start().len())),
+        ),
+    }
+}
+
+/// The byte offset of serde_json's 1-based line and column (the column counts bytes; 0 means
+/// the end of the previous line).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let mut offset = (start + column.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+fn first_line(file: &str) -> chimera_model::Location {
+    chimera_model::Location {
+        file: file.to_string(),
+        line: 1,
+        column: 1,
+        end_line: 1,
+        end_column: 1,
+        span: None,
+    }
 }
 
 /// The preview a case renders: its plan as text, or its diagnostics. Paths are relative to
@@ -181,15 +259,15 @@ pub fn preview(dir: &Path, case: &Case, settings: &Settings) -> String {
     );
     let disk: std::sync::Arc<dyn chimera_compiler::Source> =
         std::sync::Arc::new(chimera_compiler::Disk::at(settings.cwd.clone()));
-    let compiled = chimera_compiler::compile_from(&disk, &case.source, &settings.eval);
+    let mut compiled = chimera_compiler::compile_from(&disk, &case.source, &settings.eval);
     let body = match (&compiled.graph, compiled.has_errors()) {
         (Some(g), false) => {
             let fixture = match &case.fixture {
-                Some(f) => read_fixture(f),
+                Some(f) => read_fixture(f, &rel(f), &mut compiled.sources),
                 None => Ok((None, 0, vec![])),
             };
             match fixture {
-                Err(m) => format!("error: {m}\n"),
+                Err(d) => compiled.sources.render(&[d], false),
                 Ok((lineage, serial, rows)) => {
                     let prior = Prior {
                         lineage,
@@ -321,4 +399,71 @@ pub fn write_failures(run: &TestRun) -> Vec<Diagnostic> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(bytes: &[u8]) -> Result<(Option<String>, u64, Vec<StateResource>), Diagnostic> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("case.state.json");
+        std::fs::write(&path, bytes).expect("write the fixture");
+        let mut sources = SourceMap::default();
+        read_fixture(&path, "tests/case.state.json", &mut sources)
+    }
+
+    fn at(d: &Diagnostic) -> (usize, usize) {
+        let l = d.location.as_ref().expect("a location");
+        assert_eq!(l.file, "tests/case.state.json");
+        (l.line, l.column)
+    }
+
+    #[test]
+    fn a_fixture_that_is_not_json_is_located() {
+        let d = fixture(b"{\n  \"resources\": [\n    {,}\n  ]\n}\n").unwrap_err();
+        assert_eq!(d.code, codes::BAD_FIXTURE);
+        assert_eq!(d.summary, "a state fixture is not JSON");
+        assert_eq!(at(&d), (3, 6));
+    }
+
+    #[test]
+    fn a_fixture_that_is_not_utf8_names_the_byte() {
+        let d = fixture(b"{\"lineage\": \"caf\xe9\"}").unwrap_err();
+        assert_eq!(d.summary, "a state fixture is not valid UTF-8");
+        assert!(
+            d.detail.contains("byte 16 (line 1, column 17)"),
+            "{}",
+            d.detail
+        );
+        assert_eq!(at(&d), (1, 17));
+    }
+
+    #[test]
+    fn a_row_that_is_not_a_state_row_is_located() {
+        let d = fixture(b"[\n  {\"address\": \"network.main\"}\n]").unwrap_err();
+        assert_eq!(
+            d.summary,
+            "a state fixture holds something that is not a state row"
+        );
+        assert!(d.detail.contains("missing field"), "{}", d.detail);
+        assert_eq!(at(&d).0, 2);
+        let d = fixture(b"{\"resources\": 7}").unwrap_err();
+        assert!(d.detail.contains("invalid type"), "{}", d.detail);
+        let d = fixture(b"  \"text\"").unwrap_err();
+        assert_eq!(d.summary, "a state fixture holds no resources");
+        assert_eq!(at(&d), (1, 3));
+    }
+
+    #[test]
+    fn a_valid_fixture_reads() {
+        let (lineage, serial, rows) =
+            fixture(br#"{"lineage": "l-1", "serial": 4, "resources": []}"#).expect("valid");
+        assert_eq!(
+            (lineage.as_deref(), serial, rows.len()),
+            (Some("l-1"), 4, 0)
+        );
+        let (lineage, serial, rows) = fixture(b"[]").expect("valid");
+        assert_eq!((lineage, serial, rows.len()), (None, 1, 0));
+    }
 }
