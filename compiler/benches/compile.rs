@@ -3,6 +3,10 @@
 //! Compiles generated fleets of N instances (the shape of examples/fleet) and, for the same
 //! file, raw Nickel evaluation (what `nickel export` does). Each measurement runs in a fresh
 //! child process so peak RSS (VmHWM) is per measurement. Prints a Markdown table of medians.
+//!
+//! `-- limits` instead measures the default evaluation limits (issue #19), as the CLI applies
+//! them: the 100k fleet must compile under them, and unbounded recursion must be diagnosed
+//! (median of 3 child processes each).
 
 use std::path::Path;
 use std::process::Command;
@@ -39,6 +43,16 @@ fn child(mode: &str, file: &Path) {
     let t = Instant::now();
     match mode {
         "raw" => chimera_compiler::eval::evaluate_raw(file).expect("raw eval"),
+        "defaults" => {
+            let c = chimera_compiler::compile(file, &chimera_compiler::EvalOptions::default());
+            let outcome = match c.diagnostics.first() {
+                None => "compiled".to_string(),
+                Some(d) => d.code.0.to_string(),
+            };
+            println!("{} {} {outcome}", t.elapsed().as_secs_f64(), peak_rss_mib());
+            // A stopped evaluation may leave work behind: report, then leave at once.
+            std::process::exit(0);
+        }
         _ => {
             let c = chimera_compiler::compile(
                 file,
@@ -69,6 +83,10 @@ fn main() {
         .collect();
     if args.first().map(String::as_str) == Some("--child") {
         child(&args[1], Path::new(&args[2]));
+        return;
+    }
+    if args.first().map(String::as_str) == Some("limits") {
+        limits();
         return;
     }
     let sizes: Vec<usize> = if args.is_empty() {
@@ -115,6 +133,46 @@ fn main() {
             "| {n} | {rt:.3} | {ct:.3} | {:.2} | {rm:.0} | {cm:.0} | {:.2} |",
             ct / rt,
             cm / rm
+        );
+    }
+}
+
+/// The default limits against the 100k fleet and unbounded recursion.
+fn limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("exe");
+    let recursion = "let c = import \"chimera.ncl\" in\nlet rec f = fun x => f x in\n{ stack = \"x\", resources = [ c.Network & { name = \"main\", cidr = f 1 } ] }\n";
+    let defaults = chimera_compiler::EvalOptions::default();
+    println!(
+        "default limits: {:.0} s, {} MiB",
+        defaults.timeout.as_secs_f64(),
+        defaults.memory_limit.unwrap_or(0) >> 20
+    );
+    println!("| input | outcome | wall (s), median of 3 | peak RSS (MiB), median of 3 |");
+    println!("|---|---|---:|---:|");
+    for (name, text) in [
+        ("100k-instance fleet", fleet(100_000)),
+        ("`let rec f = fun x => f x in f 1`", recursion.to_string()),
+    ] {
+        let file = dir.path().join("main.ncl");
+        std::fs::write(&file, text).expect("write");
+        let (mut ts, mut ms, mut outcome) = (Vec::new(), Vec::new(), String::new());
+        for _ in 0..3 {
+            let out = Command::new(&exe)
+                .args(["--child", "defaults"])
+                .arg(&file)
+                .output()
+                .expect("child");
+            let line = String::from_utf8_lossy(&out.stdout);
+            let mut it = line.split_whitespace();
+            ts.push(it.next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN));
+            ms.push(it.next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN));
+            outcome = it.next().unwrap_or("crashed").to_string();
+        }
+        println!(
+            "| {name} | {outcome} | {:.2} | {:.0} |",
+            median(ts),
+            median(ms)
         );
     }
 }
