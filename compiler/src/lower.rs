@@ -7,8 +7,8 @@ use chimera_model::codes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use chimera_model::{Address, Diagnostic, Kind, Location, ProviderName, Ref, SourceMap, Span};
 use chimera_model::graph::{Candidate, Placement};
+use chimera_model::{Address, Diagnostic, Kind, Location, ProviderName, Ref, SourceMap, Span};
 use serde_json::{Map, Value};
 
 use crate::catalog::Catalog;
@@ -1221,7 +1221,8 @@ pub fn resolve_placements(
                                 .find(|d| d.is_error())
                                 .map(|d| d.summary.clone())
                                 .unwrap_or_else(|| "cannot host it".into());
-                            lacks = Some(format!("{}: {why}", Address::new(h.kind, h.name.clone())));
+                            lacks =
+                                Some(format!("{}: {why}", Address::new(h.kind, h.name.clone())));
                             break;
                         }
                     }

@@ -23,7 +23,11 @@ pub struct PolicyTestArgs {
 fn policy_dir(path: &Path) -> PathBuf {
     let stack_dir = chimera_workflow::stack_dir(path);
     let beside = chimera_workflow::policy::policy_dir(&stack_dir);
-    if beside.is_dir() { beside } else { path.to_path_buf() }
+    if beside.is_dir() {
+        beside
+    } else {
+        path.to_path_buf()
+    }
 }
 
 pub fn run(global: &Global, cmd: &PolicyCmd) -> ExitStatus {
