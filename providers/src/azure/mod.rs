@@ -593,6 +593,11 @@ impl AzureCloud {
     }
 
     async fn list_managed_now(&self, stack: &str) -> Result<Vec<Observed>> {
+        // No subscription configured: nothing of any stack can be in Azure (a stack that never
+        // uses 'azure is listed across every provider by `orphans` and drift adoption).
+        if self.settings.subscription.is_none() {
+            return Ok(Vec::new());
+        }
         let mut refs = Vec::new();
         for r in self.tagged(TAG_STACK, stack).await? {
             let (Some(id), Some(ty)) = (

@@ -624,6 +624,11 @@ impl GcpCloud {
     }
 
     async fn list_managed_now(&self, stack: &str) -> Result<Vec<Observed>> {
+        // No project configured: nothing of any stack can be in GCP (a stack that never uses
+        // 'gcp is listed across every provider by `orphans` and drift adoption).
+        if self.settings.project.is_none() {
+            return Ok(Vec::new());
+        }
         let api = self.api("").await?;
         let mut out = Vec::new();
         for kind in Kind::ALL {
