@@ -512,27 +512,28 @@ fn plan_time_limits_name_what_to_change() {
     );
 }
 
-/// The fake holds to what the API reference says, checked over plain HTTP.
-#[test]
-fn the_fake_holds_to_the_rest_contract() {
-    let fake = FakeGcp::start(Knobs {
-        op_delay: Duration::ZERO,
-        ..Knobs::default()
-    });
+/// A plain HTTP client of the fake's project `p`: `call(method, path, body)` → status and JSON.
+fn rest(
+    fake: &FakeGcp,
+) -> (
+    ureq::Agent,
+    impl Fn(&str, &str, Option<Value>) -> (u16, Value),
+) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let base = format!("{}/compute/v1/projects/p", fake.url);
-    let call = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+    let a = agent.clone();
+    let call = move |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         let url = format!("{base}/{path}");
         let mut r = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("POST", Some(b)) => agent
+            ("GET", _) => a.get(&url).call(),
+            ("POST", Some(b)) => a
                 .post(&url)
                 .header("content-type", "application/json")
                 .send(b.to_string()),
-            ("POST", None) => agent.post(&url).send_empty(),
+            ("POST", None) => a.post(&url).send_empty(),
             _ => unreachable!(),
         }
         .expect("the fake answers");
@@ -540,6 +541,18 @@ fn the_fake_holds_to_the_rest_contract() {
         let text = r.body_mut().read_to_string().unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     };
+    (agent, call)
+}
+
+/// The fake holds to what the API reference says, checked over plain HTTP.
+#[test]
+fn the_fake_holds_to_the_rest_contract() {
+    let fake = FakeGcp::start(Knobs {
+        op_delay: Duration::ZERO,
+        ..Knobs::default()
+    });
+    let (agent, call) = rest(&fake);
+    let base = format!("{}/compute/v1/projects/p", fake.url);
     let (s, op) = call(
         "POST",
         "global/networks?requestId=9f0c3c5e-1111-4222-8333-444455556666",
@@ -653,4 +666,182 @@ fn the_fake_holds_to_the_rest_contract() {
         agg["items"]["zones/us-east1-b"]["instances"].is_array(),
         "{agg}"
     );
+}
+
+/// As on GCP, an inserted instance is there at once, PROVISIONING, and takes its name: a second
+/// insert of it is 409 `alreadyExists` unless it repeats the first's `requestId`; it takes no
+/// other method until its operation is DONE, which makes it RUNNING with its address.
+#[test]
+fn the_fake_shows_an_insert_at_once_and_holds_its_name() {
+    let fake = FakeGcp::start(Knobs {
+        op_delay: Duration::from_millis(400),
+        ..Knobs::default()
+    });
+    let (_, call) = rest(&fake);
+    let wait = |op: &Value| {
+        let path = op["selfLink"]
+            .as_str()
+            .and_then(|l| l.split_once("/projects/p/"))
+            .map(|(_, p)| p.to_string())
+            .unwrap();
+        for _ in 0..200 {
+            if call("GET", &path, None).1["status"] == "DONE" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{path} is not DONE after 2 s");
+    };
+    let (_, op) = call(
+        "POST",
+        "global/networks",
+        Some(json!({ "name": "n1", "autoCreateSubnetworks": false })),
+    );
+    wait(&op);
+    let (_, op) = call(
+        "POST",
+        "regions/us-east1/subnetworks",
+        Some(
+            json!({ "name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24" }),
+        ),
+    );
+    wait(&op);
+    let rid = "0b1c2d3e-aaaa-4bbb-8ccc-ddddeeeeffff";
+    let body = json!({
+        "name": "i1",
+        "machineType": "zones/us-east1-b/machineTypes/e2-micro",
+        "disks": [{ "boot": true, "initializeParams": { "sourceImage": UBUNTU } }],
+        "networkInterfaces": [{ "subnetwork": "regions/us-east1/subnetworks/s1" }],
+        "labels": { "a": "b" },
+    });
+    let path = format!("zones/us-east1-b/instances?requestId={rid}");
+    let (s, op) = call("POST", &path, Some(body.clone()));
+    assert_eq!(s, 200, "{op}");
+    assert_ne!(op["status"], "DONE", "{op}");
+    let (s, i) = call("GET", "zones/us-east1-b/instances/i1", None);
+    assert_eq!(s, 200, "visible while its insert runs: {i}");
+    assert!(
+        matches!(i["status"].as_str(), Some("PROVISIONING" | "STAGING")),
+        "{i}"
+    );
+    assert_eq!(i["id"], op["targetId"], "the operation names it");
+    let (s, e) = call("POST", "zones/us-east1-b/instances", Some(body.clone()));
+    assert_eq!(s, 409, "{e}");
+    assert_eq!(e["error"]["status"], "ALREADY_EXISTS");
+    assert_eq!(e["error"]["errors"][0]["reason"], "alreadyExists");
+    let (s, again) = call("POST", &path, Some(body));
+    assert_eq!((s, &again["name"]), (200, &op["name"]), "{again}");
+    assert_eq!(fake.inserts(), 3);
+    let fp = i["labelFingerprint"].as_str().unwrap();
+    let (s, e) = call(
+        "POST",
+        "zones/us-east1-b/instances/i1/setLabels",
+        Some(json!({ "labels": {}, "labelFingerprint": fp })),
+    );
+    assert_eq!(
+        (s, e["error"]["errors"][0]["reason"].as_str()),
+        (400, Some("resourceNotReady"))
+    );
+    wait(&op);
+    let (_, i) = call("GET", "zones/us-east1-b/instances/i1", None);
+    assert_eq!(i["status"], "RUNNING", "{i}");
+    assert!(
+        i["networkInterfaces"][0]["networkIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.0.0.")),
+        "{i}"
+    );
+}
+
+/// A fake with 300 ms operations (and `knobs`), a network and a subnet on it, and the create
+/// of instance `web` cut off once its insert is accepted, as a killed process leaves it: the
+/// instance is there, PROVISIONING. Returns the fake, the provider and the instance's spec.
+async fn create_cut_off(knobs: Knobs) -> (FakeGcp, Retrying<GcpCloud>, Spec) {
+    let fake = FakeGcp::start(Knobs {
+        op_delay: Duration::from_millis(300),
+        ..knobs
+    });
+    let gcp = cloud(&fake);
+    let net = create(&gcp, "main", network()).await.unwrap();
+    let sn = create(&gcp, "app", subnet(&net.cloud_id)).await.unwrap();
+    let spec = instance(&sn.cloud_id, "e2-micro", &[]);
+    let cut = tokio::time::timeout(Duration::from_millis(80), create(&gcp, "web", spec.clone()));
+    assert!(cut.await.is_err(), "the create was cut off in flight");
+    let live = fake.all("instances");
+    assert_eq!(live.len(), 1, "{:?}", live.keys());
+    assert!(
+        matches!(
+            live.values().next().unwrap()["status"].as_str(),
+            Some("PROVISIONING" | "STAGING")
+        ),
+        "{live:?}"
+    );
+    (fake, gcp, spec)
+}
+
+/// After a create cut off in flight, `find_by_token` waits for the PROVISIONING instance and
+/// returns it made, and the retried create converges on it.
+#[tokio::test]
+async fn an_insert_in_flight_is_waited_for_never_taken_as_absent() {
+    let (fake, gcp, spec) = create_cut_off(Knobs::default()).await;
+    let found = gcp
+        .find_by_token(Kind::Instance, REGION, "tok-instance-web")
+        .await
+        .unwrap()
+        .expect("an insert in flight is found");
+    assert!(
+        found.outputs["private_ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.0.1.")),
+        "waited for until made: {:?}",
+        found.outputs
+    );
+    let again = create(&gcp, "web", spec).await.unwrap();
+    assert_eq!(again.cloud_id, found.cloud_id);
+    assert_eq!(fake.inserts(), 3, "network, subnet, one instance");
+}
+
+/// An insert whose operation fails in flight (its zone has no capacity) leaves nothing to
+/// adopt, and the retried create reports the failure (its requestId finds the operation).
+#[tokio::test]
+async fn an_insert_that_fails_in_flight_is_absent_not_half_there() {
+    let (fake, gcp, spec) = create_cut_off(Knobs {
+        exhausted_zones: vec!["us-east1-b".into()],
+        ..Knobs::default()
+    })
+    .await;
+    let found = gcp
+        .find_by_token(Kind::Instance, REGION, "tok-instance-web")
+        .await
+        .unwrap();
+    assert!(found.is_none(), "{found:?}");
+    assert!(fake.all("instances").is_empty());
+    let e = create(&gcp, "web", spec).await.unwrap_err();
+    assert!(
+        e.to_string().contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
+        "{e}"
+    );
+    assert_eq!(fake.inserts(), 3, "the retry inserted nothing");
+}
+
+/// Two creates with one token at once, when GCP no longer remembers the `requestId` (or a read
+/// lags): the second insert is 409 `alreadyExists` on the token-hashed name, and it adopts
+/// what the first made instead of failing or making another.
+#[tokio::test]
+async fn a_create_refused_as_existing_adopts_what_its_token_made() {
+    let fake = FakeGcp::start(Knobs {
+        op_delay: Duration::from_millis(20),
+        invisible_for: Duration::from_millis(300),
+        request_ids_kept: Duration::ZERO,
+        ..Knobs::default()
+    });
+    let gcp = cloud(&fake);
+    let (a, b) = tokio::join!(
+        create(&gcp, "main", network()),
+        create(&gcp, "main", network())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.cloud_id, b.cloud_id);
+    assert_eq!(fake.all("networks").len(), 1);
+    assert_eq!(fake.inserts(), 1);
 }

@@ -11,7 +11,8 @@ use chimera_model::Kind;
 use chimera_model::kinds::InstanceSpec;
 use google_cloud_compute_v1::model::{
     AccessConfig, AttachedDisk, AttachedDiskInitializeParams, Instance, InstancesSetLabelsRequest,
-    InstancesSetMachineTypeRequest, Metadata, NetworkInterface, Tags, access_config, metadata,
+    InstancesSetMachineTypeRequest, Metadata, NetworkInterface, Tags, access_config, instance,
+    metadata,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
@@ -301,6 +302,23 @@ async fn get(api: &Api<'_>, zone: &str, name: &str) -> Result<Instance> {
 pub(super) async fn read(api: &Api<'_>, id: &str) -> Result<Option<Observed>> {
     let (zone, name) = split(id)?;
     Ok(Some(observe(&get(api, zone, name).await?)))
+}
+
+/// Instance `id` once its insert is done (see [`Api::settled`]).
+pub(super) async fn settled(api: &Api<'_>, id: &str) -> Result<Option<Observed>> {
+    let (zone, name) = split(id)?;
+    let made = api.settled(id, || get(api, zone, name), making).await?;
+    Ok(made.as_ref().map(observe))
+}
+
+/// The status of an instance whose insert is still running: PROVISIONING, STAGING.
+fn making(i: &Instance) -> Option<String> {
+    match &i.status {
+        Some(s @ (instance::Status::Provisioning | instance::Status::Staging)) => {
+            s.name().map(str::to_string)
+        }
+        _ => None,
+    }
 }
 
 /// The instances named `ids` (`zone/name`), one filtered list per zone.

@@ -9,9 +9,11 @@
 //!
 //! **Names and tokens.** A resource's GCP name is `{address name}-{h}`, `h` ten hex digits of
 //! the BLAKE3 hash of the creation token: a create whose response was lost is found by name
-//! (`name eq ".*-{h}"`) and its token checked, and a retried insert is refused as existing. Every
-//! insert also carries a `requestId` (a UUID derived from the token), so GCP itself ignores a
-//! repeated one.
+//! (`name eq ".*-{h}"`) and its token checked. Every insert also carries a `requestId` (a UUID
+//! derived from the token), so GCP answers a repeated one with the first one's operation; a
+//! retried insert GCP refuses as existing (it forgot the `requestId`) adopts what holds the name.
+//! GCP shows an instance or disk as soon as its insert is accepted (PROVISIONING, CREATING): one
+//! found so by its token (after a crash) is waited for, never taken half made nor as absent.
 //!
 //! **Tags.** Instances and disks carry them as labels (GCP's label alphabet is `[a-z0-9_-]`, so
 //! other characters are escaped as `_xx`, reversibly); networks, subnetworks and firewall rules
@@ -544,27 +546,47 @@ impl GcpCloud {
         let kind = req.spec.kind();
         let name = name_for(req);
         if let Some(o) = api.by_token(kind, req.token).await? {
-            // A firewall's rules are made one by one: finish what a lost create began.
-            if let Spec::Firewall(s) = req.spec {
-                firewall::sync(&api, req, s, &o.cloud_id, Some(&o)).await?;
-                return api
-                    .read(kind, &o.cloud_id)
-                    .await?
-                    .ok_or_else(|| ProviderError::Retryable(format!("{name} is not visible yet")));
-            }
-            return Ok(o);
+            return self.adopt(&api, req, o).await;
         }
-        let id = match req.spec {
-            Spec::Network(s) => network::create(&api, req, s, &name).await?,
-            Spec::Subnet(s) => subnet::create(&api, req, s, &name).await?,
-            Spec::Firewall(s) => firewall::create(&api, req, s, &name).await?,
-            Spec::Instance(s) => instance::create(&api, req, s, &name).await?,
-            Spec::Volume(s) => volume::create(&api, req, s, &name).await?,
+        let made = match req.spec {
+            Spec::Network(s) => network::create(&api, req, s, &name).await,
+            Spec::Subnet(s) => subnet::create(&api, req, s, &name).await,
+            Spec::Firewall(s) => firewall::create(&api, req, s, &name).await,
+            Spec::Instance(s) => instance::create(&api, req, s, &name).await,
+            Spec::Volume(s) => volume::create(&api, req, s, &name).await,
+        };
+        let id = match made {
+            Ok(id) => id,
+            // The name carries the token's hash, so what holds it is this create's, made by an
+            // earlier try whose `requestId` GCP no longer remembers (it keeps them only for a
+            // while), or by a try running at the same time: found by token, it is adopted.
+            Err(ProviderError::Failed { code, message }) if code == "alreadyExists" => {
+                return match with_consistency(|| api.by_token(kind, req.token)).await? {
+                    Some(o) => self.adopt(&api, req, o).await,
+                    None => Err(ProviderError::Failed { code, message }),
+                };
+            }
+            Err(e) => return Err(e),
         };
         self.window.created(&id);
         with_consistency(|| api.read(kind, &id))
             .await?
             .ok_or_else(|| ProviderError::Retryable(format!("{id} is not visible yet")))
+    }
+
+    /// What an earlier try of the create `req` made, found by its token.
+    async fn adopt(&self, api: &Api<'_>, req: &Request<'_>, found: Observed) -> Result<Observed> {
+        // A firewall's rules are made one by one: finish what a lost create began.
+        if let Spec::Firewall(s) = req.spec {
+            firewall::sync(api, req, s, &found.cloud_id, Some(&found)).await?;
+            return api
+                .read(Kind::Firewall, &found.cloud_id)
+                .await?
+                .ok_or_else(|| {
+                    ProviderError::Retryable(format!("{} is not visible yet", found.cloud_id))
+                });
+        }
+        Ok(found)
     }
 
     async fn update_now(&self, req: &Request<'_>, id: &str) -> Result<Observed> {
@@ -689,7 +711,10 @@ impl Api<'_> {
     }
 
     /// The resource of `kind` that the create with `token` made, if any: found by the token
-    /// hash its name ends with, confirmed by its token tag.
+    /// hash its name ends with, confirmed by its token tag. GCP shows an instance or a disk as
+    /// soon as its insert is accepted (PROVISIONING, CREATING): one found so is a create still
+    /// running (its caller was interrupted), waited for until it is made, and absent if its
+    /// insert fails; never taken half made, nor as missing.
     async fn by_token(&self, kind: Kind, token: &str) -> Result<Option<Observed>> {
         let filter = format!("name eq \".*-{}\"", token_hash(token));
         let candidates = match kind {
@@ -699,30 +724,69 @@ impl Api<'_> {
             Kind::Instance => instance::list_aggregated(self, Some(filter)).await?,
             Kind::Volume => volume::list_aggregated(self, Some(filter)).await?,
         };
-        Ok(candidates
+        let Some(found) = candidates
             .into_iter()
-            .find(|o| o.tags.get(TAG_TOKEN).map(String::as_str) == Some(token)))
+            .find(|o| o.tags.get(TAG_TOKEN).map(String::as_str) == Some(token))
+        else {
+            return Ok(None);
+        };
+        match kind {
+            Kind::Instance => instance::settled(self, &found.cloud_id).await,
+            Kind::Volume => volume::settled(self, &found.cloud_id).await,
+            // Networks, subnetworks and firewall rules have no status: usable as seen.
+            Kind::Network | Kind::Subnet | Kind::Firewall => Ok(Some(found)),
+        }
+    }
+
+    /// The waits between two polls of something GCP is still doing.
+    fn polls(&self) -> Polls {
+        Polls {
+            delay: self.gcp.settings.poll_interval,
+            started: Instant::now(),
+        }
+    }
+
+    /// What `get` reads, once GCP has finished making it: while `making` names a transitional
+    /// status (its insert's operation is not DONE), it is read again; `None` if it is gone (the
+    /// insert failed and GCP removed it).
+    async fn settled<T, Fut>(
+        &self,
+        id: &str,
+        get: impl Fn() -> Fut,
+        making: impl Fn(&T) -> Option<String>,
+    ) -> Result<Option<T>>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut polls = self.polls();
+        loop {
+            let Some(r) = cloud::absent_if_not_found(get().await.map(Some))? else {
+                return Ok(None);
+            };
+            match making(&r) {
+                None => return Ok(Some(r)),
+                Some(status) => polls.next(|| format!("{id} is still {status}")).await?,
+            }
+        }
     }
 
     /// Waits for `op` to be DONE and turns its error, if any, into a provider error.
     async fn wait(&self, op: Operation) -> Result<()> {
         let mut op = op;
-        let mut delay = self.gcp.settings.poll_interval;
-        let started = Instant::now();
+        let mut polls = self.polls();
         loop {
             if op.status == Some(OpStatus::Done) {
                 return op_outcome(&op);
             }
-            if started.elapsed() > MAX_WAIT {
-                return Err(ProviderError::Retryable(format!(
-                    "operation {} on {} is still running after {} s",
-                    op.name.as_deref().unwrap_or_default(),
-                    op.target_link.as_deref().unwrap_or_default(),
-                    MAX_WAIT.as_secs()
-                )));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_POLL);
+            polls
+                .next(|| {
+                    format!(
+                        "operation {} on {} is still running",
+                        op.name.as_deref().unwrap_or_default(),
+                        op.target_link.as_deref().unwrap_or_default(),
+                    )
+                })
+                .await?;
             let name = op.name.clone().unwrap_or_default();
             op = if let Some(zone) = op.zone.as_deref() {
                 self.c
@@ -770,6 +834,30 @@ impl Api<'_> {
         } else {
             format!("projects/{}/global/networks/{network}", self.project)
         }
+    }
+}
+
+/// The waits between two polls: from `providers.gcp.poll_interval_ms`, doubling up to
+/// [`MAX_POLL`], for at most [`MAX_WAIT`] in all.
+struct Polls {
+    delay: Duration,
+    started: Instant,
+}
+
+impl Polls {
+    /// Sleeps until the next poll; retryable once [`MAX_WAIT`] has passed, saying what is
+    /// still going on.
+    async fn next(&mut self, what: impl FnOnce() -> String) -> Result<()> {
+        if self.started.elapsed() > MAX_WAIT {
+            return Err(ProviderError::Retryable(format!(
+                "{} after {} s",
+                what(),
+                MAX_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(MAX_POLL);
+        Ok(())
     }
 }
 

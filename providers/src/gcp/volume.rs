@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chimera_model::Kind;
 use chimera_model::kinds::VolumeSpec;
 use google_cloud_compute_v1::model::{
-    AttachedDisk, Disk, DisksResizeRequest, ZoneSetLabelsRequest,
+    AttachedDisk, Disk, DisksResizeRequest, ZoneSetLabelsRequest, disk,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
@@ -193,6 +193,23 @@ async fn get(api: &Api<'_>, zone: &str, name: &str) -> Result<Disk> {
 pub(super) async fn read(api: &Api<'_>, id: &str) -> Result<Option<Observed>> {
     let (zone, name) = split(id)?;
     Ok(Some(observe(&get(api, zone, name).await?)))
+}
+
+/// Disk `id` once its insert is done (see [`Api::settled`]).
+pub(super) async fn settled(api: &Api<'_>, id: &str) -> Result<Option<Observed>> {
+    let (zone, name) = split(id)?;
+    let made = api.settled(id, || get(api, zone, name), making).await?;
+    Ok(made.as_ref().map(observe))
+}
+
+/// The status of a disk whose insert is still running: CREATING, RESTORING.
+fn making(d: &Disk) -> Option<String> {
+    match &d.status {
+        Some(s @ (disk::Status::Creating | disk::Status::Restoring)) => {
+            s.name().map(str::to_string)
+        }
+        _ => None,
+    }
 }
 
 /// The disks named `ids` (`zone/name`), one filtered list per zone.

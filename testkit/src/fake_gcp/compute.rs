@@ -1,7 +1,7 @@
 //! The fake's cloud: resources as the API shows them (JSON), operations and their effects, and
 //! one function per method. Every resource is keyed by its path (`projects/p/global/networks/n`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime};
 
 use axum::http::{Method, StatusCode};
@@ -103,6 +103,30 @@ pub fn machine_type_offered(region: &str, machine_type: &str) -> bool {
         .is_none_or(|(_, regions)| regions.contains(&region))
 }
 
+/// The key of the machine type `reference` names in `zone`, if it is offered there (GCP's
+/// for the zone's region, or one the knobs add); otherwise GCP's 400 on `field`.
+fn machine_type_key(
+    knobs: &Knobs,
+    project: &str,
+    zone: &str,
+    field: &str,
+    reference: &str,
+) -> Result<String, Response> {
+    let key = key_of(project, reference);
+    let ty = key
+        .strip_prefix(&format!("projects/{project}/zones/{zone}/machineTypes/"))
+        .unwrap_or_default();
+    let offered = region_of_zone(zone).is_some_and(|r| machine_type_offered(r, ty))
+        || knobs.extra_machine_types.iter().any(|t| t == ty);
+    if ty.is_empty() || !offered {
+        return Err(bad(format!(
+            "Invalid value for field '{field}': '{reference}'. Machine type with name '{}' does not exist in zone '{zone}'.",
+            last(reference)
+        )));
+    }
+    Ok(key)
+}
+
 /// The region of a zone (`us-east1-b` → `us-east1`), if the fake serves it.
 fn region_of_zone(zone: &str) -> Option<&'static str> {
     let (region, letter) = zone.rsplit_once('-')?;
@@ -172,10 +196,12 @@ pub(crate) struct Cloud {
     resources: BTreeMap<String, Value>,
     /// When a resource made lately becomes visible (eventual consistency).
     visible_at: HashMap<String, Instant>,
-    /// Keys an insert not yet DONE will create.
-    reserved: HashSet<String>,
+    /// Resources whose insert is not DONE yet, and when an instance among them goes from
+    /// PROVISIONING to STAGING (its operation's RUNNING half).
+    making: HashMap<String, Instant>,
     ops: BTreeMap<String, Op>,
-    request_ids: HashMap<String, String>,
+    /// `requestId` → the operation it started, and when.
+    request_ids: HashMap<String, (String, Instant)>,
     next_id: u64,
     next_host: HashMap<String, u32>,
     served: u64,
@@ -343,6 +369,14 @@ impl Cloud {
     /// Carries out the operations whose time has come, in the order they were made.
     pub(crate) fn advance(&mut self) {
         let now = Instant::now();
+        for (key, staging) in &self.making {
+            if *staging <= now
+                && let Some(r) = self.resources.get_mut(key)
+                && r["status"] == "PROVISIONING"
+            {
+                r["status"] = json!("STAGING");
+            }
+        }
         let mut due: Vec<(Instant, String)> = self
             .ops
             .iter()
@@ -503,7 +537,11 @@ impl Cloud {
     }
 
     /// The common part of every insert: the request id, the name, then `build` makes the
-    /// resource and the operation carries out its creation.
+    /// resource. As on GCP, the resource is there at once, in its transitional state (an
+    /// instance PROVISIONING, then STAGING; a disk CREATING), and its operation finishes it: the
+    /// checks run, an instance gets its address and boot disk and is RUNNING, a disk READY. A
+    /// failed insert leaves nothing behind. Until then, the resource takes no other method
+    /// (400 `resourceNotReady`).
     #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
@@ -514,14 +552,8 @@ impl Cloud {
         body: &Value,
         build: impl FnOnce(&mut Cloud, &str, &Value) -> Result<(Value, Vec<Check>), Response>,
     ) -> Served {
-        if let Some(rid) = query.get("requestId") {
-            if let Some(op) = self
-                .request_ids
-                .get(rid)
-                .and_then(|k| self.op_json(knobs, k))
-            {
-                return Ok((StatusCode::OK, op));
-            }
+        if let Some(op) = self.repeated(knobs, query) {
+            return Ok((StatusCode::OK, op));
         }
         let name = body["name"].as_str().unwrap_or_default();
         if !valid_name(name) {
@@ -531,7 +563,7 @@ impl Cloud {
         }
         let collection = segments.join("/");
         let key = format!("projects/{project}/{collection}/{name}");
-        if self.resources.contains_key(&key) || self.reserved.contains(&key) {
+        if self.resources.contains_key(&key) {
             return Err(error(
                 StatusCode::CONFLICT,
                 "alreadyExists",
@@ -545,27 +577,75 @@ impl Cloud {
         r.insert("name".into(), json!(name));
         r.insert("creationTimestamp".into(), json!(now_rfc3339()));
         r.insert("selfLink".into(), json!(url(&key)));
-        self.reserved.insert(key.clone());
+        let now = Instant::now();
+        self.resources.insert(key.clone(), resource);
+        self.making.insert(key.clone(), now + knobs.op_delay / 2);
+        if !knobs.invisible_for.is_zero() {
+            self.visible_at
+                .insert(key.clone(), now + knobs.op_delay + knobs.invisible_for);
+        }
         self.inserts += 1;
-        let invisible = knobs.invisible_for;
         let k = key.clone();
         let effect: Effect = Box::new(move |c: &mut Cloud| {
-            c.reserved.remove(&k);
+            c.making.remove(&k);
+            let Some(mut resource) = c.resources.get(&k).cloned() else {
+                return Err(OpError {
+                    http: 404,
+                    code: "RESOURCE_NOT_FOUND",
+                    message: format!("The resource '{k}' was not found"),
+                });
+            };
             for check in checks {
-                check(c, &mut resource)?;
-            }
-            if !invisible.is_zero() {
-                c.visible_at.insert(k.clone(), Instant::now() + invisible);
+                if let Err(e) = check(c, &mut resource) {
+                    c.resources.remove(&k);
+                    c.visible_at.remove(&k);
+                    return Err(e);
+                }
             }
             c.resources.insert(k, resource);
             Ok(())
         });
         let scope = op_scope(segments);
         let op = self.operation(knobs, project, &scope, "insert", &key, effect);
-        if let (Some(rid), Some(link)) = (query.get("requestId"), op["selfLink"].as_str()) {
-            self.request_ids.insert(rid.clone(), key_of(project, link));
-        }
+        self.remember(project, query, &op);
         Ok((StatusCode::OK, op))
+    }
+
+    /// The operation an earlier call with this request's `requestId` started, if any: GCP
+    /// answers a repeated call with it and does nothing again.
+    fn repeated(&self, knobs: &Knobs, query: &BTreeMap<String, String>) -> Option<Value> {
+        let rid = query.get("requestId")?;
+        self.request_ids
+            .get(rid)
+            .filter(|(_, at)| at.elapsed() < knobs.request_ids_kept)
+            .and_then(|(k, _)| self.op_json(knobs, k))
+    }
+
+    /// Remembers which operation this request's `requestId` started.
+    fn remember(&mut self, project: &str, query: &BTreeMap<String, String>, op: &Value) {
+        if let (Some(rid), Some(link)) = (query.get("requestId"), op["selfLink"].as_str()) {
+            self.request_ids
+                .insert(rid.clone(), (key_of(project, link), Instant::now()));
+        }
+    }
+
+    /// 400 `resourceNotReady` if `key` (or the resource a method path under it names) is
+    /// still being made by its insert.
+    fn ready(&self, key: &str) -> Result<(), Response> {
+        let making = self.making.keys().find(|m| {
+            key == m.as_str()
+                || key
+                    .strip_prefix(m.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        });
+        match making {
+            Some(m) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "resourceNotReady",
+                &format!("The resource '{m}' is not ready"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A mutation of an existing resource, carried out by its operation.
@@ -578,22 +658,35 @@ impl Cloud {
         query: &BTreeMap<String, String>,
         effect: impl FnOnce(&mut Cloud) -> Result<(), OpError> + Send + 'static,
     ) -> Served {
-        if let Some(rid) = query.get("requestId") {
-            if let Some(op) = self
-                .request_ids
-                .get(rid)
-                .and_then(|k| self.op_json(knobs, k))
-            {
-                return Ok((StatusCode::OK, op));
-            }
+        if let Some(op) = self.repeated(knobs, query) {
+            return Ok((StatusCode::OK, op));
         }
         let segments: Vec<&str> = key.split('/').skip(2).collect();
         let scope = op_scope(&segments);
         let op = self.operation(knobs, project, &scope, kind, key, Box::new(effect));
-        if let (Some(rid), Some(link)) = (query.get("requestId"), op["selfLink"].as_str()) {
-            self.request_ids.insert(rid.clone(), key_of(project, link));
-        }
+        self.remember(project, query, &op);
         Ok((StatusCode::OK, op))
+    }
+
+    /// A method whose operation sets `fields` of the resource at `key` when it is DONE.
+    fn set_when_done(
+        &mut self,
+        knobs: &Knobs,
+        project: &str,
+        key: &str,
+        kind: &str,
+        query: &BTreeMap<String, String>,
+        fields: Vec<(&'static str, Value)>,
+    ) -> Served {
+        let k = key.to_string();
+        self.change(knobs, project, key, kind, query, move |c| {
+            if let Some(r) = c.resources.get_mut(&k) {
+                for (field, value) in fields {
+                    r[field] = value;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn list(&self, project: &str, segments: &[&str], query: &BTreeMap<String, String>) -> Served {
@@ -702,6 +795,9 @@ impl Cloud {
     ) -> Served {
         let key = format!("projects/{project}/{}", segments.join("/"));
         let m = method.as_str();
+        if m != "GET" && !matches!(segments, [.., "operations", _, "wait"]) {
+            self.ready(&key)?;
+        }
         match (m, segments) {
             ("GET", [.., "operations", _]) => self
                 .op_json(knobs, &key)
@@ -772,10 +868,10 @@ impl Cloud {
                 self.delete_instance(knobs, project, &key, query)
             }
             ("POST", ["zones", z, "instances", _, verb]) => {
-                let region = self.check_zone(project, z)?;
+                self.check_zone(project, z)?;
                 let key = key.trim_end_matches(&format!("/{verb}")).to_string();
                 self.get(&key)?;
-                self.instance_verb(knobs, project, region, &key, verb, query, &body)
+                self.instance_verb(knobs, project, &key, verb, query, &body)
             }
             // Disks.
             ("GET", ["zones", z, "disks"]) => {
@@ -911,13 +1007,11 @@ impl Cloud {
                 )));
             }
         }
-        let k = key.to_string();
-        self.change(knobs, project, key, "patch", query, move |c| {
-            if let (Some(n), Some(rc)) = (c.resources.get_mut(&k), patch.get("routingConfig")) {
-                n["routingConfig"] = rc.clone();
-            }
-            Ok(())
-        })
+        let fields = patch
+            .get("routingConfig")
+            .map(|rc| vec![("routingConfig", rc.clone())])
+            .unwrap_or_default();
+        self.set_when_done(knobs, project, key, "patch", query, fields)
     }
 
     fn insert_subnetwork(
@@ -1100,20 +1194,9 @@ impl Cloud {
         let zone = segments[1].to_string();
         let region = region.to_string();
         let exhausted = knobs.exhausted_zones.contains(&zone);
-        let extra_types = knobs.extra_machine_types.clone();
         self.insert(knobs, project, segments, query, body, |c, key, body| {
             let mt = body["machineType"].as_str().unwrap_or_default();
-            let mt_key = key_of(project, mt);
-            let want_prefix = format!("projects/{project}/zones/{zone}/machineTypes/");
-            let ty = mt_key.strip_prefix(&want_prefix).unwrap_or_default();
-            if ty.is_empty()
-                || !(machine_type_offered(&region, ty) || extra_types.iter().any(|t| t == ty))
-            {
-                return Err(bad(format!(
-                    "Invalid value for field 'resource.machineType': '{mt}'. Machine type with name '{}' does not exist in zone '{zone}'.",
-                    last(mt)
-                )));
-            }
+            let mt_key = machine_type_key(knobs, project, &zone, "resource.machineType", mt)?;
             check_labels(&body["labels"])?;
             let tags = tag_items(&body["tags"])?;
             let nics = body["networkInterfaces"].as_array().cloned().unwrap_or_default();
@@ -1307,12 +1390,10 @@ impl Cloud {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn instance_verb(
         &mut self,
         knobs: &Knobs,
         project: &str,
-        region: &str,
         key: &str,
         verb: &str,
         query: &BTreeMap<String, String>,
@@ -1330,13 +1411,8 @@ impl Cloud {
                         "Supplied fingerprint does not match current metadata fingerprint.",
                     ));
                 }
-                let items = tag_items(body)?;
-                self.change(knobs, project, key, "setTags", query, move |c| {
-                    if let Some(i) = c.resources.get_mut(&k) {
-                        i["tags"] = json!({ "items": items, "fingerprint": fingerprint() });
-                    }
-                    Ok(())
-                })
+                let tags = json!({ "items": tag_items(body)?, "fingerprint": fingerprint() });
+                self.set_when_done(knobs, project, key, verb, query, vec![("tags", tags)])
             }
             "setMachineType" => {
                 let status = current["status"].as_str().unwrap_or_default();
@@ -1348,48 +1424,27 @@ impl Cloud {
                 }
                 let mt = body["machineType"].as_str().unwrap_or_default();
                 let zone = key.split('/').nth(3).unwrap_or_default();
-                let mt_key = key_of(project, mt);
-                let ty = mt_key
-                    .strip_prefix(&format!("projects/{project}/zones/{zone}/machineTypes/"))
-                    .unwrap_or_default();
-                if ty.is_empty()
-                    || !(machine_type_offered(region, ty)
-                        || knobs.extra_machine_types.iter().any(|t| t == ty))
-                {
-                    return Err(bad(format!(
-                        "Invalid value for field 'machineType': '{mt}'. Machine type with name '{}' does not exist in zone '{zone}'.",
-                        last(mt)
-                    )));
-                }
-                let mt_url = url(&mt_key);
-                self.change(knobs, project, key, "setMachineType", query, move |c| {
-                    if let Some(i) = c.resources.get_mut(&k) {
-                        i["machineType"] = json!(mt_url);
-                    }
-                    Ok(())
-                })
+                let mt_key = machine_type_key(knobs, project, zone, "machineType", mt)?;
+                let fields = vec![("machineType", json!(url(&mt_key)))];
+                self.set_when_done(knobs, project, key, verb, query, fields)
             }
-            "stop" => {
-                if current["status"] != "TERMINATED" {
-                    self.get_mut(key)?["status"] = json!("STOPPING");
+            "stop" | "start" => {
+                let (during, after) = if verb == "stop" {
+                    ("STOPPING", "TERMINATED")
+                } else {
+                    ("STAGING", "RUNNING")
+                };
+                if current["status"] != after {
+                    self.get_mut(key)?["status"] = json!(during);
                 }
-                self.change(knobs, project, key, "stop", query, move |c| {
-                    if let Some(i) = c.resources.get_mut(&k) {
-                        i["status"] = json!("TERMINATED");
-                    }
-                    Ok(())
-                })
-            }
-            "start" => {
-                if current["status"] != "RUNNING" {
-                    self.get_mut(key)?["status"] = json!("STAGING");
-                }
-                self.change(knobs, project, key, "start", query, move |c| {
-                    if let Some(i) = c.resources.get_mut(&k) {
-                        i["status"] = json!("RUNNING");
-                    }
-                    Ok(())
-                })
+                self.set_when_done(
+                    knobs,
+                    project,
+                    key,
+                    verb,
+                    query,
+                    vec![("status", json!(after))],
+                )
             }
             "attachDisk" => {
                 let source = body["source"].as_str().unwrap_or_default();
@@ -1497,14 +1552,11 @@ impl Cloud {
         }
         check_labels(&body["labels"])?;
         let labels = body["labels"].as_object().cloned().unwrap_or_default();
-        let k = key.to_string();
-        self.change(knobs, project, key, "setLabels", query, move |c| {
-            if let Some(r) = c.resources.get_mut(&k) {
-                r["labels"] = Value::Object(labels);
-                r["labelFingerprint"] = json!(fingerprint());
-            }
-            Ok(())
-        })
+        let fields = vec![
+            ("labels", Value::Object(labels)),
+            ("labelFingerprint", json!(fingerprint())),
+        ];
+        self.set_when_done(knobs, project, key, "setLabels", query, fields)
     }
 
     fn insert_disk(
@@ -1553,7 +1605,7 @@ impl Cloud {
                 "kind": "compute#disk",
                 "sizeGb": size.to_string(),
                 "zone": url(&format!("projects/{project}/zones/{zone}")),
-                "status": "READY",
+                "status": "CREATING",
                 "type": url(&ty_key),
                 "users": [],
                 "labels": body["labels"].as_object().cloned().unwrap_or_default(),
@@ -1563,7 +1615,11 @@ impl Cloud {
             if let Some(desc) = body["description"].as_str() {
                 d["description"] = json!(desc);
             }
-            Ok((d, Vec::new()))
+            let ready: Check = Box::new(|_: &mut Cloud, d: &mut Value| {
+                d["status"] = json!("READY");
+                Ok(())
+            });
+            Ok((d, vec![ready]))
         })
     }
 
@@ -1588,13 +1644,8 @@ impl Cloud {
                         "Invalid value for field 'sizeGb': '{size}'. Requested disk size cannot be smaller than or equal to the current size {current} GB"
                     )));
                 }
-                let k = key.to_string();
-                self.change(knobs, project, key, "resize", query, move |c| {
-                    if let Some(d) = c.resources.get_mut(&k) {
-                        d["sizeGb"] = json!(size.to_string());
-                    }
-                    Ok(())
-                })
+                let fields = vec![("sizeGb", json!(size.to_string()))];
+                self.set_when_done(knobs, project, key, verb, query, fields)
             }
             _ => Err(error(
                 StatusCode::NOT_FOUND,

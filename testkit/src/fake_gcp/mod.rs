@@ -14,7 +14,10 @@
 //! - `global/operations`, `regions/{r}/operations` and `zones/{z}/operations`: every mutation
 //!   returns an operation that goes PENDING → RUNNING → DONE over [`Knobs::op_delay`], and
 //!   takes effect when it is DONE. A failed operation is DONE with `error.errors[]` and
-//!   `httpErrorStatusCode`, as Google's are.
+//!   `httpErrorStatusCode`, as Google's are. An insert's resource is there at once, as on GCP:
+//!   an instance PROVISIONING (STAGING once its operation is RUNNING), a disk CREATING, the
+//!   others as they will be; its operation makes it RUNNING or READY, or removes it if the
+//!   insert fails. Until then it takes no other method (400 `resourceNotReady`).
 //!
 //! What it holds to, as Google does: names are RFC 1035 (`[a-z]([-a-z0-9]{0,61}[a-z0-9])?`);
 //! int64/uint64 fields (`id`, `sizeGb`, `targetId`) are decimal strings; fingerprints are URL-safe
@@ -22,7 +25,8 @@
 //! stale one are refused with 412 `conditionNotMet`; `setMachineType` only on a TERMINATED
 //! instance; a network's description and a subnetwork's are fixed at creation (only what the
 //! reference says PATCH changes may change); an insert repeated with the same `requestId`
-//! returns the first operation and does nothing again; errors have Google's shape
+//! returns the first operation and does nothing again, and an insert of a name that exists
+//! (even one still being made) is 409 `alreadyExists`; errors have Google's shape
 //! (`{"error": {"code", "message", "status", "errors": [{"domain", "reason", "message"}]}}`).
 //! Zones and machine types per region are a small table ([`ZONES`], [`machine_type_offered`]).
 //!
@@ -65,6 +69,9 @@ pub struct Knobs {
     /// How long a new resource reads as absent (404, left out of lists) after its insert is
     /// DONE: eventual consistency.
     pub invisible_for: Duration,
+    /// How long a `requestId` is remembered: a call repeating one within this time gets the
+    /// first call's operation, later it is a new call (GCP, too, forgets them after a while).
+    pub request_ids_kept: Duration,
     /// Zones whose instance inserts fail with `ZONE_RESOURCE_POOL_EXHAUSTED`.
     pub exhausted_zones: Vec<String>,
     /// Machine types accepted in every zone besides GCP's (e.g. the AWS-shaped names a
@@ -82,6 +89,7 @@ impl Default for Knobs {
             throttle_every: 0,
             unavailable_every: 0,
             invisible_for: Duration::ZERO,
+            request_ids_kept: Duration::from_secs(3600),
             exhausted_zones: Vec::new(),
             extra_machine_types: Vec::new(),
             extra_disk_types: Vec::new(),
@@ -127,7 +135,8 @@ impl FakeGcp {
 
     /// The live resources of a collection in a project, as the API shows them, by name:
     /// `collection` is `global/networks`, `regions/us-east1/subnetworks`, `zones/us-east1-b/
-    /// instances`, … (operations not yet DONE have not taken effect).
+    /// instances`, … (a resource whose insert is not DONE is there in its transitional state;
+    /// other operations not yet DONE have not taken effect).
     pub fn resources(&self, project: &str, collection: &str) -> BTreeMap<String, Value> {
         let mut c = self.shared.cloud();
         c.advance();
