@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use chimera_engine::{ApplyOptions, ApplyReport, NoProgress, Progress, Recovery};
+use chimera_engine::{ApplyOptions, ApplyReport, NoProgress, Progress, Providers, Recovery};
 use chimera_model::{ContentHash, Diagnostic, SourceMap, codes};
 use chimera_plans::PlanFile;
 use chimera_plans::plan::{self, Plan, Prior};
+use chimera_seal::Keys;
+use chimera_state::StateStore;
 
 use chimera_plans::findings::Finding;
 
@@ -89,6 +91,20 @@ pub(crate) fn engine_options(settings: &Settings, req: &ApplyRequest) -> ApplyOp
         message: req.message.clone(),
         progress: req.progress.clone(),
     }
+}
+
+/// Applies `plan` after keeping its sensitive values sealed in state (with a key configured),
+/// so a later rollback can restore them. Every apply goes through here: `apply`, `destroy`,
+/// `rollback`, a saved plan file, and the daemon's heals and GitOps applies (`reconcile`).
+pub(crate) async fn apply_sealed(
+    plan: &Plan,
+    store: &dyn StateStore,
+    providers: &Providers,
+    keys: &Keys,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, Error> {
+    crate::secrets::keep(store, plan, keys, &opts.actor).await?;
+    Ok(chimera_engine::apply(plan, store, providers, opts).await?)
 }
 
 impl Stack {
@@ -197,8 +213,7 @@ impl Stack {
         let opts = engine_options(&self.settings, req);
         let keys = self.settings.keys.clone();
         let (store, providers) = self.state_and_providers().await?;
-        crate::secrets::keep(store, &plan, &keys, &opts.actor).await?;
-        let report = chimera_engine::apply(&plan, store, providers, &opts).await?;
+        let report = apply_sealed(&plan, store, providers, &keys, &opts).await?;
         Ok(Applied {
             plan,
             recovery,
@@ -266,8 +281,7 @@ pub async fn apply_file(
     )
     .await?;
     let opts = engine_options(settings, req);
-    crate::secrets::keep(store.as_ref(), &plan, &settings.keys, &opts.actor).await?;
-    let report = chimera_engine::apply(&plan, store.as_ref(), &providers, &opts).await?;
+    let report = apply_sealed(&plan, store.as_ref(), &providers, &settings.keys, &opts).await?;
     Ok(Applied {
         plan,
         recovery,

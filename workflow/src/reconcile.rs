@@ -20,7 +20,7 @@ use chimera_plans::findings::{Finding, Level};
 use chimera_plans::plan::{self, Plan, Prior};
 use serde_json::Value;
 
-use crate::apply::{ApplyRequest, engine_options};
+use crate::apply::{ApplyRequest, apply_sealed, engine_options};
 use crate::error::{Error, ErrorKind};
 use crate::stack::Stack;
 
@@ -287,8 +287,10 @@ impl Stack {
         }
         if plan.has_changes() {
             let opts = engine_options(&self.settings, req);
+            let keys = self.settings.keys.clone();
             let (store, providers) = self.state_and_providers().await?;
-            done.report = Some(chimera_engine::apply(&plan, store, providers, &opts).await?);
+            // Sealed in state as an apply's are: a rollback past this heal can restore them.
+            done.report = Some(apply_sealed(&plan, store, providers, &keys, &opts).await?);
         }
         done.plan = Some(plan);
         Ok(done)
