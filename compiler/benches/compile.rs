@@ -157,6 +157,8 @@ fn limits() {
         let file = dir.path().join("main.ncl");
         std::fs::write(&file, text).expect("write");
         let (mut ts, mut ms, mut outcome) = (Vec::new(), Vec::new(), String::new());
+        // A child that dies before reporting (a crash) is counted and named, not averaged in.
+        let mut crashed = Vec::new();
         for _ in 0..3 {
             let out = Command::new(&exe)
                 .args(["--child", "defaults"])
@@ -165,14 +167,31 @@ fn limits() {
                 .expect("child");
             let line = String::from_utf8_lossy(&out.stdout);
             let mut it = line.split_whitespace();
-            ts.push(it.next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN));
-            ms.push(it.next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN));
-            outcome = it.next().unwrap_or("crashed").to_string();
+            match (
+                it.next().and_then(|x| x.parse::<f64>().ok()),
+                it.next().and_then(|x| x.parse::<f64>().ok()),
+                it.next(),
+            ) {
+                (Some(t), Some(m), Some(o)) => {
+                    ts.push(t);
+                    ms.push(m);
+                    outcome = o.to_string();
+                }
+                _ => {
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    let why = stderr.lines().last().unwrap_or("").trim().to_string();
+                    crashed.push(format!("{} ({why})", out.status));
+                }
+            }
         }
-        println!(
-            "| {name} | {outcome} | {:.2} | {:.0} |",
-            median(ts),
-            median(ms)
-        );
+        if !crashed.is_empty() {
+            outcome = format!(
+                "{outcome}; {} of 3 crashed: {}",
+                crashed.len(),
+                crashed.join(", ")
+            );
+        }
+        let med = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
+        println!("| {name} | {outcome} | {:.2} | {:.0} |", med(ts), med(ms));
     }
 }

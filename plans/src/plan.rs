@@ -617,8 +617,9 @@ pub fn rollback_targets(rows: &[StateResource]) -> Vec<Target> {
     let by: BTreeMap<&Address, &StateResource> = rows.iter().map(|r| (&r.address, r)).collect();
     let mut done: BTreeSet<&Address> = BTreeSet::new();
     let mut order = Vec::with_capacity(rows.len());
-    // Kahn's algorithm over recorded dependencies, in address order for determinism.
-    while order.len() < rows.len() {
+    // Kahn's algorithm over recorded dependencies, in address order for determinism. Over the
+    // distinct addresses: rows that repeat one (a damaged fixture) must not keep it looping.
+    while order.len() < by.len() {
         let before = order.len();
         for (addr, row) in &by {
             if done.contains(addr) {

@@ -4,27 +4,40 @@
 //! CLI's default evaluation limits), read the fixture and plan against it, read the plan file,
 //! and render every plan as text, JSON and Markdown.
 //!
-//! A finding is a panic, a case that outlives the evaluation limits (a hang), an internal error
-//! (E0010), or a diagnostic without a location (the compiler's and the fixture reader's; a plan
-//! file's diagnostic must name the file). Each finding's input is written to
+//! A finding is a panic, a case that outlives the evaluation limits (a hang: a watchdog thread
+//! catches one that never returns, writes its input and ends the run), an internal error
+//! (E0010), a diagnostic without a place (the compiler's: one left at the stack file's first
+//! line by the fallback, other than the limits and an unreadable stack; the fixture reader's; a
+//! plan file's diagnostic must name the file), a flood (more than [`FOLD_KEEP`] of one kind
+//! kept, more than [`MAX_DIAGNOSTICS`], or a rendering over [`MAX_RENDERED`] bytes), or an
+//! evaluation a limit stopped that leaves the process unable to compile (its worker still
+//! running, or its memory still held). Each finding's input is written to
 //! `target/fuzz-findings/` to become a corpus case once fixed.
 //!
 //! Mutations are drawn by proptest (deterministic for a seed): byte edits (delete, insert,
-//! duplicate, overwrite, splice in a token of Nickel or JSON) and, for JSON, edits of the parsed
-//! document (replace, remove or duplicate a node), so mutants get past the parser as well as
-//! into it. Inputs whose corpus header sets their own limits (`# timeout-ms`, `# memory-mib`:
+//! duplicate, overwrite, splice in a token of Nickel or JSON), for Nickel whole-token
+//! replacements by values, and for JSON edits of the parsed document (replace, remove or
+//! duplicate a node), so mutants get past the parser as well as into it. Inputs whose corpus header sets their own limits (`# timeout-ms`, `# memory-mib`:
 //! loops on purpose) are not mutated.
 //!
+//! Plan files are read as `apply FILE` reads them with a key configured: sealed ones (mutating
+//! an envelope) and plain ones.
+//!
 //! Run: `cargo bench -p chimera-workflow --bench fuzz -- [--cases N] [--seed S]`
-//! (release; 10,000 cases by default). Exit status 1 when anything was found.
+//! (release; 10,000 cases by default). Prints what the mutants did (how many were left
+//! unchanged, compiled, or stopped at which code) so a run that tests nothing shows. Exit status
+//! 1 when anything was found.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chimera_compiler::{Disk, EvalOptions, Graph, Source};
-use chimera_model::StateResource;
+use chimera_model::diagnostic::FOLD_KEEP;
+use chimera_model::{Diagnostic, StateResource, codes};
 use chimera_plans::markdown::{MarkdownOptions, plan_markdown};
 use chimera_plans::plan::{self, Plan, Prior};
 use chimera_plans::{PlanFile, render};
@@ -35,6 +48,13 @@ use serde_json::{Value, json};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// More diagnostics than this from one mutant of a small input is a flood.
+const MAX_DIAGNOSTICS: usize = 100;
+/// A rendering of one mutant's diagnostics or plan longer than this is a flood.
+const MAX_RENDERED: usize = 1 << 20;
+/// A case still running this long after it started is a hang (beyond the evaluation timeout).
+const HANG_GRACE: Duration = Duration::from_secs(30);
 
 /// Tokens spliced into Nickel mutants.
 const NICKEL_TOKENS: &[&str] = &[
@@ -122,6 +142,62 @@ const JSON_TOKENS: &[&str] = &[
     "\u{e9}",
 ];
 
+/// Values a whole Nickel token (a word, a number, a string literal) is replaced with: mutants
+/// that still parse, so they reach evaluation, contracts and lowering.
+const NICKEL_VALUES: &[&str] = &[
+    "null",
+    "true",
+    "0",
+    "-1",
+    "65536",
+    "1e308",
+    "0.5",
+    "\"\"",
+    "\"x\"",
+    "\"10.0.0.0/8\"",
+    "\"10.0.0.1/33\"",
+    "\"network.main\"",
+    "\"${chimera:network.main.id}\"",
+    "[]",
+    "{}",
+    "[1, 2]",
+    "'cheapest",
+    "'local",
+    "'aws",
+    "'gcp",
+    "'small",
+    "'tcp",
+    "(fun x => x)",
+    "{ kind = \"network\" }",
+    "std.array.generate (fun i => i) 3",
+    "(std.array.generate (fun i => { name = \"n%{std.to_string i}\" }) 5000)",
+    "(std.array.generate (fun i => i) 100000)",
+];
+
+/// The byte range of the Nickel token at or after `at`: a string literal (to the next quote on
+/// its line), else a run of word characters (identifiers, numbers, `'enum` tags, `a.b` paths).
+fn token_at(text: &[u8], at: usize) -> Option<(usize, usize)> {
+    let word = |c: u8| c.is_ascii_alphanumeric() || b"_-.'".contains(&c);
+    let mut i = at;
+    while i < text.len() && !word(text[i]) && text[i] != b'"' {
+        i += 1;
+    }
+    if i >= text.len() {
+        return None;
+    }
+    if text[i] == b'"' {
+        let end = text[i + 1..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\n')?;
+        return (text[i + 1 + end] == b'"').then_some((i, i + end + 2));
+    }
+    let mut j = i;
+    while j < text.len() && word(text[j]) {
+        j += 1;
+    }
+    Some((i, j))
+}
+
 /// One edit, as drawn: what to do, where (two positions, scaled to the input) and which token.
 type Edit = (u8, u32, u32, u8);
 
@@ -130,8 +206,13 @@ fn edits() -> impl Strategy<Value = Vec<Edit>> {
 }
 
 /// Byte edits; `structural` also edits the parsed JSON document when the input parses.
+///
+/// Nickel mutants whose first edit draws a token below 128 get only whole-token replacements
+/// (by [`NICKEL_VALUES`]), and the others get them for ops 7–9: most of those still parse, where
+/// byte edits mostly make syntax errors.
 fn mutate(input: &[u8], edits: &[Edit], tokens: &[&str], json: bool) -> Vec<u8> {
     let mut out = input.to_vec();
+    let tokens_only = !json && edits.first().is_some_and(|e| e.3 < 128);
     for &(op, a, b, t) in edits {
         if json
             && op >= 7
@@ -139,6 +220,14 @@ fn mutate(input: &[u8], edits: &[Edit], tokens: &[&str], json: bool) -> Vec<u8> 
         {
             mutate_json(&mut doc, op, a, b);
             out = serde_json::to_vec_pretty(&doc).unwrap_or(out);
+            continue;
+        }
+        if !json && (tokens_only || op >= 7) {
+            let at = a as usize % out.len().max(1);
+            if let Some((i, j)) = token_at(&out, at) {
+                let value = NICKEL_VALUES[(b as usize) % NICKEL_VALUES.len()];
+                out.splice(i..j, value.bytes());
+            }
             continue;
         }
         let len = out.len();
@@ -253,15 +342,28 @@ struct Seeds {
     /// Plan files, and plans as JSON.
     plan_files: Vec<Vec<u8>>,
     plans: Vec<Vec<u8>>,
+    /// The smallest `ok` input: it must still compile after a limit stopped an evaluation.
+    probe: PathBuf,
 }
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../compiler/tests/inputs")
 }
 
-fn seeds(dir: &Path) -> Seeds {
+/// Settings with a fresh key: plan files are sealed when written and opened when read.
+fn keyed() -> chimera_workflow::Settings {
+    let text = chimera_seal::Key::generate().expect("a key");
+    let key = chimera_seal::Key::from_base64(&text, "fuzz").expect("a key");
+    chimera_workflow::Settings {
+        keys: chimera_seal::Keys::ring(chimera_seal::Keyring::new(key, None)),
+        ..chimera_workflow::Settings::default()
+    }
+}
+
+fn seeds(dir: &Path, keyed: &chimera_workflow::Settings) -> Seeds {
     let mut corpus = Vec::new();
     let mut graphs = Vec::new();
+    let mut probe: Option<(usize, PathBuf)> = None;
     for sub in ["ok", "fail"] {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(corpus_dir().join(sub))
             .expect("the corpus")
@@ -281,6 +383,9 @@ fn seeds(dir: &Path) -> Seeds {
                 .any(|l| l.starts_with("# timeout-ms") || l.starts_with("# memory-mib"));
             if sub == "ok" {
                 let c = chimera_compiler::compile(&dir.join(&name), &EvalOptions::default());
+                if c.graph.is_some() && probe.as_ref().is_none_or(|(n, _)| bytes.len() < *n) {
+                    probe = Some((bytes.len(), dir.join(&name)));
+                }
                 graphs.extend(c.graph.map(Arc::new));
             }
             if !limits {
@@ -291,7 +396,7 @@ fn seeds(dir: &Path) -> Seeds {
     let mut fixtures = Vec::new();
     let mut plan_files = Vec::new();
     let mut plans = Vec::new();
-    let settings = chimera_workflow::Settings::default();
+    let plain = chimera_workflow::Settings::default();
     for (i, g) in graphs.iter().enumerate() {
         let rows = plan::prior_from_graph(g, &[]);
         let doc = json!({ "lineage": format!("lineage-{i}"), "serial": 3, "resources": rows });
@@ -318,12 +423,14 @@ fn seeds(dir: &Path) -> Seeds {
                 local_cloud: ".chimera/cloud.db".into(),
                 policies: String::new(),
             };
-            let path = dir.join(format!("seed-{i}-{}.plan", plan_files.len()));
-            // Without a key, a plan holding a sensitive value is not written (E0801).
-            if chimera_workflow::write_plan_file(&path, &file, &settings).is_err() {
-                continue;
+            // Sealed, and plain (without a key, a plan holding a sensitive value is not
+            // written: E0801).
+            for settings in [keyed, &plain] {
+                let path = dir.join(format!("seed-{i}-{}.plan", plan_files.len()));
+                if chimera_workflow::write_plan_file(&path, &file, settings).is_ok() {
+                    plan_files.push(std::fs::read(&path).unwrap());
+                }
             }
-            plan_files.push(std::fs::read(&path).unwrap());
         }
     }
     Seeds {
@@ -331,23 +438,79 @@ fn seeds(dir: &Path) -> Seeds {
         fixtures,
         plan_files,
         plans,
+        probe: probe.expect("an ok corpus input that compiles").1,
     }
 }
 
-fn located(ds: &[chimera_model::Diagnostic], what: &str) -> Verdict {
+/// Codes about the evaluation as a whole, which have nowhere better to point than the stack file.
+const WHOLE_STACK: &[chimera_model::Code] = &[
+    codes::EVAL_TIMEOUT,
+    codes::EVAL_MEMORY,
+    codes::STACK_UNREADABLE,
+    codes::EVALUATOR_UNAVAILABLE,
+];
+
+/// Whether `d` has no place, or only the one the compiler's fallback gives what it cannot place:
+/// the stack file's first character, with no span.
+fn unplaced(d: &Diagnostic) -> bool {
+    d.location.as_ref().is_none_or(|l| {
+        l.span.is_none() && (l.line, l.column, l.end_line, l.end_column) == (1, 1, 1, 1)
+    })
+}
+
+/// No internal error, every diagnostic placed, and no flood. `any_place`: any location will do
+/// (the fixture reader's first line for a file it cannot read); otherwise (the compiler's) the
+/// fallback place is accepted only for [`WHOLE_STACK`] codes.
+fn located(ds: &[Diagnostic], what: &str, any_place: bool) -> Verdict {
     for d in ds {
-        if d.code == chimera_model::codes::INTERNAL {
+        if d.code == codes::INTERNAL {
             return Err(format!(
                 "{what}: internal error: {} ({})",
                 d.summary, d.detail
             ));
         }
-        if d.location.is_none() {
+        let placed = if any_place {
+            d.location.is_some()
+        } else {
+            !unplaced(d) || WHOLE_STACK.contains(&d.code)
+        };
+        if !placed {
             return Err(format!(
-                "{what}: diagnostic without a location: {} {} ({})",
+                "{what}: diagnostic without a place: {} {} ({})",
                 d.code.0, d.summary, d.detail
             ));
         }
+    }
+    not_flooded(ds, what)
+}
+
+/// At most [`FOLD_KEEP`] diagnostics of one kind (the rest folded), and [`MAX_DIAGNOSTICS`] in
+/// all.
+fn not_flooded(ds: &[Diagnostic], what: &str) -> Verdict {
+    if ds.len() > MAX_DIAGNOSTICS {
+        return Err(format!("{what}: flood: {} diagnostics", ds.len()));
+    }
+    let mut kinds = std::collections::HashMap::new();
+    for d in ds {
+        let n = kinds
+            .entry((d.code, d.severity, &d.summary, &d.detail))
+            .or_insert(0usize);
+        *n += 1;
+        if *n > FOLD_KEEP {
+            return Err(format!(
+                "{what}: flood: more than {FOLD_KEEP} of one kind kept ({} {})",
+                d.code.0, d.summary
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The rendering of `ds` is bounded.
+fn rendered_bounded(sources: &chimera_model::SourceMap, ds: &[Diagnostic], what: &str) -> Verdict {
+    let len = sources.render(ds, false).len();
+    if len > MAX_RENDERED {
+        return Err(format!("{what}: flood: {len} bytes of diagnostics"));
     }
     Ok(())
 }
@@ -362,7 +525,10 @@ fn render_all(p: &Plan) {
     let _ = plan::unrestorable(p);
 }
 
-fn compile_case(path: &Path) -> Verdict {
+/// How a compile case ended: "compiled", or its first diagnostic's code.
+type Outcome = String;
+
+fn compile_case(path: &Path, outcome: &mut Outcome) -> Verdict {
     let opts = EvalOptions::default();
     let started = Instant::now();
     let disk: Arc<dyn Source> = Arc::new(Disk::new());
@@ -370,11 +536,19 @@ fn compile_case(path: &Path) -> Verdict {
     if started.elapsed() > opts.timeout + Duration::from_secs(5) {
         return Err(format!("hang: {:.1} s", started.elapsed().as_secs_f64()));
     }
-    located(&c.diagnostics, "compile")?;
+    *outcome = match c.diagnostics.iter().find(|d| d.is_error()) {
+        // `FUZZ_EXPLAIN=E0002`: that code's outcomes are told apart by summary.
+        Some(d) if std::env::var("FUZZ_EXPLAIN").is_ok_and(|e| e == d.code.0) => {
+            format!("{} ({})", d.code.0, d.summary)
+        }
+        Some(d) => d.code.0.to_string(),
+        None => "compiled".into(),
+    };
+    located(&c.diagnostics, "compile", false)?;
     if c.has_errors() != c.graph.is_none() {
         return Err("a graph and errors, or neither".into());
     }
-    let _ = c.sources.render(&c.diagnostics, false);
+    rendered_bounded(&c.sources, &c.diagnostics, "compile")?;
     if let Some(g) = &c.graph {
         let prior = Prior {
             lineage: None,
@@ -392,8 +566,8 @@ fn fixture_case(path: &Path, graph: &Graph) -> Verdict {
     let mut sources = chimera_model::SourceMap::default();
     match chimera_workflow::test::read_fixture(path, "tests/case.state.json", &mut sources) {
         Err(d) => {
-            located(std::slice::from_ref(&d), "fixture")?;
-            let _ = sources.render(&[d], false);
+            located(std::slice::from_ref(&d), "fixture", true)?;
+            rendered_bounded(&sources, &[d], "fixture")?;
         }
         Ok((lineage, serial, rows)) => plan_against(graph, lineage, serial, &rows)?,
     }
@@ -423,6 +597,7 @@ fn plan_against(
                     d.summary
                 ));
             }
+            not_flooded(&ds, "plan")?;
         }
     }
     // Rolling back to these rows, and destroying them, plan too.
@@ -441,10 +616,11 @@ fn plan_against(
     Ok(())
 }
 
-fn plan_file_case(path: &Path) -> Verdict {
-    match chimera_workflow::read_plan_file(path, &chimera_workflow::Settings::default()) {
+fn plan_file_case(path: &Path, settings: &chimera_workflow::Settings) -> Verdict {
+    match chimera_workflow::read_plan_file(path, settings) {
         Ok(f) => render_all(&f.plan),
         Err(e) => {
+            not_flooded(&e.diagnostics, "plan file")?;
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             for d in &e.diagnostics {
                 let named = d.location.is_some()
@@ -470,6 +646,89 @@ fn plan_json_case(bytes: &[u8]) -> Verdict {
     Ok(())
 }
 
+/// The case running now, for the watchdog: its number ([`IDLE`] between cases), when it
+/// started (ms since the run began), and its input.
+struct Running {
+    case: AtomicU64,
+    since_ms: AtomicU64,
+    input: Mutex<(Vec<u8>, &'static str)>,
+}
+
+const IDLE: u64 = u64::MAX;
+
+/// Ends the run when a case outlives the evaluation timeout by [`HANG_GRACE`]: a hang cannot
+/// be caught on the thread that hangs.
+fn watchdog(running: Arc<Running>, began: Instant, findings_dir: PathBuf) {
+    let limit = EvalOptions::default().timeout + HANG_GRACE;
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let case = running.case.load(Ordering::SeqCst);
+            if case == IDLE {
+                continue;
+            }
+            let since = Duration::from_millis(running.since_ms.load(Ordering::SeqCst));
+            let took = began.elapsed().saturating_sub(since);
+            if took > limit {
+                let (input, ext) = running.input.lock().map(|g| g.clone()).unwrap_or_default();
+                let _ = std::fs::create_dir_all(&findings_dir);
+                let file = findings_dir.join(format!("finding-{case}.{ext}"));
+                let _ = std::fs::write(&file, &input);
+                eprintln!(
+                    "finding: hang: case {case} still running after {:.0} s ({})",
+                    took.as_secs_f64(),
+                    file.display()
+                );
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+/// Whether a good input still compiles: after a limit stopped an evaluation, a worker still
+/// running or memory still held would fail it (retried while the allocator gives memory back).
+fn still_compiles(probe: &Path) -> Verdict {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let c = chimera_compiler::compile(probe, &EvalOptions::default());
+        if c.graph.is_some() {
+            return Ok(());
+        }
+        last = c
+            .diagnostics
+            .first()
+            .map(|d| format!("{} {}", d.code.0, d.summary))
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    Err(format!(
+        "after a limit stopped this case, a good input no longer compiles: {last}"
+    ))
+}
+
+/// Evaluation threads still alive (a stopped evaluation's worker that never ended).
+fn evaluation_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "nickel-eval")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
@@ -485,8 +744,36 @@ fn main() {
 
     let work = tempfile::tempdir().expect("a temporary directory");
     let dir = work.path();
-    let seeds = seeds(dir);
+    let keyed = keyed();
+    let seeds = seeds(dir, &keyed);
     let findings_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-findings");
+    let mut findings = Vec::new();
+    let mut report = |n: String, ext: &str, input: &[u8], problem: String| {
+        let _ = std::fs::create_dir_all(&findings_dir);
+        let file = findings_dir.join(format!("finding-{n}.{ext}"));
+        let _ = std::fs::write(&file, input);
+        eprintln!(
+            "finding {}: {problem} ({})",
+            findings.len() + 1,
+            file.display()
+        );
+        findings.push(problem);
+    };
+    // The unmutated corpus passes the same checks, or the harness (or the corpus) is wrong.
+    for (name, bytes) in &seeds.corpus {
+        let mut outcome = Outcome::new();
+        let v = catch_unwind(AssertUnwindSafe(|| {
+            compile_case(&dir.join(name), &mut outcome)
+        }));
+        if let Some(problem) = match v {
+            Ok(Ok(())) => None,
+            Ok(Err(m)) => Some(m),
+            Err(p) => Some(format!("panic: {}", panic_message(p))),
+        } {
+            report(format!("seed-{name}"), "ncl", bytes, problem);
+        }
+    }
+
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(
@@ -498,80 +785,115 @@ fn main() {
     );
     let strategy = (any::<u32>(), edits());
     let started = Instant::now();
+    let running = Arc::new(Running {
+        case: AtomicU64::new(IDLE),
+        since_ms: AtomicU64::new(0),
+        input: Mutex::new((Vec::new(), "")),
+    });
+    watchdog(running.clone(), started, findings_dir.clone());
     let mut counts = [0u64; 4];
-    let mut findings = Vec::new();
+    let mut unchanged = 0u64;
+    let mut outcomes: BTreeMap<Outcome, u64> = BTreeMap::new();
     let mut slowest = (Duration::ZERO, String::new());
     for n in 0..cases {
         let (pick, edits) = strategy
             .new_tree(&mut runner)
             .expect("a mutation")
             .current();
+        let pick = pick as usize;
         let target = (n % 4) as usize;
-        let case_started = Instant::now();
-        let (input, ext, verdict) = match target {
-            0 => {
-                let (name, bytes) = &seeds.corpus[pick as usize % seeds.corpus.len()];
-                let input = mutate(bytes, &edits, NICKEL_TOKENS, false);
-                let path = dir.join(format!("mutant-{name}"));
-                std::fs::write(&path, &input).expect("write a mutant");
-                let v = catch_unwind(AssertUnwindSafe(|| compile_case(&path)));
-                (input, "ncl", v)
-            }
-            1 => {
-                let (bytes, graph) = &seeds.fixtures[pick as usize % seeds.fixtures.len()];
-                let input = mutate(bytes, &edits, JSON_TOKENS, true);
-                let path = dir.join("case.state.json");
-                std::fs::write(&path, &input).expect("write a mutant");
-                let v = catch_unwind(AssertUnwindSafe(|| fixture_case(&path, graph)));
-                (input, "state.json", v)
-            }
-            2 => {
-                let bytes = &seeds.plan_files[pick as usize % seeds.plan_files.len()];
-                let input = mutate(bytes, &edits, JSON_TOKENS, true);
-                let path = dir.join("mutant.plan");
-                std::fs::write(&path, &input).expect("write a mutant");
-                let v = catch_unwind(AssertUnwindSafe(|| plan_file_case(&path)));
-                (input, "plan", v)
-            }
-            _ => {
-                let bytes = &seeds.plans[pick as usize % seeds.plans.len()];
-                let input = mutate(bytes, &edits, JSON_TOKENS, true);
-                let v = catch_unwind(AssertUnwindSafe(|| plan_json_case(&input)));
-                (input, "plan.json", v)
-            }
+        let (seed_input, ext, tokens): (&[u8], &'static str, &[&str]) = match target {
+            0 => (
+                &seeds.corpus[pick % seeds.corpus.len()].1,
+                "ncl",
+                NICKEL_TOKENS,
+            ),
+            1 => (
+                &seeds.fixtures[pick % seeds.fixtures.len()].0,
+                "state.json",
+                JSON_TOKENS,
+            ),
+            2 => (
+                &seeds.plan_files[pick % seeds.plan_files.len()],
+                "plan",
+                JSON_TOKENS,
+            ),
+            _ => (
+                &seeds.plans[pick % seeds.plans.len()],
+                "plan.json",
+                JSON_TOKENS,
+            ),
         };
+        let input = mutate(seed_input, &edits, tokens, target != 0);
+        if input == seed_input {
+            unchanged += 1;
+        }
+        let path = match target {
+            0 => dir.join(format!(
+                "mutant-{}",
+                seeds.corpus[pick % seeds.corpus.len()].0
+            )),
+            1 => dir.join("case.state.json"),
+            2 => dir.join("mutant.plan"),
+            _ => dir.join("mutant.plan.json"),
+        };
+        std::fs::write(&path, &input).expect("write a mutant");
+        if let Ok(mut g) = running.input.lock() {
+            *g = (input.clone(), ext);
+        }
+        running
+            .since_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        running.case.store(n, Ordering::SeqCst);
+        let case_started = Instant::now();
+        let mut outcome = Outcome::new();
+        let verdict = catch_unwind(AssertUnwindSafe(|| match target {
+            0 => compile_case(&path, &mut outcome),
+            1 => fixture_case(&path, &seeds.fixtures[pick % seeds.fixtures.len()].1),
+            2 => plan_file_case(&path, &keyed),
+            _ => plan_json_case(&input),
+        }));
+        running.case.store(IDLE, Ordering::SeqCst);
         counts[target] += 1;
         let took = case_started.elapsed();
         if took > slowest.0 {
             slowest = (took, ext.to_string());
         }
-        let problem = match verdict {
+        let mut problem = match verdict {
             Ok(Ok(())) => None,
             Ok(Err(m)) => Some(m),
-            Err(panic) => Some(format!(
-                "panic: {}",
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            )),
+            Err(panic) => Some(format!("panic: {}", panic_message(panic))),
         };
+        if target == 0 {
+            let stopped = outcome == codes::EVAL_TIMEOUT.0 || outcome == codes::EVAL_MEMORY.0;
+            *outcomes.entry(outcome).or_default() += 1;
+            if stopped && problem.is_none() {
+                problem = still_compiles(&seeds.probe).err();
+            }
+        }
         if let Some(problem) = problem {
-            let _ = std::fs::create_dir_all(&findings_dir);
-            let file = findings_dir.join(format!("finding-{n}.{ext}"));
-            let _ = std::fs::write(&file, &input);
-            eprintln!(
-                "finding {}: {problem} ({})",
-                findings.len() + 1,
-                file.display()
-            );
-            findings.push(problem);
+            report(n.to_string(), ext, &input, problem);
         }
     }
+    // A stopped evaluation's worker frees its heap and ends; one still running is a leak the
+    // daemon, which compiles every tick, would pile up.
+    let waited = Instant::now();
+    while evaluation_threads() > 0 && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = evaluation_threads();
+    if left > 0 {
+        report(
+            "threads".into(),
+            "txt",
+            b"",
+            format!("{left} evaluation thread(s) still running after the run"),
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
+    let outcomes: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
-        "fuzz: {cases} cases (seed {seed}; compile {}, fixtures {}, plan files {}, plans {}) in {secs:.1} s, slowest {:.2} s ({}), {} findings",
+        "fuzz: {cases} cases (seed {seed}; compile {}, fixtures {}, plan files {}, plans {}; {unchanged} left unchanged) in {secs:.1} s, slowest {:.2} s ({}), {} findings",
         counts[0],
         counts[1],
         counts[2],
@@ -580,6 +902,7 @@ fn main() {
         slowest.1,
         findings.len()
     );
+    println!("compile outcomes: {}", outcomes.join(", "));
     if !findings.is_empty() {
         std::process::exit(1);
     }
