@@ -1,0 +1,111 @@
+//! The build stays lean: no heavy crate is compiled twice (in two versions) for any set of
+//! features, and no second TLS stack creeps in (issue #20).
+//!
+//! Cargo.lock is the union of every feature set, target and dev-dependency, so a crate listed
+//! once there is built at most once whatever features are on. A dependency bump that pulls a
+//! second reqwest, hyper or rustls fails here with the versions and the fix.
+
+use std::collections::BTreeMap;
+
+/// Crates that cost minutes to compile or megabytes in the binary when doubled.
+const HEAVY: &[&str] = &[
+    "reqwest",
+    "hyper",
+    "hyper-util",
+    "hyper-rustls",
+    "h2",
+    "http",
+    "rustls",
+    "tokio-rustls",
+    "aws-lc-sys",
+    "aws-lc-rs",
+    "ring",
+    "tokio",
+    "tower",
+    "tonic",
+    "prost",
+    "axum",
+    "sqlx-core",
+    "libsqlite3-sys",
+    "nickel-lang-core",
+    "aws-sdk-ec2",
+    "aws-smithy-runtime",
+    "google-cloud-compute-v1",
+    "google-cloud-gax-internal",
+    "azure_core",
+    "serde",
+    "serde_json",
+];
+
+/// Crates that must not be built at all: the workspace is rustls-only.
+const BANNED: &[(&str, &str)] = &[
+    (
+        "openssl-sys",
+        "a dependency enabled native TLS; turn its `rustls` feature on and default features off",
+    ),
+    (
+        "native-tls",
+        "a dependency enabled native TLS; turn its `rustls` feature on and default features off",
+    ),
+];
+
+fn locked() -> BTreeMap<String, Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock");
+    let text = std::fs::read_to_string(path).expect("Cargo.lock is committed");
+    let lock: toml::Table = toml::from_str(&text).expect("Cargo.lock is TOML");
+    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for package in lock["package"].as_array().expect("[[package]] entries") {
+        let name = package["name"].as_str().expect("a package name");
+        let version = package["version"].as_str().expect("a package version");
+        versions
+            .entry(name.to_string())
+            .or_default()
+            .push(version.to_string());
+    }
+    versions
+}
+
+#[test]
+fn no_heavy_crate_is_built_twice() {
+    let versions = locked();
+    let doubled: Vec<String> = HEAVY
+        .iter()
+        .filter_map(|name| {
+            let v = versions.get(*name)?;
+            (v.len() > 1).then(|| format!("{name}: {}", v.join(", ")))
+        })
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "Cargo.lock holds two versions of a heavy crate:\n  {}\n\
+         Run `cargo tree -i NAME@VERSION` to see who pulls the older one, then align the \
+         versions in [workspace.dependencies] (or pick the dependency's version that uses ours).",
+        doubled.join("\n  ")
+    );
+    // The list names crates that are really there: a rename upstream must not silently turn
+    // this check off.
+    for name in [
+        "reqwest",
+        "hyper",
+        "rustls",
+        "tokio",
+        "nickel-lang-core",
+        "sqlx-core",
+    ] {
+        assert!(
+            versions.contains_key(name),
+            "`{name}` is no longer in Cargo.lock: update HEAVY"
+        );
+    }
+}
+
+#[test]
+fn no_native_tls() {
+    let versions = locked();
+    for (name, fix) in BANNED {
+        assert!(
+            !versions.contains_key(*name),
+            "Cargo.lock holds `{name}`: {fix} (`cargo tree -i {name}` shows who)."
+        );
+    }
+}
