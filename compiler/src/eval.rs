@@ -123,6 +123,30 @@ impl RawResource {
     }
 }
 
+/// One `moved` entry as evaluated: its addresses as written (the stdlib's contract checked
+/// their form), and where the entry and each field were written.
+#[derive(Debug, Clone)]
+pub struct RawMove {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub span: Option<Span>,
+    pub from_span: Option<Span>,
+    pub to_span: Option<Span>,
+}
+
+impl RawMove {
+    /// Adds `offset` to every span's file index (a module's sources appended to the stack's).
+    pub fn shift_files(mut self, offset: u32) -> Self {
+        for s in [&mut self.span, &mut self.from_span, &mut self.to_span]
+            .into_iter()
+            .flatten()
+        {
+            s.file += offset;
+        }
+        self
+    }
+}
+
 /// The evaluated stack, free of any Nickel value.
 #[derive(Debug, Clone)]
 pub struct Evaluated {
@@ -140,6 +164,8 @@ pub struct Evaluated {
     pub files_read: Vec<PathBuf>,
     /// Module files the stack lists (`modules`), relative to the stack file's directory.
     pub modules: Vec<String>,
+    /// The stack's (and, once merged, its modules') `moved` entries, in the order written.
+    pub moved: Vec<RawMove>,
 }
 
 /// An evaluation's outcome with the sources its diagnostics and spans point into.
@@ -465,7 +491,7 @@ fn build_program(source: &dyn Source, abs_str: &str, module: bool) -> Vm {
     let entry = if module {
         // A module contributes resources only; the stack's name and settings are the stack's.
         format!(
-            "{{ stack = {{ stack = \"module\", resources = ((import {user}) | (import {lib}).Module).resources }}, catalog = null }}"
+            "{{ stack = let m = ((import {user}) | (import {lib}).Module) in {{ stack = \"module\", resources = m.resources, moved = if std.record.has_field \"moved\" m then m.moved else [] }}, catalog = null }}"
         )
     } else {
         format!(
@@ -1005,6 +1031,10 @@ fn walk_output(
             }
         }
     };
+    let moved = match sget("moved") {
+        None => Vec::new(),
+        Some(v) => walk_moved(v, stack, pos, conv)?,
+    };
     let resources_v =
         sget("resources").ok_or_else(|| internal("stack has no `resources` field"))?;
     // A value made by a function (`std.array.generate`) has no position of its own: such a
@@ -1091,7 +1121,73 @@ fn walk_output(
         catalog,
         files_read: Vec::new(),
         modules,
+        moved,
     })
+}
+
+/// The stack's `moved` entries with their spans. The `Moved` contract has checked their shape;
+/// what still does not fit (a value the contract could not see) is E0120 where it was written.
+fn walk_moved(
+    v: &NickelValue,
+    stack: &NickelValue,
+    pos: &PosTable,
+    conv: &mut SpanConv,
+) -> Result<Vec<RawMove>, Vec<Diagnostic>> {
+    let field_span = conv
+        .user_span(pos.get(v.pos_idx()))
+        .or_else(|| field_name_pos(stack, "moved").and_then(|p| conv.user_span(p)));
+    let bad = |what: String, at: Option<Span>, conv: &SpanConv| {
+        Diagnostic::error(codes::MOVED_INVALID, "invalid `moved` entry")
+            .detail(format!(
+                "{what}; write `moved = [{{ from = \"instance.web-0\", to = \"instance.front-0\" }}]`"
+            ))
+            .at(at.and_then(|s| conv.sources.locate(s)))
+    };
+    let Some(items) = array_items(v) else {
+        return Err(vec![bad(
+            format!("`moved` must be a list of entries, got {}", value_kind(v)),
+            field_span,
+            conv,
+        )]);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut diags = Vec::new();
+    for item in items {
+        let span = conv.user_span(pos.get(item.pos_idx())).or(field_span);
+        let Some(fields) = record_fields(item) else {
+            diags.push(bad(
+                format!(
+                    "an entry must be a record `{{ from, to }}`, got {}",
+                    value_kind(item)
+                ),
+                span,
+                conv,
+            ));
+            continue;
+        };
+        let mut entry = RawMove {
+            from: None,
+            to: None,
+            span,
+            from_span: None,
+            to_span: None,
+        };
+        for (k, fv) in fields {
+            let at = conv.user_span(pos.get(fv.pos_idx())).or(span);
+            let text = fv.as_string().map(|s| s.to_string());
+            match k.as_str() {
+                "from" => (entry.from, entry.from_span) = (text, at),
+                "to" => (entry.to, entry.to_span) = (text, at),
+                _ => {}
+            }
+        }
+        out.push(entry);
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
+    }
 }
 
 #[cfg(test)]

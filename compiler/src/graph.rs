@@ -251,6 +251,7 @@ pub fn build(
         provider_settings: Value::Null,
         reconcile: Value::Null,
         placements: Vec::new(),
+        moved: Vec::new(),
     })
 }
 

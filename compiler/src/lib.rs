@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod eval;
 pub mod graph;
 pub mod lower;
+pub mod moved;
 pub mod prices;
 pub mod source;
 pub mod stdlib;
@@ -119,6 +120,9 @@ fn evaluate_stack(
                     evaluated
                         .resources
                         .extend(m.resources.into_iter().map(|r| r.shift_files(offset)));
+                    evaluated
+                        .moved
+                        .extend(m.moved.into_iter().map(|r| r.shift_files(offset)));
                     evaluated.files_read.extend(m.files_read);
                 }
                 Err(ds) => diagnostics.extend(ds.into_iter().map(|d| d.shift_files(offset))),
@@ -220,6 +224,10 @@ pub fn lower_evaluated(
         g.provider_settings = ev.provider_settings.clone();
         g.reconcile = ev.reconcile.clone();
         g.placements = placements;
+        if !ev.moved.is_empty() {
+            g.moved = moved::lower(&ev.moved, &g, sources, &mut one);
+            g.hash = moved::graph_hash(g.hash, &g.moved);
+        }
         g
     });
     diagnostics.extend(diagnostics::fold(one));

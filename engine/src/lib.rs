@@ -14,6 +14,7 @@ mod dag;
 mod executor;
 mod failure;
 mod intents;
+mod moves;
 mod observe;
 mod recover;
 mod scheduler;
@@ -113,6 +114,8 @@ pub struct ApplyReport {
     pub failed: Vec<(Step, CallFailure)>,
     /// Not attempted because something they depend on failed.
     pub skipped: Vec<Step>,
+    /// Resources renamed in state (`moved` entries), `(from, to)`: no provider call.
+    pub moved: Vec<(Address, Address)>,
 }
 
 impl ApplyReport {
@@ -204,8 +207,19 @@ async fn apply_locked(
     let serial = store
         .begin_generation(lock, plan.prior_serial, &lineage, &meta)
         .await?;
+    // Renames first, in a transaction of their own: every step after acts on the new rows.
+    let moved = match moves::record(plan, store, lock, serial).await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = store
+                .finish_generation(lock, serial, GenerationStatus::Partial)
+                .await;
+            return Err(e);
+        }
+    };
     let mut report = ApplyReport {
         serial,
+        moved,
         ..Default::default()
     };
     opts.progress.total(steps.len());
@@ -310,12 +324,15 @@ async fn apply_locked(
     };
     store.finish_generation(lock, serial, status).await?;
     let outcome = if report.ok() { "ok" } else { "partial" };
-    let details = format!(
+    let mut details = format!(
         "{} succeeded, {} failed, {} skipped",
         report.succeeded.len(),
         report.failed.len(),
         report.skipped.len()
     );
+    if !report.moved.is_empty() {
+        details.push_str(&format!(", {} moved", report.moved.len()));
+    }
     let _ = store
         .audit(
             &opts.actor,

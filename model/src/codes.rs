@@ -52,9 +52,17 @@ registry! {
     CROSS_PROVIDER = "E0117", "a resource attaches to a resource on another provider";
     MODULES_INVALID = "E0118", "`modules` is not a list of files";
     PROVIDER_LIMIT = "E0119", "a provider's limit is broken (block size, user data, volume size, tag or rule count), found at plan time before anything is created";
+    MOVED_INVALID = "E0120", "a `moved` entry is malformed: an address that is not `KIND.NAME` of a known kind, or a resource moved to itself";
+    MOVED_TARGET_MISSING = "E0121", "a `moved` entry's `to` is not a resource of the stack";
+    MOVED_FROM_DECLARED = "E0122", "a `moved` entry's `from` is still a resource of the stack";
+    MOVED_DUPLICATE = "E0123", "two `moved` entries move from the same address, or to the same address";
+    MOVED_CYCLE = "E0124", "`moved` entries form a cycle (every address on it is named)";
+    MOVED_KIND_CHANGE = "E0125", "a `moved` entry changes a resource's kind (e.g. instance to volume)";
+    MOVED_CHAIN = "E0126", "warning: `moved` entries chain (a to b, b to c); the first address moves to the last, as in Terraform";
     // Planning.
     PREVENT_DESTROY = "E0200", "the plan would delete or replace a resource with `prevent_destroy`";
     UNRESTORABLE = "E0201", "a rollback needs a sensitive value that state only keeps a digest of";
+    MOVE_CONFLICT = "E0202", "a `moved` entry cannot be planned: state holds both its `from` and its `to`";
     // State, plans and the workflow.
     STATE = "E0300", "state problem: not a state database, not writable, damaged, unreachable, lineage mismatch";
     LOCKED = "E0301", "the stack is locked by another run (holder, host, pid, operation and start named)";

@@ -91,6 +91,15 @@ pub struct Candidate {
     pub unavailable: Option<String>,
 }
 
+/// A `moved` entry as compiled: what state knows as `from` is now the resource `to`. Chains
+/// are resolved (a to b, b to c gives a to c and b to c), so `to` is always a resource of the
+/// graph and never another entry's `from`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Moved {
+    pub from: Address,
+    pub to: Address,
+}
+
 /// The compiled stack.
 #[derive(Debug, Clone)]
 pub struct Graph {
@@ -109,6 +118,9 @@ pub struct Graph {
     /// How `'cheapest` placed each group that asked for it (not part of the hash: the
     /// placement itself is, through each resource's provider).
     pub placements: Vec<Placement>,
+    /// The stack's `moved` entries, chains resolved, sorted by `from` (part of the hash when
+    /// there are any: a plan memo must not hide a move).
+    pub moved: Vec<Moved>,
 }
 
 /// A graph without its petgraph index: what the evaluation cache stores.
@@ -123,6 +135,8 @@ pub struct GraphDoc {
     pub reconcile: Value,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<Placement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<Moved>,
 }
 
 /// A [`GraphDoc`] of a graph, borrowed: what [`Graph::to_doc_json`] writes.
@@ -137,6 +151,8 @@ struct GraphDocRef<'a> {
     reconcile: &'a Value,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     placements: &'a [Placement],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    moved: &'a [Moved],
 }
 
 impl From<GraphDoc> for Graph {
@@ -166,6 +182,7 @@ impl From<GraphDoc> for Graph {
             provider_settings: d.provider_settings,
             reconcile: d.reconcile,
             placements: d.placements,
+            moved: d.moved,
         }
     }
 }
@@ -182,6 +199,7 @@ impl Graph {
             provider_settings: &self.provider_settings,
             reconcile: &self.reconcile,
             placements: &self.placements,
+            moved: &self.moved,
         })
     }
 
@@ -237,14 +255,18 @@ fn json_resource(r: &Resource) -> JsonResource<'_> {
 /// Version of the JSON documents below (docs/json.md).
 pub const JSON_VERSION: u32 = 1;
 
-/// `chimera eval --json`: the lowered resources.
+/// `chimera eval --json`: the lowered resources, and the `moved` entries when there are any.
 pub fn to_eval_json(g: &Graph) -> Value {
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "format_version": JSON_VERSION,
         "stack": g.stack,
         "hash": g.hash.to_hex(),
         "resources": g.resources.iter().map(json_resource).collect::<Vec<_>>(),
-    })
+    });
+    if !g.moved.is_empty() {
+        doc["moved"] = serde_json::to_value(&g.moved).unwrap_or_default();
+    }
+    doc
 }
 
 /// `chimera graph --format json`: nodes and edges.

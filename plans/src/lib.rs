@@ -10,6 +10,7 @@ pub mod cost;
 pub mod drift;
 pub mod findings;
 pub mod markdown;
+pub mod moves;
 pub mod noop;
 pub mod plan;
 pub mod planfile;

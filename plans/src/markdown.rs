@@ -171,14 +171,21 @@ fn attr_lines(out: &mut String, a: &AttrChange, tag: &str) {
     }
 }
 
-fn verb(c: &ResourceChange) -> &'static str {
-    match c.action {
+fn verb(c: &ResourceChange) -> String {
+    if let (Action::NoOp, Some(from)) = (c.action, &c.moved_from) {
+        return format!("has moved from {}", html(&from.to_string()));
+    }
+    let verb = match c.action {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
         Action::Replace if c.create_before_destroy => "will be replaced (create before destroy)",
         Action::Replace => "will be replaced",
         Action::Delete => "will be destroyed",
         Action::NoOp => "is unchanged",
+    };
+    match &c.moved_from {
+        Some(from) => format!("{verb} (moved from {})", html(&from.to_string())),
+        None => verb.to_string(),
     }
 }
 
@@ -355,11 +362,7 @@ pub fn plan_markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
     const NOTICE_RESERVE: usize = 700;
     let budget = opts.max_chars.saturating_sub(NOTICE_RESERVE);
     let mut out = head;
-    let changed: Vec<&ResourceChange> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .collect();
+    let changed: Vec<&ResourceChange> = plan.changes.iter().filter(|c| c.is_change()).collect();
     let mut shown = 0;
     for c in &changed {
         let mut s = section(c, false);
@@ -381,7 +384,11 @@ pub fn plan_markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
         }
         let parts: Vec<String> = left
             .iter()
-            .map(|(a, n)| format!("{n} to {}", a.verb()))
+            .map(|(a, n)| match a {
+                // A change without an action is a move.
+                Action::NoOp => format!("{n} to move"),
+                a => format!("{n} to {}", a.verb()),
+            })
             .collect();
         let _ = writeln!(
             out,

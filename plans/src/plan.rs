@@ -99,6 +99,18 @@ pub struct ResourceChange {
     /// For update, replace and delete: what state held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prior: Option<StateResource>,
+    /// The address state knew this resource by, when a `moved` entry renames it: `prior` is
+    /// that row under the new address, and applying the plan renames it in state (with no
+    /// provider call unless `action` asks for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<Address>,
+}
+
+impl ResourceChange {
+    /// Whether applying this change does anything: an action, or a move.
+    pub fn is_change(&self) -> bool {
+        self.action != Action::NoOp || self.moved_from.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,8 +147,17 @@ impl Plan {
         m
     }
 
+    /// Whether applying the plan does anything: an action, or a move.
     pub fn has_changes(&self) -> bool {
-        self.changes.iter().any(|c| c.action != Action::NoOp)
+        self.changes.iter().any(ResourceChange::is_change)
+    }
+
+    /// How many resources the plan moves to a new address.
+    pub fn moves(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.moved_from.is_some())
+            .count()
     }
 
     /// Integrity hash over the canonical plan, stored in plan files.
@@ -342,7 +363,8 @@ pub fn plan(desired: Option<&Graph>, stack: &str, prior: &Prior) -> Result<Plan,
         None => Vec::new(),
     };
     let hash = desired.map(|g| g.hash).unwrap_or(ContentHash([0; 32]));
-    let mut plan = plan_targets(order, stack, prior, hash, desired.is_none())?;
+    let moved = desired.map(|g| g.moved.as_slice()).unwrap_or_default();
+    let mut plan = plan_moved(order, stack, prior, hash, desired.is_none(), moved)?;
     plan.provider_settings = desired
         .map(|g| g.provider_settings.clone())
         .unwrap_or(Value::Null);
@@ -378,6 +400,7 @@ pub fn plan_owned(desired: Graph, prior: &Prior) -> Result<Plan, Vec<Diagnostic>
         hash,
         provider_settings,
         placements,
+        moved,
         ..
     } = desired;
     let mut slots: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
@@ -390,9 +413,34 @@ pub fn plan_owned(desired: Graph, prior: &Prior) -> Result<Plan, Vec<Diagnostic>
         })
         .collect();
     drop(slots);
-    let mut plan = plan_targets(targets, &stack, prior, hash, false)?;
+    let mut plan = plan_moved(targets, &stack, prior, hash, false, &moved)?;
     plan.provider_settings = provider_settings;
     plan.placements = placements;
+    Ok(plan)
+}
+
+/// As [`plan_targets`], after applying the stack's `moved` entries to the prior rows
+/// ([`crate::moves`]): each moved resource's change says where it moved from.
+pub fn plan_moved(
+    order: Vec<Target>,
+    stack: &str,
+    prior: &Prior,
+    desired_hash: ContentHash,
+    destroy: bool,
+    moved: &[chimera_model::graph::Moved],
+) -> Result<Plan, Vec<Diagnostic>> {
+    let Some(m) = crate::moves::apply(prior.resources, moved)? else {
+        return plan_targets(order, stack, prior, desired_hash, destroy);
+    };
+    let renamed = Prior {
+        lineage: prior.lineage.clone(),
+        serial: prior.serial,
+        resources: &m.rows,
+    };
+    let mut plan = plan_targets(order, stack, &renamed, desired_hash, destroy)?;
+    for c in &mut plan.changes {
+        c.moved_from = m.moved_from.get(&c.address).cloned();
+    }
     Ok(plan)
 }
 
@@ -442,6 +490,7 @@ pub fn plan_targets(
                     reasons: Vec::new(),
                     desired: Some(r.desired),
                     prior: None,
+                    moved_from: None,
                 },
             );
             continue;
@@ -467,6 +516,7 @@ pub fn plan_targets(
                     reasons: Vec::new(),
                     desired: Some(r.desired),
                     prior: Some((*old).clone()),
+                    moved_from: None,
                 },
             );
             continue;
@@ -546,6 +596,7 @@ pub fn plan_targets(
                 reasons,
                 desired: Some(r.desired),
                 prior: Some((*old).clone()),
+                moved_from: None,
             },
         );
     }
@@ -582,6 +633,7 @@ pub fn plan_targets(
                 reasons: Vec::new(),
                 desired: None,
                 prior: Some(old.clone()),
+                moved_from: None,
             },
         );
     }

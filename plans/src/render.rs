@@ -58,7 +58,19 @@ fn render_change(out: &mut String, c: &ResourceChange, st: &Style) {
         }
         Action::Replace => "will be replaced".to_string(),
         Action::Delete => "will be destroyed".to_string(),
-        Action::NoOp => return,
+        Action::NoOp => {
+            // A move alone, as Terraform shows it: no provider call, state follows.
+            if let Some(from) = &c.moved_from {
+                let _ = writeln!(
+                    out,
+                    "{} {} has moved to {}\n",
+                    st.paint("36", "#"),
+                    st.paint("1", &from.to_string()),
+                    st.paint("1", &c.address.to_string())
+                );
+            }
+            return;
+        }
     };
     let _ = writeln!(
         out,
@@ -66,6 +78,9 @@ fn render_change(out: &mut String, c: &ResourceChange, st: &Style) {
         st.action(c.action, sym),
         st.paint("1", &c.address.to_string())
     );
+    if let Some(from) = &c.moved_from {
+        let _ = writeln!(out, "    # (moved from {from})");
+    }
     for r in &c.reasons {
         let _ = writeln!(out, "    # {r}");
     }
@@ -331,12 +346,17 @@ pub fn placements_text(placements: &[Placement]) -> String {
     out
 }
 
-/// `Plan: 3 to create, 1 to update, 0 to replace, 2 to delete.`
+/// `Plan: 3 to create, 1 to update, 0 to replace, 2 to delete.`, and `, 1 to move` before
+/// the period when the plan moves anything.
 pub fn summary_line(plan: &Plan) -> String {
     let counts = plan.counts();
     let n = |a| counts.get(&a).copied().unwrap_or(0);
+    let moves = match plan.moves() {
+        0 => String::new(),
+        m => format!(", {m} to move"),
+    };
     format!(
-        "Plan: {} to create, {} to update, {} to replace, {} to delete.",
+        "Plan: {} to create, {} to update, {} to replace, {} to delete{moves}.",
         n(Action::Create),
         n(Action::Update),
         n(Action::Replace),
@@ -358,10 +378,13 @@ pub fn plan_json(plan: &Plan) -> Value {
         plan.destroy,
         plan.counts(),
     );
+    if plan.moves() > 0 {
+        doc["summary"]["move"] = plan.moves().into();
+    }
     doc["changes"] = plan
         .changes
         .iter()
-        .filter(|c| c.action != Action::NoOp)
+        .filter(|c| c.is_change())
         .map(|c| change_json(c, costs.get(&c.address)))
         .collect();
     doc["drift"] = serde_json::to_value(&plan.drift).unwrap_or_default();
@@ -400,7 +423,7 @@ fn change_json(c: &ResourceChange, cost: Option<&&cost::ResourceCost>) -> Value 
         (None, Some(p)) => (Some(p.provider), Some(&p.region), Some(&p.native_region)),
         _ => (None, None, None),
     };
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "address": c.address,
         "kind": c.address.kind,
         "name": c.address.name,
@@ -417,7 +440,11 @@ fn change_json(c: &ResourceChange, cost: Option<&&cost::ResourceCost>) -> Value 
             "monthly_before": r.monthly_before.map(cost::cents),
             "monthly_after": r.monthly_after.map(cost::cents),
         })),
-    })
+    });
+    if let Some(from) = &c.moved_from {
+        doc["moved_from"] = serde_json::json!(from);
+    }
+    doc
 }
 
 /// A memoized no-op plan, as [`plan_json`] shows a plan without changes.

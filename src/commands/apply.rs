@@ -131,8 +131,12 @@ pub fn conclude(
     let Some(report) = &applied.report else {
         return ExitStatus::Success;
     };
+    let moved = match report.moved.len() {
+        0 => String::new(),
+        n => format!(", {n} moved"),
+    };
     eprintln!(
-        "Apply {}: generation {} of stack `{}`, {} steps succeeded, {} failed, {} skipped.",
+        "Apply {}: generation {} of stack `{}`, {} steps succeeded, {} failed, {} skipped{moved}.",
         if report.ok() {
             "complete"
         } else {

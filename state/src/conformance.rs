@@ -329,7 +329,115 @@ pub async fn run(store: &dyn StateStore, prefix: &str) -> Result<(), String> {
             .map_err(e("audit"))?;
     }
     sealed_values(store, &stack).await?;
+    moves(store, &format!("{prefix}-moves")).await?;
     dump_and_restore(store, &stack).await
+}
+
+/// Renames (`moved` entries): the row moves with its cloud id and outputs, rows referring to
+/// it follow in the same transaction, history keeps the old address, and a move that does not
+/// fit state (no `from`, or an existing `to`) writes nothing.
+async fn moves(store: &dyn StateStore, stack: &str) -> Result<(), String> {
+    let e = |what: &'static str| move |err: StateError| format!("{what}: {err}");
+    let req = LockRequest {
+        owner: "alice".into(),
+        operation: "apply".into(),
+    };
+    let lock = store.lock(stack, &req).await.map_err(e("lock"))?;
+    let meta = GenerationMeta::default();
+    let g1 = store
+        .begin_generation(&lock, 0, "lineage-m", &meta)
+        .await
+        .map_err(e("begin 1"))?;
+    let subnet = |network: &str| {
+        let mut r = row("subnet.s", "id-s", "10.1.1.0/24");
+        r.attrs.insert(
+            "network".into(),
+            json!(format!("${{chimera:{network}.id}}")),
+        );
+        r.deps = vec![network.parse().expect("address")];
+        r
+    };
+    let ids = store
+        .record_intents(
+            &lock,
+            g1,
+            &[
+                intent("network.old", IntentAction::Create),
+                intent("subnet.s", IntentAction::Create),
+            ],
+        )
+        .await
+        .map_err(e("intents 1"))?;
+    store
+        .record_results(
+            &lock,
+            g1,
+            &[
+                (
+                    ids[0],
+                    Outcome::Put(Box::new(row("network.old", "id-old", "10.1.0.0/16"))),
+                ),
+                (ids[1], Outcome::Put(Box::new(subnet("network.old")))),
+            ],
+        )
+        .await
+        .map_err(e("results 1"))?;
+    store
+        .finish_generation(&lock, g1, GenerationStatus::Complete)
+        .await
+        .map_err(e("finish 1"))?;
+
+    let g2 = store
+        .begin_generation(&lock, g1, "lineage-m", &meta)
+        .await
+        .map_err(e("begin 2"))?;
+    let mut moved = row("network.new", "id-old", "10.1.0.0/16");
+    moved.hash = ContentHash([8; 32]);
+    let old: chimera_model::Address = "network.old".parse().map_err(|x: String| x)?;
+    let new: chimera_model::Address = "network.new".parse().map_err(|x: String| x)?;
+    store
+        .record_moves(
+            &lock,
+            g2,
+            &[(old.clone(), new.clone())],
+            &[moved.clone(), subnet("network.new")],
+        )
+        .await
+        .map_err(e("record_moves"))?;
+    let now = store.current(stack).await.map_err(e("current 2"))?;
+    ensure!(
+        now.len() == 2 && now[0] == moved && now[1] == subnet("network.new"),
+        "the row moved with its cloud id and the reference followed: {now:?}"
+    );
+    let then = store.resources_at(stack, g1).await.map_err(e("at 1"))?;
+    ensure!(
+        then.len() == 2 && then[0].address == old && then[1] == subnet("network.old"),
+        "history keeps the old address: {then:?}"
+    );
+    // Moves that do not fit state are refused and write nothing.
+    let other: chimera_model::Address = "network.other".parse().map_err(|x: String| x)?;
+    let taken: chimera_model::Address = "subnet.s".parse().map_err(|x: String| x)?;
+    for (from, to) in [(old.clone(), other), (new.clone(), taken)] {
+        let mut r = moved.clone();
+        r.address = to.clone();
+        match store.record_moves(&lock, g2, &[(from, to)], &[r]).await {
+            Err(StateError::Invalid(_)) => {}
+            other => {
+                return Err(format!(
+                    "a move that does not fit state must fail, got {other:?}"
+                ));
+            }
+        }
+    }
+    ensure!(
+        store.current(stack).await.map_err(e("current 3"))? == now,
+        "a refused move writes nothing"
+    );
+    store
+        .finish_generation(&lock, g2, GenerationStatus::Complete)
+        .await
+        .map_err(e("finish 2"))?;
+    store.unlock(&lock).await.map_err(e("unlock"))
 }
 
 /// Sealed sensitive values: written under the stack's lock, replaced by digest, read by digest

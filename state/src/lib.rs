@@ -366,6 +366,19 @@ pub trait StateStore: Send + Sync {
         self.record(lock, serial, results, &[]).await.map(|_| ())
     }
 
+    /// In one transaction, renames resources (`moved` entries): for each `(from, to)`, ends
+    /// the current row of `from`, and writes `rows` in generation `serial` — the moved rows
+    /// under their `to` addresses and the rows whose references followed them. Fails, writing
+    /// nothing, unless every `from` has a current row, no `to` has one, and `rows` holds each
+    /// `to`. Earlier generations keep the old addresses (history is not rewritten).
+    async fn record_moves(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        moves: &[(Address, Address)],
+        rows: &[StateResource],
+    ) -> Result<()>;
+
     async fn finish_generation(
         &self,
         lock: &Lock,

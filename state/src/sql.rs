@@ -126,6 +126,23 @@ pub trait Sql: Dialect {
         serial: u64,
         intents: &[NewIntent],
     ) -> Result<Vec<i64>>;
+    /// Ends the current rows of `rows`' addresses and writes `rows` in generation `serial`
+    /// (replacing a row written earlier in it).
+    async fn put_rows(
+        conn: &mut Self::Connection,
+        stack: &str,
+        serial: u64,
+        rows: &[&StateResource],
+    ) -> Result<()>;
+    /// Renames: checks each `from` has a current row and its `to` none, ends the `from` rows
+    /// and writes `rows` (see [`StateStore::record_moves`]).
+    async fn write_moves(
+        conn: &mut Self::Connection,
+        stack: &str,
+        serial: u64,
+        moves: &[(Address, Address)],
+        rows: &[StateResource],
+    ) -> Result<()>;
     async fn finish_generation(
         conn: &mut Self::Connection,
         stack: &str,
@@ -501,53 +518,14 @@ where
         }
         // Puts: end the rows they replace, then write this generation's rows (replacing one
         // written earlier in it).
-        let mut addresses = Vec::new();
-        let puts: Vec<Value> = results
+        let puts: Vec<&StateResource> = results
             .iter()
             .filter_map(|(_, o)| match o {
-                Outcome::Put(r) => Some({
-                    let a = r.address.to_string();
-                    addresses.push(a.clone());
-                    serde_json::json!({
-                        "a": a,
-                        "k": r.address.kind.as_str(),
-                        "p": r.provider.as_str(),
-                        "s": spec_json(r),
-                        "h": r.hash.to_hex(),
-                        "o": Value::Object(r.outputs.clone()).to_string(),
-                        "c": r.cloud_id,
-                        "d": serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()),
-                    })
-                }),
+                Outcome::Put(r) => Some(r.as_ref()),
                 _ => None,
             })
             .collect();
-        if !puts.is_empty() {
-            let batch = Value::Array(puts).to_string();
-            let rows = DB::JSON_ROWS;
-            sqlx::query(&format!(
-                "UPDATE resources SET valid_to = $2 WHERE stack = $3 AND valid_to IS NULL AND valid_from < $2 AND {}",
-                DB::ADDRESS_IN
-            ))
-            .bind(DB::addresses(addresses))
-            .bind(serial)
-            .bind(stack)
-            .execute(&mut *conn)
-            .await?;
-            // `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint.
-            sqlx::query(&format!(
-                "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) \
-                 SELECT $2, t.value ->> 'a', $3, NULL, t.value ->> 'k', t.value ->> 'p', t.value ->> 's', t.value ->> 'h', \
-                 t.value ->> 'o', t.value ->> 'c', t.value ->> 'd' FROM {rows} WHERE true \
-                 ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, \
-                 spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps"
-            ))
-            .bind(batch.as_str())
-            .bind(stack)
-            .bind(serial)
-            .execute(&mut *conn)
-            .await?;
-        }
+        Self::put_rows(conn, stack, serial as u64, &puts).await?;
         // Intent statuses: successes in bulk, failures (with their errors) one by one.
         let succeeded: Vec<i64> = results
             .iter()
@@ -618,6 +596,114 @@ where
         // is unspecified.
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    async fn put_rows(
+        conn: &mut Self::Connection,
+        stack: &str,
+        serial: u64,
+        rows: &[&StateResource],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let serial = serial as i64;
+        let mut addresses = Vec::with_capacity(rows.len());
+        let puts: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let a = r.address.to_string();
+                addresses.push(a.clone());
+                serde_json::json!({
+                    "a": a,
+                    "k": r.address.kind.as_str(),
+                    "p": r.provider.as_str(),
+                    "s": spec_json(r),
+                    "h": r.hash.to_hex(),
+                    "o": Value::Object(r.outputs.clone()).to_string(),
+                    "c": r.cloud_id,
+                    "d": serde_json::to_string(&r.deps).unwrap_or_else(|_| "[]".into()),
+                })
+            })
+            .collect();
+        let batch = Value::Array(puts).to_string();
+        let json_rows = DB::JSON_ROWS;
+        sqlx::query(&format!(
+            "UPDATE resources SET valid_to = $2 WHERE stack = $3 AND valid_to IS NULL AND valid_from < $2 AND {}",
+            DB::ADDRESS_IN
+        ))
+        .bind(DB::addresses(addresses))
+        .bind(serial)
+        .bind(stack)
+        .execute(&mut *conn)
+        .await?;
+        // `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint.
+        sqlx::query(&format!(
+            "INSERT INTO resources (stack, address, valid_from, valid_to, kind, provider, spec, spec_hash, outputs, cloud_id, deps) \
+             SELECT $2, t.value ->> 'a', $3, NULL, t.value ->> 'k', t.value ->> 'p', t.value ->> 's', t.value ->> 'h', \
+             t.value ->> 'o', t.value ->> 'c', t.value ->> 'd' FROM {json_rows} WHERE true \
+             ON CONFLICT (stack, address, valid_from) DO UPDATE SET valid_to = NULL, kind = excluded.kind, provider = excluded.provider, \
+             spec = excluded.spec, spec_hash = excluded.spec_hash, outputs = excluded.outputs, cloud_id = excluded.cloud_id, deps = excluded.deps"
+        ))
+        .bind(batch.as_str())
+        .bind(stack)
+        .bind(serial)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_moves(
+        conn: &mut Self::Connection,
+        stack: &str,
+        serial: u64,
+        moves: &[(Address, Address)],
+        rows: &[StateResource],
+    ) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        // Moves are few (one per `moved` entry that applies): one check and one end each.
+        for (from, to) in moves {
+            let (f, t) = (from.to_string(), to.to_string());
+            let mut current = [0i64; 2];
+            for (i, address) in [f.as_str(), t.as_str()].into_iter().enumerate() {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM resources WHERE stack = $1 AND address = $2 AND valid_to IS NULL",
+                )
+                .bind(stack)
+                .bind(address)
+                .fetch_one(&mut *conn)
+                .await?;
+                current[i] = n;
+            }
+            let [at_from, at_to] = current;
+            if at_from == 0 || at_to != 0 {
+                return Err(StateError::Invalid(format!(
+                    "cannot move {from} to {to} in stack `{stack}`: state {}; plan again",
+                    if at_from == 0 {
+                        format!("has no {from}")
+                    } else {
+                        format!("already has {to}")
+                    }
+                )));
+            }
+            if !rows.iter().any(|r| r.address == *to) {
+                return Err(StateError::Invalid(format!(
+                    "cannot move {from} to {to}: no row for {to} was given"
+                )));
+            }
+            sqlx::query(
+                "UPDATE resources SET valid_to = $1 WHERE stack = $2 AND address = $3 AND valid_to IS NULL",
+            )
+            .bind(serial as i64)
+            .bind(stack)
+            .bind(f.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let rows: Vec<&StateResource> = rows.iter().collect();
+        Self::put_rows(conn, stack, serial, &rows).await
     }
 
     async fn finish_generation(
@@ -754,6 +840,19 @@ impl<B: Backend> StateStore for B {
         locked(self, lock, async |conn| {
             B::DB::write_results(conn, &lock.stack, serial, results).await?;
             B::DB::write_intents(conn, &lock.stack, serial, intents).await
+        })
+        .await
+    }
+
+    async fn record_moves(
+        &self,
+        lock: &Lock,
+        serial: u64,
+        moves: &[(Address, Address)],
+        rows: &[StateResource],
+    ) -> Result<()> {
+        locked(self, lock, async |conn| {
+            B::DB::write_moves(conn, &lock.stack, serial, moves, rows).await
         })
         .await
     }
