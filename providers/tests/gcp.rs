@@ -512,20 +512,18 @@ fn plan_time_limits_name_what_to_change() {
     );
 }
 
-/// A plain HTTP client of the fake's project `p`: `call(method, path, body)` → status and JSON.
-fn rest(
-    fake: &FakeGcp,
-) -> (
-    ureq::Agent,
-    impl Fn(&str, &str, Option<Value>) -> (u16, Value),
-) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
-        .into();
+        .into()
+}
+
+/// A plain HTTP client of the fake's project `p`: `call(method, path, body)` → status and JSON.
+fn rest(fake: &FakeGcp) -> impl Fn(&str, &str, Option<Value>) -> (u16, Value) {
+    let a = agent();
     let base = format!("{}/compute/v1/projects/p", fake.url);
-    let a = agent.clone();
-    let call = move |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+    move |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         let url = format!("{base}/{path}");
         let mut r = match (method, body) {
             ("GET", _) => a.get(&url).call(),
@@ -540,8 +538,7 @@ fn rest(
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    };
-    (agent, call)
+    }
 }
 
 /// The fake holds to what the API reference says, checked over plain HTTP.
@@ -551,7 +548,7 @@ fn the_fake_holds_to_the_rest_contract() {
         op_delay: Duration::ZERO,
         ..Knobs::default()
     });
-    let (agent, call) = rest(&fake);
+    let (agent, call) = (agent(), rest(&fake));
     let base = format!("{}/compute/v1/projects/p", fake.url);
     let (s, op) = call(
         "POST",
@@ -677,7 +674,7 @@ fn the_fake_shows_an_insert_at_once_and_holds_its_name() {
         op_delay: Duration::from_millis(400),
         ..Knobs::default()
     });
-    let (_, call) = rest(&fake);
+    let call = rest(&fake);
     let wait = |op: &Value| {
         let path = op["selfLink"]
             .as_str()

@@ -1,5 +1,7 @@
 //! The fake's cloud: resources as the API shows them (JSON), operations and their effects, and
 //! one function per method. Every resource is keyed by its path (`projects/p/global/networks/n`).
+// A method's error is the HTTP response axum sends as it is: large, and never moved far.
+#![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime};
@@ -1380,10 +1382,12 @@ impl Cloud {
                 let dk = key_of("", d["source"].as_str().unwrap_or_default());
                 if d["autoDelete"].as_bool() == Some(true) {
                     c.resources.remove(&dk);
-                } else if let Some(disk) = c.resources.get_mut(&dk) {
-                    if let Some(users) = disk["users"].as_array_mut() {
-                        users.retain(|u| u.as_str() != Some(&me));
-                    }
+                } else if let Some(users) = c
+                    .resources
+                    .get_mut(&dk)
+                    .and_then(|disk| disk["users"].as_array_mut())
+                {
+                    users.retain(|u| u.as_str() != Some(&me));
                 }
             }
             Ok(())
