@@ -3,35 +3,14 @@
 //! nothing left), kill -9 during VM creates, a VM size the region lacks, throttling, orphans and
 //! import.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
 use std::time::Duration;
 
 use chimera_testkit::fake_azure::{FakeAzure, Knobs};
+use common::cloud::{crash_iterations, fleet, killed_applies, run, text};
 
 const VM: &str = "Microsoft.Compute/virtualMachines";
-
-fn chimera(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chimera"));
-    c.args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("CHIMERA_STATE")
-        .env_remove("AZURE_SUBSCRIPTION_ID");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    chimera(dir, args).output().expect("run chimera")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `providers.azure` pointing at the fake.
 fn settings(fake: &FakeAzure) -> String {
@@ -109,26 +88,8 @@ fn a_stack_on_azure_end_to_end() {
     assert_eq!(fake.resource_groups(), Vec::<String>::new());
 }
 
-fn fleet(fake: &FakeAzure, count: usize) -> String {
-    format!(
-        r#"let c = import "chimera.ncl" in
-let on = {{ provider = 'azure, region = "us-east" }} in
-let net = c.Network & on & {{ name = "main", cidr = "10.0.0.0/16" }} in
-let sn = c.Subnet & on & {{ name = "workers", network = net, cidr = "10.0.0.0/20" }} in
-{{ stack = "burst", providers = {},
-  resources = [net, sn] @ std.array.generate
-  (fun i => c.Instance & on & {{ name = "w-%{{std.to_string i}}", size = 'small, subnet = sn }}) {count} }}
-"#,
-        settings(fake)
-    )
-}
-
 #[test]
 fn kill_9_during_vm_creates_never_duplicates() {
-    let iterations: usize = std::env::var("CHIMERA_AZURE_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
     // Slow enough that kills land while VM PUTs and their operations are in flight.
     let fake = FakeAzure::start(Knobs {
         latency: Duration::from_millis(30),
@@ -138,32 +99,9 @@ fn kill_9_during_vm_creates_never_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let count = 20;
-    std::fs::write(d.join("main.ncl"), fleet(&fake, count)).unwrap();
-    let mut seed: u64 = 0xa3_5eed;
-    let mut interrupted = 0;
-    for _ in 0..iterations {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let wait = 200 + (seed >> 33) % 1500;
-        let mut child = chimera(d, &["apply", "-y", "--parallelism", "16"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(wait));
-        match child.try_wait().unwrap() {
-            None => interrupted += 1,
-            Some(s) if !s.success() => {
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-                panic!("an apply failed by itself: {err}");
-            }
-            Some(_) => {}
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    std::fs::write(d.join("main.ncl"), fleet("azure", &settings(&fake), count)).unwrap();
+    let iterations = crash_iterations("CHIMERA_AZURE_CRASH_ITERATIONS");
+    let interrupted = killed_applies(d, iterations, 0xa3_5eed, 200..1700);
     assert!(
         interrupted >= 2,
         "only {interrupted} kills hit an apply in flight"
@@ -242,7 +180,7 @@ fn throttled_requests_wait_out_retry_after_and_the_apply_succeeds() {
     });
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("main.ncl"), fleet(&fake, 6)).unwrap();
+    std::fs::write(d.join("main.ncl"), fleet("azure", &settings(&fake), 6)).unwrap();
     let o = run(d, &["apply", "-y"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(fake.throttled() > 5, "throttled {}", fake.throttled());

@@ -1,1 +1,2 @@
+pub mod cloud;
 pub mod serve;
