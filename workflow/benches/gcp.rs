@@ -14,19 +14,7 @@ use chimera_engine::{ApplyOptions, Providers, apply};
 use chimera_providers::gcp::{GcpCloud, GcpSettings};
 use chimera_state::SqliteStore;
 use chimera_testkit::fake_gcp::{FakeGcp, Knobs};
-use common::{median, plan_of};
-
-fn fleet(n: usize) -> String {
-    format!(
-        r#"let c = import "chimera.ncl" in
-let on = {{ provider = 'gcp, region = "us-east" }} in
-let net = c.Network & on & {{ name = "main", cidr = "10.0.0.0/16" }} in
-let sn = c.Subnet & on & {{ name = "workers", network = net, cidr = "10.0.0.0/20" }} in
-{{ stack = "bench-gcp", resources = [net, sn] @ std.array.generate
-  (fun i => c.Instance & on & {{ name = "w-%{{std.to_string i}}", size = 'small, subnet = sn.outputs.id }}) {n} }}
-"#
-    )
-}
+use common::{cloud, plan_of};
 
 async fn once(latency: Duration, n: usize, parallelism: usize) -> f64 {
     let fake = FakeGcp::start(Knobs {
@@ -35,7 +23,11 @@ async fn once(latency: Duration, n: usize, parallelism: usize) -> f64 {
         ..Knobs::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("main.ncl"), fleet(n)).unwrap();
+    std::fs::write(
+        dir.path().join("main.ncl"),
+        cloud::fleet("gcp", "bench-gcp", n),
+    )
+    .unwrap();
     let store = SqliteStore::open(&dir.path().join("state.db"))
         .await
         .unwrap();
@@ -60,35 +52,16 @@ async fn once(latency: Duration, n: usize, parallelism: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let n = args.first().copied().unwrap_or(200);
-    let runs = args.get(1).copied().unwrap_or(3);
+    let (n, runs) = cloud::args();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    println!("| instances | fake | parallelism | apply median (s) | runs | p16 speed-up |");
-    println!("|---:|---|---:|---:|---:|---:|");
-    for (label, latency) in [
+    let modes = [
         ("50 ms operations", Duration::ZERO),
         (
             "50 ms operations + 50 ms per request",
             Duration::from_millis(50),
         ),
-    ] {
-        let mut medians = Vec::new();
-        for p in [1, 16] {
-            let times: Vec<f64> = (0..runs)
-                .map(|_| rt.block_on(once(latency, n, p)))
-                .collect();
-            let m = median(times);
-            medians.push(m);
-            let speedup = if p == 16 {
-                format!("{:.2}×", medians[0] / m)
-            } else {
-                String::new()
-            };
-            println!("| {n} | {label} | {p} | {m:.2} | {runs} | {speedup} |");
-        }
-    }
+    ];
+    cloud::table(n, runs, "fake", &modes, |latency, p| {
+        rt.block_on(once(*latency, n, p))
+    });
 }

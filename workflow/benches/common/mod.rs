@@ -2,6 +2,8 @@
 // Each bench uses a part of this.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::path::Path;
 
 use chimera_compiler::{EvalOptions, compile};
