@@ -270,3 +270,102 @@ fn orphans_and_import_on_gcp() {
         text(&o)
     );
 }
+
+/// A stack whose network tags, instance address and disk size are parameters.
+fn changeable(fake: &FakeGcp, team: &str, public_ip: bool, size_gib: u32) -> String {
+    format!(
+        r#"let c = import "chimera.ncl" in
+let on = {{ provider = 'gcp, region = "us-east" }} in
+let net = c.Network & on & {{ name = "main", cidr = "10.0.0.0/16", tags = {{ team = "{team}" }} }} in
+let sn = c.Subnet & on & {{ name = "web", network = net, cidr = "10.0.1.0/24" }} in
+let vm = c.Instance & on & {{ name = "web", size = 'small, subnet = sn, public_ip = {public_ip} }} in
+{{ stack = "changes", providers = {},
+  resources = [net, sn, vm, c.Volume & on & {{ name = "data", size_gib = {size_gib}, instance = vm }}] }}
+"#,
+        providers(fake)
+    )
+}
+
+/// What GCP cannot change in place is planned as a replace (reason named), applied, and
+/// converges; what it can (a disk that grows) stays an update.
+#[test]
+fn changes_gcp_cannot_make_in_place_are_planned_as_replacements() {
+    let fake = fake(5);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |team, ip, size| {
+        std::fs::write(d.join("main.ncl"), changeable(&fake, team, ip, size)).unwrap()
+    };
+    write("a", false, 20);
+    let o = run(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Network tags live in its description, fixed at creation: a replace, which replaces the
+    // subnet and the instance on it too.
+    write("b", false, 20);
+    let o = run(d, &["plan", "--detailed-exitcode"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("-/+ network.main"), "{t}");
+    assert!(
+        t.contains("forces replacement on gcp: GCP fixes a network's description"),
+        "{t}"
+    );
+    let o = run(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let nets = fake.all("networks");
+    assert_eq!(nets.len(), 1, "{:?}", nets.keys());
+    let described = nets.values().next().unwrap()["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(described.contains("\"team\":\"b\""), "{described}");
+
+    // The external address: a replace of the instance alone.
+    write("b", true, 20);
+    let o = run(d, &["plan", "--detailed-exitcode"]);
+    let t = text(&o);
+    assert!(t.contains("-/+ instance.web"), "{t}");
+    assert!(t.contains("`public_ip` forces replacement on gcp"), "{t}");
+    assert!(
+        !t.contains("network.main"),
+        "only the instance changes: {t}"
+    );
+    let o = run(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let vms = fake.all("instances");
+    assert_eq!(vms.len(), 1, "{:?}", vms.keys());
+    let vm = vms.values().next().unwrap();
+    assert!(
+        vm["networkInterfaces"][0]["accessConfigs"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{vm}"
+    );
+
+    // A disk grows in place, and is replaced to shrink.
+    write("b", true, 30);
+    let o = run(d, &["plan"]);
+    let t = text(&o);
+    assert!(t.contains("~ volume.data"), "{t}");
+    let o = run(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+    write("b", true, 10);
+    let o = run(d, &["plan"]);
+    let t = text(&o);
+    assert!(t.contains("-/+ volume.data"), "{t}");
+    assert!(t.contains("`size_gib` forces replacement on gcp"), "{t}");
+    let o = run(d, &["apply", "-y"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The instance's boot disk is a disk too: only the volume's are counted.
+    let disks: Vec<Value> = fake
+        .all("disks")
+        .into_iter()
+        .filter(|(path, _)| path.contains("/disks/data-"))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(disks.len(), 1, "{disks:?}");
+    assert_eq!(disks[0]["sizeGb"], json!("10"));
+    let o = run(d, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "converged: {}", text(&o));
+}

@@ -7,7 +7,7 @@ use chimera_model::codes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chimera_model::hash::Hasher;
-use chimera_model::kinds::is_force_new;
+use chimera_model::kinds::force_new_reason;
 use chimera_model::{Address, ContentHash, Diagnostic, ProviderName, Ref, StateResource};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -548,10 +548,11 @@ pub fn plan_targets(
             if before == after && !dep_recreated {
                 continue;
             }
-            let fnew = is_force_new(r.address.kind, k);
-            if fnew {
+            let why = force_new_reason(r.address.kind, r.desired.provider, k, before, after);
+            let fnew = why.is_some();
+            if let Some(why) = why {
                 replace = true;
-                reasons.push(format!("`{k}` forces replacement"));
+                reasons.push(why);
             }
             let is_sensitive =
                 sensitive.contains(k.as_str()) || old.sensitive.iter().any(|s| s == k);

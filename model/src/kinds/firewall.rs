@@ -53,6 +53,7 @@ pub static DEF: KindDef = KindDef {
     force_new: &["network"],
     sensitive: &[],
     names: &NAMES,
+    provider_force_new: &[],
 };
 
 /// Whether an attribute of `kind` holds firewall rules.

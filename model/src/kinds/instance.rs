@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Field, KindDef, NameRule, name_rules};
+use super::{Field, ForceNewWhen, KindDef, NameRule, ProviderForceNew, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,4 +78,18 @@ pub static DEF: KindDef = KindDef {
     force_new: &["image", "image_ref", "subnet", "user_data"],
     sensitive: &["user_data"],
     names: &NAMES,
+    provider_force_new: &[
+        ProviderForceNew {
+            provider: ProviderName::Aws,
+            attr: "public_ip",
+            when: ForceNewWhen::Changed,
+            why: "EC2 assigns an instance's public address at launch",
+        },
+        ProviderForceNew {
+            provider: ProviderName::Gcp,
+            attr: "public_ip",
+            when: ForceNewWhen::Changed,
+            why: "Chimera gives a GCP instance its external address at creation",
+        },
+    ],
 };

@@ -128,6 +128,44 @@ pub struct KindDef {
     pub sensitive: &'static [&'static str],
     /// Name rules per provider, beyond the generic one every name follows.
     pub names: &'static [(ProviderName, NameRule)],
+    /// Changes one provider cannot make in place, beyond `force_new` (which holds on every
+    /// provider): planned as a replacement there, an update elsewhere.
+    pub provider_force_new: &'static [ProviderForceNew],
+}
+
+/// A change that forces a replacement on one provider (Terraform's per-resource `ForceNew` and
+/// `ForceNewIfChange`, where Chimera's kinds span providers).
+#[derive(Debug)]
+pub struct ProviderForceNew {
+    pub provider: ProviderName,
+    pub attr: &'static str,
+    pub when: ForceNewWhen,
+    /// Why, for the plan's reason line: what the cloud cannot do.
+    pub why: &'static str,
+}
+
+/// Which changes of the attribute force the replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForceNewWhen {
+    /// Any change.
+    Changed,
+    /// A smaller number than before (disks that only grow).
+    Shrinks,
+}
+
+impl ForceNewWhen {
+    fn applies(self, before: Option<&Value>, after: Option<&Value>) -> bool {
+        match self {
+            ForceNewWhen::Changed => before != after,
+            ForceNewWhen::Shrinks => match (
+                before.and_then(Value::as_f64),
+                after.and_then(Value::as_f64),
+            ) {
+                (Some(b), Some(a)) => a < b,
+                _ => false,
+            },
+        }
+    }
 }
 
 impl KindDef {
@@ -163,6 +201,26 @@ pub fn def(kind: Kind) -> &'static KindDef {
 /// force-new (it may name anything).
 pub fn is_force_new(kind: Kind, attr: &str) -> bool {
     def(kind).force_new.contains(&attr) || matches!(attr, "local" | "aws" | "gcp" | "azure")
+}
+
+/// Why changing `attr` of a `kind` resource on `provider` from `before` to `after` forces a
+/// replacement, or `None` when the change is made in place. The planner asks this for every
+/// attribute that changed.
+pub fn force_new_reason(
+    kind: Kind,
+    provider: ProviderName,
+    attr: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> Option<String> {
+    if is_force_new(kind, attr) {
+        return Some(format!("`{attr}` forces replacement"));
+    }
+    def(kind)
+        .provider_force_new
+        .iter()
+        .find(|r| r.provider == provider && r.attr == attr && r.when.applies(before, after))
+        .map(|r| format!("`{attr}` forces replacement on {provider}: {}", r.why))
 }
 
 /// The kind-specific, typed part of a resource. Serialised untagged: a spec's JSON is the
@@ -318,6 +376,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn provider_force_new_rules_name_attributes_of_the_kind() {
+        for kind in Kind::ALL {
+            for r in def(kind).provider_force_new {
+                assert!(
+                    def(kind).has_field(r.attr) || r.attr == "tags",
+                    "{kind}: `{}` is not an attribute",
+                    r.attr
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_one_provider_cannot_make_replaces_there_only() {
+        let tags = |t: &str| serde_json::json!({ "team": t });
+        let (a, b) = (tags("a"), tags("b"));
+        let why = force_new_reason(Kind::Network, ProviderName::Gcp, "tags", Some(&a), Some(&b));
+        assert!(why.is_some_and(|w| w.contains("on gcp")));
+        for p in [ProviderName::Aws, ProviderName::Azure, ProviderName::Local] {
+            assert_eq!(
+                force_new_reason(Kind::Network, p, "tags", Some(&a), Some(&b)),
+                None
+            );
+        }
+        // Disks grow in place and are replaced to shrink, on every cloud; locally both in place.
+        let (small, big) = (serde_json::json!(10), serde_json::json!(20));
+        for p in [ProviderName::Aws, ProviderName::Gcp, ProviderName::Azure] {
+            assert!(
+                force_new_reason(Kind::Volume, p, "size_gib", Some(&big), Some(&small)).is_some()
+            );
+            assert_eq!(
+                force_new_reason(Kind::Volume, p, "size_gib", Some(&small), Some(&big)),
+                None
+            );
+        }
+        assert_eq!(
+            force_new_reason(
+                Kind::Volume,
+                ProviderName::Local,
+                "size_gib",
+                Some(&big),
+                Some(&small)
+            ),
+            None
+        );
+        // The kind's own force-new holds everywhere.
+        assert!(force_new_reason(Kind::Network, ProviderName::Local, "cidr", None, None).is_some());
     }
 
     #[test]

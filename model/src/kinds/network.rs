@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, KindDef, NameRule, name_rules};
+use super::{Field, ForceNewWhen, KindDef, NameRule, ProviderForceNew, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,4 +25,10 @@ pub static DEF: KindDef = KindDef {
     force_new: &["cidr"],
     sensitive: &[],
     names: &NAMES,
+    provider_force_new: &[ProviderForceNew {
+        provider: ProviderName::Gcp,
+        attr: "tags",
+        when: ForceNewWhen::Changed,
+        why: "GCP fixes a network's description, where Chimera keeps its tags, at creation",
+    }],
 };

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, KindDef, NameRule, name_rules};
+use super::{Field, ForceNewWhen, KindDef, NameRule, ProviderForceNew, name_rules};
 use crate::{Kind, ProviderName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,4 +56,24 @@ pub static DEF: KindDef = KindDef {
     force_new: &["zone", "encrypted", "type", "disk_type"],
     sensitive: &[],
     names: &NAMES,
+    provider_force_new: &[
+        ProviderForceNew {
+            provider: ProviderName::Aws,
+            attr: "size_gib",
+            when: ForceNewWhen::Shrinks,
+            why: "EBS volumes only grow",
+        },
+        ProviderForceNew {
+            provider: ProviderName::Gcp,
+            attr: "size_gib",
+            when: ForceNewWhen::Shrinks,
+            why: "persistent disks only grow",
+        },
+        ProviderForceNew {
+            provider: ProviderName::Azure,
+            attr: "size_gib",
+            when: ForceNewWhen::Shrinks,
+            why: "managed disks only grow",
+        },
+    ],
 };

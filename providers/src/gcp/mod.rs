@@ -18,8 +18,9 @@
 //! **Tags.** Instances and disks carry them as labels (GCP's label alphabet is `[a-z0-9_-]`, so
 //! other characters are escaped as `_xx`, reversibly); networks, subnetworks and firewall rules
 //! have no labels and carry them in their description, as JSON. GCP fixes a network's and a
-//! subnetwork's description at creation: their tags cannot change in place (an update that
-//! changes them is refused with what to do).
+//! subnetwork's description at creation: their tags cannot change in place, so the planner
+//! replaces them (`provider_force_new` in the model's kinds; an update that still asks is
+//! refused with what to do).
 //!
 //! **Operations.** Every mutation returns a global, region or zone operation; it is polled
 //! (from `providers.gcp.poll_interval_ms`, doubling up to 5 s) until DONE, and a DONE operation's
