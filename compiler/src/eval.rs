@@ -233,24 +233,32 @@ fn evaluate_with(
     opts: &EvalOptions,
     module: bool,
 ) -> EvalOutput {
-    let owned = path.to_path_buf();
-    let worker_source = source.clone();
     let shown = source.display(&path.to_string_lossy());
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
-    let worker_stop = stop.clone();
-    let worker = std::thread::Builder::new()
-        .name("nickel-eval".into())
-        // Deeply nested input recurses in Nickel's parser and in our walk.
-        .stack_size(512 << 20)
-        .spawn(move || {
-            STOP.with(|s| *s.borrow_mut() = worker_stop);
+    // The worker's closure, made afresh for each try: a spawn that fails drops the one it had.
+    let job = || {
+        let (tx, source, path, stop) =
+            (tx.clone(), source.clone(), path.to_path_buf(), stop.clone());
+        move || {
+            STOP.with(|s| *s.borrow_mut() = stop);
             let mut program = None;
-            let out = evaluate_here(worker_source.as_ref(), &owned, &mut program, module);
+            let out = evaluate_here(source.as_ref(), &path, &mut program, module);
             let _ = tx.send(out);
             // Freeing a large Nickel heap takes a while; do it here, while the caller lowers.
             drop(program);
-        });
+        }
+    };
+    let spawn = |stack: usize| {
+        std::thread::Builder::new()
+            .name("nickel-eval".into())
+            .stack_size(stack)
+            .spawn(job())
+    };
+    // A machine that will not map the sized stack still evaluates, on the floor's.
+    let worker = spawn(worker_stack(opts.memory_limit)).or_else(|_| spawn(STACK_FLOOR as usize));
+    // Only the worker may hold a sender: its end (a panic included) is how a crash shows.
+    drop(tx);
     if let Err(e) = worker {
         return EvalOutput {
             result: Err(vec![
@@ -301,6 +309,30 @@ fn evaluate_with(
         }
     }
 }
+
+/// The evaluation thread's stack. Deeply nested input recurses in Nickel's parser and in our
+/// walk (512 MiB covers it), and freeing a stopped runaway recursion recurses too: its heap is
+/// one long chain of environments and thunks, which Nickel's types drop one link per stack
+/// frame. Measured on the default 1.5 GiB limit (tests/runaway_free.rs, debug build): a 512 MiB
+/// stack overflowed and aborted the process, a stack as large as the limit did not. So the stack
+/// is [`FREE_STACK_PER_HEAP_BYTE`] times the memory limit. It is address space, not memory: only
+/// the pages a drop touches become resident, and the thread returns them when it ends. Without
+/// a memory limit (the time limit alone) the stack is sized to the default limit's.
+fn worker_stack(memory_limit: Option<u64>) -> usize {
+    let heap = memory_limit.unwrap_or_else(default_memory_limit);
+    usize::try_from(
+        heap.saturating_mul(FREE_STACK_PER_HEAP_BYTE)
+            .max(STACK_FLOOR),
+    )
+    .unwrap_or(usize::MAX)
+}
+
+/// The evaluation thread's least stack: what deeply nested input needs.
+const STACK_FLOOR: u64 = 512 << 20;
+
+/// Stack bytes reserved per byte of the memory limit: twice what freeing a stopped recursion
+/// was measured to need (see [`worker_stack`]).
+const FREE_STACK_PER_HEAP_BYTE: u64 = 2;
 
 /// Turns the worker's stop switch and gives it a moment to unwind and free its heap (it fails at
 /// the next thunk it forces), so a caller that goes on does not keep a runaway evaluation.
