@@ -15,6 +15,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    chimera_providers::install_tls_crypto();
     let cli = commands::Cli::parse();
     let status = commands::run(cli);
     // Exit right away: an evaluation abandoned at its time or memory limit may still be running

@@ -1,5 +1,5 @@
 //! The build stays lean: no heavy crate is compiled twice (in two versions) for any set of
-//! features, and no second TLS stack creeps in (issue #20).
+//! features, and no second TLS stack or crypto provider creeps in (issue #20).
 //!
 //! Cargo.lock is the union of every feature set, target and dev-dependency, so a crate listed
 //! once there is built at most once whatever features are on. A dependency bump that pulls a
@@ -17,8 +17,6 @@ const HEAVY: &[&str] = &[
     "http",
     "rustls",
     "tokio-rustls",
-    "aws-lc-sys",
-    "aws-lc-rs",
     "ring",
     "tokio",
     "tower",
@@ -37,8 +35,13 @@ const HEAVY: &[&str] = &[
     "serde_json",
 ];
 
-/// Crates that must not be built at all: the workspace is rustls-only.
+/// Crates that must not be built at all: the workspace is rustls-only, on one crypto provider
+/// (ring; `chimera_providers::install_tls_crypto`).
 const BANNED: &[(&str, &str)] = &[
+    (
+        "aws-lc-sys",
+        "a dependency enabled rustls's aws-lc backend (a second crypto provider beside ring, and a 44 s C build); turn it off: reqwest `rustls-no-provider`, the AWS SDK without `default-https-client`, google-cloud without `default-rustls-provider`, azure_core without `reqwest_rustls`",
+    ),
     (
         "openssl-sys",
         "a dependency enabled native TLS; turn its `rustls` feature on and default features off",

@@ -9,11 +9,11 @@
 pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
-#[cfg(feature = "gcp")]
-pub mod gcp;
 pub mod clock;
 pub mod cloud;
 pub mod conformance;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -25,6 +25,20 @@ use chimera_model::kinds::Spec;
 use chimera_model::{Address, Kind, ProviderName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// Makes ring the process's TLS crypto provider, once. Every HTTPS client in Chimera is rustls
+/// on ring: reqwest (the agents' LLM and forge clients, the Azure provider), Azure's and Google's
+/// credential clients, and the AWS SDK's client (told so directly). The crates are built
+/// without their own default provider (aws-lc: a second copy of the primitives and a 44 s C
+/// build, docs/benchmarks.md), so this runs before any of those clients is made; the CLI calls
+/// it first thing, and each client's constructor calls it too, for library users.
+pub fn install_tls_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: another provider was installed first (by an embedding program); it is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 
 /// Tags every provider puts on what it creates, so `orphans` and crash recovery can find it.
 pub const TAG_STACK: &str = "chimera-stack";
@@ -470,5 +484,29 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     async fn utilisation(&self, at: &CloudRef) -> Result<Option<Utilisation>> {
         (**self).utilisation(at).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Built without reqwest's own provider, a client made before [`super::install_tls_crypto`]
+    /// panics ("No rustls crypto provider is configured"); after it, clients are made on ring.
+    #[test]
+    fn the_process_tls_crypto_provider_is_ring() {
+        super::install_tls_crypto();
+        super::install_tls_crypto();
+        let installed = rustls::crypto::CryptoProvider::get_default().expect("installed");
+        let ring = rustls::crypto::ring::default_provider();
+        let names = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(installed), names(&ring));
+        #[cfg(feature = "azure")]
+        assert!(reqwest::Client::builder().build().is_ok());
+        #[cfg(feature = "aws")]
+        drop(super::aws::https_client());
     }
 }

@@ -177,7 +177,13 @@ pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
 }
 
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    // rustls on ring, as the aws provider's client (the SDK's default client would bring aws-lc).
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
         .region(aws_sdk_ec2::config::Region::new(REGION))
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
             ACCESS_KEY,

@@ -606,6 +606,7 @@ fn client(auth: &HeaderValue, retry: &RetryPolicy) -> Result<reqwest::Client, Ag
         "x-github-api-version",
         HeaderValue::from_static(API_VERSION),
     );
+    chimera_providers::install_tls_crypto();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .default_headers(headers)

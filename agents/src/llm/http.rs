@@ -35,6 +35,7 @@ struct Failure {
 
 impl Http {
     pub(crate) fn new(config: &LlmConfig) -> Result<Http, AgentError> {
+        chimera_providers::install_tls_crypto();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()

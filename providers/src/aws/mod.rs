@@ -125,6 +125,15 @@ enum Source {
     Given(Box<aws_config::SdkConfig>),
 }
 
+/// The SDK's HTTPS client on rustls with ring, the process's one TLS crypto provider (the SDK's
+/// `default-https-client` would bring aws-lc; see [`crate::install_tls_crypto`]).
+pub fn https_client() -> aws_sdk_ec2::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 pub struct AwsCloud {
     settings: AwsSettings,
     source: Source,
@@ -179,6 +188,7 @@ impl AwsCloud {
                     Source::Given(c) => c.as_ref().clone(),
                     Source::Chain => {
                         aws_config::defaults(aws_config::BehaviorVersion::latest())
+                            .http_client(https_client())
                             .load()
                             .await
                     }
@@ -204,6 +214,9 @@ impl AwsCloud {
                             .with_initial_backoff(Duration::from_millis(20))
                             .with_max_backoff(Duration::from_secs(5)),
                     );
+                if conf.http_client().is_none() {
+                    b = b.http_client(https_client());
+                }
                 if let Some(ep) = &self.settings.endpoint {
                     b = b.endpoint_url(ep);
                 }

@@ -286,6 +286,7 @@ impl AzureCloud {
     async fn arm(&self) -> Result<&Arm> {
         self.arm
             .get_or_try_init(|| async {
+                crate::install_tls_crypto();
                 let credential = credential(self.settings.credential)?;
                 let http = reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(10))

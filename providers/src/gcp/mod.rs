@@ -453,6 +453,7 @@ impl GcpCloud {
     async fn clients(&self) -> Result<&Clients> {
         self.clients
             .get_or_try_init(|| async {
+                crate::install_tls_crypto();
                 let ep = self.settings.endpoint.clone();
                 // Plain http is the fake or an emulator: no credentials, never a token in clear.
                 let anonymous = ep.as_deref().is_some_and(|e| e.starts_with("http://"));
