@@ -1,7 +1,8 @@
 //! Provider call governance for the daemon: per provider, a token bucket every call waits on,
 //! a circuit that opens after consecutive transient failures (throttled, retryable), refuses
 //! calls at once for a while, then lets one trial call decide, and call metrics (latency and
-//! errors by provider, verb and class).
+//! errors by provider, verb and class). Each call is a `debug` span, `provider_call` (provider,
+//! verb), for a subscriber that times the phases of a tick.
 //!
 //! All state lives in one shared [`Guard`], keyed by provider name: [`Guard::layer`] only puts
 //! a thin wrapper around each provider a run builds, so buckets and circuits outlive a run.
@@ -34,6 +35,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The error code of a call refused by an open circuit. It names no cloud error; it contains
 /// `Unavailable`, so [`FailureClass::of_code`] classes it [`FailureClass::Retryable`].
@@ -364,7 +366,9 @@ impl Guarded {
             done: false,
         };
         let started = Instant::now();
-        let r = call().await;
+        let r = call()
+            .instrument(tracing::debug_span!("provider_call", provider = %self.state.name, verb))
+            .await;
         let m = &self.guard.metrics;
         m.observe(&self.state.name, verb, started.elapsed());
         match &r {

@@ -4,6 +4,10 @@
 //! **lease** (a state lock named `<stack>#reconciler`: PostgreSQL advisory lock or SQLite row,
 //! so a dead replica's lease goes with its session or process); reconcile with the resources
 //! that are backing off or parked held back; release the lease; record what happened.
+//!
+//! Each phase of a stack's tick is a `debug` span (`compile`, `cost`, `lease`, `reconcile`,
+//! `release`, `record`; provider calls are `provider_call` spans, see `guard`), so a subscriber
+//! can time them (`serve/benches/tick.rs` does); at the daemon's `info` level they cost nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ use chimera_workflow::{
     ApplyRequest, DriftKind, Error, ErrorKind, ReconcileOptions, Reconciled, Stack,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{Event, GitWatch, Shared, StackStatus, locked, now_unix};
 
@@ -284,7 +289,13 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
 
     // Compile first: a stack that does not compile keeps its last good state, and nothing is
     // applied.
-    let graph = match compile(shared, path).await {
+    let compiled = compile(shared, path)
+        .instrument(tracing::debug_span!(
+            "compile",
+            child = cfg.compiler.is_some()
+        ))
+        .await;
+    let graph = match compiled {
         Compiled::Graph(g) => g,
         Compiled::Failed(lines) => {
             let first = lines.first().cloned().unwrap_or_default();
@@ -321,13 +332,18 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
         Some(s) => s.next_round(*graph),
         None => Stack::open(path, cfg.settings.clone()).with_graph(*graph),
     };
-    status.monthly_cost = stack
-        .cost()
-        .ok()
-        .map(|c| chimera_plans::cost::cents(c.cost.monthly_after));
+    status.monthly_cost = tracing::debug_span!("cost").in_scope(|| {
+        stack
+            .cost()
+            .ok()
+            .map(|c| chimera_plans::cost::cents(c.cost.monthly_after))
+    });
 
     // The lease: one reconciler per stack at a time, whichever replica gets it.
-    let lease = match take_lease(&mut stack, &name, &cfg.replica).await {
+    let lease = match take_lease(&mut stack, &name, &cfg.replica)
+        .instrument(tracing::debug_span!("lease"))
+        .await
+    {
         Ok(l) => l,
         Err(Lease::Held(by)) => {
             shared.metrics.lock_wait(&name);
@@ -392,16 +408,24 @@ async fn reconcile_one(shared: &Shared, path: &Path, commit: Option<String>) {
         }),
         ..ApplyRequest::default()
     };
-    let result = stack.reconcile(&opts, &req).await;
-    release_lease(&mut stack, lease).await;
-    status.generation = match stack.store().await {
-        Ok(s) => s.stack(&name).await.ok().flatten().map(|i| i.serial),
-        Err(_) => status.generation,
-    };
+    let result = stack
+        .reconcile(&opts, &req)
+        .instrument(tracing::debug_span!("reconcile"))
+        .await;
+    status.generation = async {
+        release_lease(&mut stack, lease).await;
+        match stack.store().await {
+            Ok(s) => s.stack(&name).await.ok().flatten().map(|i| i.serial),
+            Err(_) => status.generation,
+        }
+    }
+    .instrument(tracing::debug_span!("release"))
+    .await;
     match result {
         Ok(r) => {
             locked(&shared.opened).insert(key.clone(), stack);
-            record(shared, &key, &mut status, &r, &desired);
+            tracing::debug_span!("record")
+                .in_scope(|| record(shared, &key, &mut status, &r, &desired));
             crate::agent::propose_adoption(shared, path, &key, &r.drift, &r.proposed).await;
         }
         Err(e) if e.kind == ErrorKind::Locked => {
