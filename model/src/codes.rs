@@ -88,7 +88,7 @@ registry! {
     INIT_NAME = "E0321", "`chimera init`: the stack name is invalid";
     INIT_WRITE = "E0322", "`chimera init`: a directory or file cannot be written";
     ALREADY_IN_STATE = "E0323", "`import`: the address is already in state";
-    BAD_FIXTURE = "E0324", "`chimera test`: a state fixture cannot be read, is not UTF-8 or JSON, or holds something that is not a state row (its byte, line and column named)";
+    BAD_FIXTURE = "E0324", "`chimera test`: a state fixture cannot be read, is not UTF-8 or JSON, holds something that is not a state row, or holds one address twice (its byte, line and column named)";
     // Provider calls: an apply's failed step, a read during refresh or import, by failure class.
     CALL_REFUSED = "E0400", "the cloud refused the call (a permanent error: invalid request, unsupported value, permission)";
     CALL_THROTTLED = "E0401", "the cloud kept throttling the call after every retry";

@@ -195,18 +195,18 @@ pub fn read_fixture(
     let doc: Value = serde_json::from_str(&text)
         .map_err(|e| json_error(sources, "a state fixture is not JSON", e))?;
     let not_rows = "a state fixture holds something that is not a state row";
-    match doc {
+    let read = match doc {
         Value::Array(_) => {
             drop(doc);
             let rows: Vec<StateResource> =
                 serde_json::from_str(&text).map_err(|e| json_error(sources, not_rows, e))?;
-            Ok((None, 1, rows))
+            (None, 1, rows)
         }
         Value::Object(_) => {
             drop(doc);
             let doc: FixtureDoc =
                 serde_json::from_str(&text).map_err(|e| json_error(sources, not_rows, e))?;
-            Ok((doc.lineage, doc.serial.unwrap_or(1), doc.resources))
+            (doc.lineage, doc.serial.unwrap_or(1), doc.resources)
         }
         _ => Err(
             Diagnostic::error(codes::BAD_FIXTURE, "a state fixture holds no resources")
@@ -214,8 +214,28 @@ pub fn read_fixture(
                     "`{shown}` is neither `{{\"resources\": [...]}}` nor an array of state rows; {fix}"
                 ))
                 .at(at(sources, text.len() - text.trim_start().len())),
-        ),
+        )?,
+    };
+    // State holds one row per address: a second one (an edited fixture) is refused at its row,
+    // not planned as whichever row came last.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = read.2.iter().find(|r| !seen.insert(&r.address)) {
+        let quoted = serde_json::to_string(&twice.address.to_string()).unwrap_or_default();
+        let second = text
+            .match_indices(&quoted)
+            .nth(1)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        return Err(
+            Diagnostic::error(codes::BAD_FIXTURE, "a state fixture holds one address twice")
+                .detail(format!(
+                    "`{shown}` has two rows for `{}`; state holds one row per address: keep the right one and delete the other, or {fix}",
+                    twice.address
+                ))
+                .at(at(sources, second)),
+        );
     }
+    Ok(read)
 }
 
 /// The byte offset of serde_json's 1-based line and column (the column counts bytes; 0 means
@@ -453,6 +473,24 @@ mod tests {
         let d = fixture(b"  \"text\"").unwrap_err();
         assert_eq!(d.summary, "a state fixture holds no resources");
         assert_eq!(at(&d), (1, 3));
+    }
+
+    #[test]
+    fn a_fixture_with_one_address_twice_is_refused_at_the_second_row() {
+        let row = |id: &str| {
+            format!(
+                r#"{{"address": "network.main", "provider": "local", "region": "us-east", "native_region": "local-east-1", "attrs": {{}}, "sensitive": [], "hash": "{}", "cloud_id": "{id}", "outputs": {{}}, "deps": []}}"#,
+                "0".repeat(64)
+            )
+        };
+        let text = format!("[\n  {},\n  {}\n]\n", row("net-1"), row("net-2"));
+        let d = fixture(text.as_bytes()).unwrap_err();
+        assert_eq!(d.code, codes::BAD_FIXTURE);
+        assert_eq!(d.summary, "a state fixture holds one address twice");
+        assert!(d.detail.contains("`network.main`"), "{}", d.detail);
+        assert_eq!(at(&d).0, 3);
+        let one = format!("[{}]", row("net-1"));
+        assert_eq!(fixture(one.as_bytes()).expect("one row").2.len(), 1);
     }
 
     #[test]
