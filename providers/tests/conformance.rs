@@ -22,21 +22,18 @@ fn main() {
                 outcome(conformance::check(&local, kind, verb).await)
             })
         }));
-        #[cfg(feature = "aws")]
         trials.push(Trial::test(format!("aws::{kind}::{verb}"), move || {
             runtime().block_on(async move {
                 let aws = aws::Moto::start().await;
                 outcome(conformance::check(&aws, kind, verb).await)
             })
         }));
-        #[cfg(feature = "gcp")]
         trials.push(Trial::test(format!("gcp::{kind}::{verb}"), move || {
             runtime().block_on(async move {
                 let gcp = gcp::OnFake::start();
                 gcp::outcome(kind, verb, conformance::check(&gcp, kind, verb).await)
             })
         }));
-        #[cfg(feature = "azure")]
         trials.push(Trial::test(format!("azure::{kind}::{verb}"), move || {
             runtime().block_on(async move {
                 let azure = azure::OnFake::start();
@@ -223,10 +220,9 @@ async fn broken_provider_fails_many_cases() -> Result<(), Failed> {
     }
 }
 
-#[cfg(feature = "aws")]
 mod aws {
     use super::*;
-    use chimera_providers::aws::{AwsCloud, AwsSettings};
+    use chimera_aws::{AwsCloud, AwsSettings};
     use chimera_testkit::{MOTO_AMI, REGION};
 
     /// The AWS provider on its own moto.
@@ -282,10 +278,9 @@ mod aws {
     }
 }
 
-#[cfg(feature = "azure")]
 mod azure {
     use super::*;
-    use chimera_providers::azure::{AzureCloud, AzureSettings, CredentialKind, subnet_tag_key};
+    use chimera_azure::{AzureCloud, AzureSettings, CredentialKind, subnet_tag_key};
     use chimera_testkit::fake_azure::{FakeAzure, Knobs};
 
     /// The Azure provider on its own fake of ARM.
@@ -340,10 +335,9 @@ mod azure {
     }
 }
 
-#[cfg(feature = "gcp")]
 mod gcp {
     use super::*;
-    use chimera_providers::gcp::{GcpCloud, GcpSettings};
+    use chimera_gcp::{GcpCloud, GcpSettings};
     use chimera_testkit::fake_gcp::{FakeGcp, Knobs};
 
     pub const PROJECT: &str = "chimera-conformance";

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod common;
+use chimera_aws::{AwsCloud, AwsSettings};
 use chimera_engine::{ApplyOptions, Providers, apply};
-use chimera_providers::aws::{AwsCloud, AwsSettings};
 use chimera_state::SqliteStore;
 use chimera_testkit::{MOTO_AMI, Moto, ThrottleProxy};
 use common::{median, plan_of};

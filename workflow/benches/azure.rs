@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
+use chimera_azure::{AzureCloud, AzureSettings, CredentialKind};
 use chimera_engine::{ApplyOptions, Providers, apply};
-use chimera_providers::azure::{AzureCloud, AzureSettings, CredentialKind};
 use chimera_state::SqliteStore;
 use chimera_testkit::fake_azure::{FakeAzure, Knobs};
 use common::{cloud, plan_of};

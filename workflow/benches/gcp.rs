@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use chimera_engine::{ApplyOptions, Providers, apply};
-use chimera_providers::gcp::{GcpCloud, GcpSettings};
+use chimera_gcp::{GcpCloud, GcpSettings};
 use chimera_state::SqliteStore;
 use chimera_testkit::fake_gcp::{FakeGcp, Knobs};
 use common::{cloud, plan_of};

@@ -323,7 +323,7 @@ pub async fn build_providers(
     let providers = Providers::default().with(wrap(Arc::new(local)));
     #[cfg(feature = "aws")]
     let providers = {
-        use chimera_providers::aws::{AwsCloud, AwsSettings};
+        use chimera_aws::{AwsCloud, AwsSettings};
         let s = AwsSettings::from_settings(settings).map_err(|m| {
             Error::new(
                 ErrorKind::Provider,
@@ -336,7 +336,7 @@ pub async fn build_providers(
     };
     #[cfg(feature = "gcp")]
     let providers = {
-        use chimera_providers::gcp::{GcpCloud, GcpSettings};
+        use chimera_gcp::{GcpCloud, GcpSettings};
         // GOOGLE_CLOUD_PROJECT, like the ADC the SDK reads, comes from the environment.
         let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
         let s = GcpSettings::from_settings(settings, lookup).map_err(|m| {
@@ -352,7 +352,7 @@ pub async fn build_providers(
     };
     #[cfg(feature = "azure")]
     let providers = {
-        use chimera_providers::azure::{AzureCloud, AzureSettings};
+        use chimera_azure::{AzureCloud, AzureSettings};
         let s = AzureSettings::from_settings(settings, env).map_err(|m| {
             Error::new(
                 ErrorKind::Provider,

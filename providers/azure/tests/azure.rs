@@ -1,17 +1,16 @@
 //! The Azure provider against the in-repo fake of Azure Resource Manager on 127.0.0.1, started
 //! by each test: a whole lifecycle, a create whose response was lost, throttling with
 //! Retry-After, long-running operations, a VM size the region lacks, and plan-time limits.
-#![cfg(feature = "azure")]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chimera_azure::{AzureCloud, AzureSettings, CredentialKind, subnet_tag_key};
 use chimera_model::kinds::{
     FirewallSpec, InstanceSpec, NetworkSpec, Rule, Spec, SubnetSpec, VolumeSpec,
 };
 use chimera_model::{Address, Kind};
-use chimera_providers::azure::{AzureCloud, AzureSettings, CredentialKind, subnet_tag_key};
 use chimera_providers::conformance::{self, Harness};
 use chimera_providers::{CloudRef, Observed, Proposal, Provider, ProviderError, Retrying};
 use chimera_testkit::fake_azure::{FakeAzure, Knobs};

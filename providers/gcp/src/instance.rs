@@ -21,7 +21,7 @@ use super::{
     Api, REGIONAL_SERIES, ZONES, attrs_of, gcp_err, kept_tags, labels_of, last, observed,
     request_id, tags_of_labels, zone_in,
 };
-use crate::{Observed, ProviderError, Request, Result, Violation, managed_tags};
+use chimera_providers::{Observed, ProviderError, Request, Result, Violation, managed_tags};
 
 /// GCP's limit on one metadata value (the startup script), in bytes.
 const MAX_USER_DATA: usize = 256 * 1024;

@@ -1,16 +1,15 @@
 //! The GCP provider against the in-repo fake of the Compute REST API on 127.0.0.1 (started by
 //! each test): lifecycle, long-running operations and their errors, idempotency, throttling,
 //! eventual consistency, plan-time limits, and the fake's own contract.
-#![cfg(feature = "gcp")]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chimera_gcp::{GcpCloud, GcpSettings};
 use chimera_model::kinds::{
     FirewallSpec, InstanceSpec, NetworkSpec, Rule, Spec, SubnetSpec, VolumeSpec, firewall,
 };
 use chimera_model::{Address, Kind};
-use chimera_providers::gcp::{GcpCloud, GcpSettings};
 use chimera_providers::{
     CloudRef, FailureClass, Observed, Proposal, Provider, ProviderError, Retrying,
 };
@@ -399,7 +398,7 @@ async fn throttling_unavailability_and_eventual_consistency_are_ridden_out() {
     let seen = gcp.observe(&ids).await.unwrap();
     assert!(seen.iter().all(Option::is_some));
     assert_eq!(fake.all("instances").len(), 4, "one instance each");
-    let e = chimera_providers::gcp::GcpCloud::new(GcpSettings {
+    let e = chimera_gcp::GcpCloud::new(GcpSettings {
         project: Some(PROJECT.into()),
         endpoint: Some(fake.url.clone()),
         poll_interval: Duration::from_millis(2),

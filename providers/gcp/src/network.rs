@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{Api, Described, gcp_err, kept_tags, observed, request_id};
-use crate::{Observed, ProviderError, Request, Result, managed_tags};
+use chimera_providers::{Observed, ProviderError, Request, Result, managed_tags};
 
 /// What a network is observed as: the attributes drift detection compares with state rows.
 #[derive(Debug, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{Created, Ec2, attrs_of, aws_err, observed, tagging};
-use crate::cloud::with_consistency;
-use crate::{Observed, Request, Result, Violation};
+use chimera_providers::cloud::with_consistency;
+use chimera_providers::{Observed, Request, Result, Violation};
 
 /// The Describe filter that selects security groups by id.
 pub(super) const ID_FILTER: &str = "group-id";

@@ -18,7 +18,7 @@ use super::{
     Api, attrs_of, gcp_err, kept_tags, labels_of, last, observed, request_id, tags_of_labels,
     zone_in, zone_letter, zone_violation,
 };
-use crate::{Observed, ProviderError, Request, Result, Violation, managed_tags};
+use chimera_providers::{Observed, ProviderError, Request, Result, Violation, managed_tags};
 
 /// The sizes GCP allows per disk type, in GB.
 const SIZES: &[(&str, u32, u32)] = &[
@@ -316,7 +316,7 @@ async fn detach(api: &Api<'_>, disk: &str, instance: &str) -> Result<()> {
     // The instance is gone, or the disk is no longer attached: nothing to detach.
     match r {
         Err(e @ ProviderError::Failed { .. })
-            if matches!(e.class(), crate::FailureClass::NotFound) =>
+            if matches!(e.class(), chimera_providers::FailureClass::NotFound) =>
         {
             Ok(())
         }

@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::{ProviderError, Result};
+use chimera_providers::{ProviderError, Result};
 
 /// How long one long-running operation may take before it is reported as still running.
 const MAX_OPERATION: Duration = Duration::from_secs(30 * 60);
@@ -137,7 +137,7 @@ impl Arm {
     pub(super) async fn get(&self, path: &str, api_version: &str) -> Result<Option<Value>> {
         match self.call(Method::GET, path, api_version, None, None).await {
             Ok(r) => Ok(Some(r.body)),
-            Err(e) if e.class() == crate::FailureClass::NotFound => Ok(None),
+            Err(e) if e.class() == chimera_providers::FailureClass::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -182,7 +182,7 @@ impl Arm {
             .await
         {
             Ok(r) => self.wait(&r, None, api_version).await,
-            Err(e) if e.class() == crate::FailureClass::NotFound => Ok(()),
+            Err(e) if e.class() == chimera_providers::FailureClass::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -406,16 +406,16 @@ mod tests {
         let body =
             json!({ "error": { "code": "InUseSubnetCannotBeDeleted", "message": "in use" } });
         let e = arm_error(StatusCode::BAD_REQUEST, &body, &Method::DELETE, "/s");
-        assert_eq!(e.class(), crate::FailureClass::Conflict);
+        assert_eq!(e.class(), chimera_providers::FailureClass::Conflict);
         let e = arm_error(
             StatusCode::TOO_MANY_REQUESTS,
             &json!({ "error": { "code": "TooManyRequests", "message": "slow down" } }),
             &Method::GET,
             "/s",
         );
-        assert_eq!(e.class(), crate::FailureClass::Throttled);
+        assert_eq!(e.class(), chimera_providers::FailureClass::Throttled);
         let e = arm_error(StatusCode::NOT_FOUND, &Value::Null, &Method::GET, "/s");
-        assert_eq!(e.class(), crate::FailureClass::NotFound);
+        assert_eq!(e.class(), chimera_providers::FailureClass::NotFound);
         let e = arm_error(
             StatusCode::CONFLICT,
             &json!({ "error": { "code": "ResourceGroupBeingDeleted", "message": "wait" } }),

@@ -1,11 +1,11 @@
-//! `gcp`: the GCP provider, on the native SDK (google-cloud-compute-v1).
+//! `chimera-gcp`: the GCP provider, on the native SDK (google-cloud-compute-v1).
 //!
 //! network → VPC network (custom mode: `autoCreateSubnetworks = false`), subnet → subnetwork in
 //! the region, firewall → firewall rules on the network (one per rule, named `{id}-i{n}` /
 //! `{id}-e{n}`) applied to instances through the network tag `{id}`, instance → instance in a
 //! zone of the region, volume → disk (+ `attachDisk`). One file per kind, as for AWS; this file
 //! holds what they share and the [`Provider`] impl. Plumbing every cloud needs (the
-//! consistency window, batching, the region search) is in [`crate::cloud`].
+//! consistency window, batching, the region search) is in [`chimera_providers::cloud`].
 //!
 //! **Names and tokens.** A resource's GCP name is `{address name}-{h}`, `h` ten hex digits of
 //! the BLAKE3 hash of the creation token: a create whose response was lost is found by name
@@ -56,8 +56,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use crate::cloud::{self, ConsistencyWindow, with_consistency};
-use crate::{
+use chimera_providers::cloud::{self, ConsistencyWindow, with_consistency};
+use chimera_providers::{
     CloudRef, Observed, Provider, ProviderError, Request, Result, TAG_ADDRESS, TAG_STACK,
     TAG_TOKEN, Violation, managed_tags,
 };
@@ -453,7 +453,7 @@ impl GcpCloud {
     async fn clients(&self) -> Result<&Clients> {
         self.clients
             .get_or_try_init(|| async {
-                crate::install_tls_crypto();
+                chimera_providers::install_tls_crypto();
                 let ep = self.settings.endpoint.clone();
                 // Plain http is the fake or an emulator: no credentials, never a token in clear.
                 let anonymous = ep.as_deref().is_some_and(|e| e.starts_with("http://"));

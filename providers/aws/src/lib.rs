@@ -1,11 +1,11 @@
-//! `aws`: the AWS provider, on the native SDK (aws-sdk-ec2).
+//! `chimera-aws`: the AWS provider, on the native SDK (aws-sdk-ec2).
 //!
 //! network → VPC, subnet → Subnet, firewall → SecurityGroup with its rules, instance →
 //! RunInstances, volume → CreateVolume (+ AttachVolume), one file per kind: its create, update
 //! and delete, its Describe calls and their id filter, how what EC2 describes maps to observed
 //! attributes, and its limits for [`Provider::validate`]. This file holds what they share and the
 //! [`Provider`] impl, which dispatches each verb to the kind once. Plumbing every cloud needs
-//! (clients per region, region search, batching, the consistency window) is in [`crate::cloud`].
+//! (clients per region, region search, batching, the consistency window) is in [`chimera_providers::cloud`].
 //!
 //! Every resource is tagged at creation (`TagSpecifications`, atomic with the create) with the
 //! stack, address and client token, so `find_by_token` and `list_managed` work by tag for every
@@ -20,7 +20,7 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_EC2`) or `providers.aws.endpoint`: moto and
 //! LocalStack work unchanged. Each request is retried by the SDK's standard retry (jittered
 //! exponential backoff on RequestLimitExceeded and other transient errors, 10 attempts); whole
-//! operations are retried by the engine ([`crate::with_retries`]) on what stays retryable:
+//! operations are retried by the engine ([`chimera_providers::with_retries`]) on what stays retryable:
 //! eventual consistency ("not found" right after a create), DependencyViolation while a
 //! dependent terminates.
 
@@ -36,7 +36,7 @@ macro_rules! describe_all {
             .send()
             .try_collect()
             .await
-            .map_err(super::aws_err)
+            .map_err($crate::aws_err)
     };
 }
 
@@ -63,8 +63,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use crate::cloud::{self, ConsistencyWindow, RegionClients, with_consistency};
-use crate::{
+use chimera_providers::cloud::{self, ConsistencyWindow, RegionClients, with_consistency};
+use chimera_providers::{
     CloudRef, Observed, Provider, ProviderError, Request, Result, TAG_ADDRESS, TAG_STACK,
     TAG_TOKEN, Violation, managed_tags,
 };
@@ -126,7 +126,7 @@ enum Source {
 }
 
 /// The SDK's HTTPS client on rustls with ring, the process's one TLS crypto provider (the SDK's
-/// `default-https-client` would bring aws-lc; see [`crate::install_tls_crypto`]).
+/// `default-https-client` would bring aws-lc; see [`chimera_providers::install_tls_crypto`]).
 pub fn https_client() -> aws_sdk_ec2::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new()

@@ -15,7 +15,7 @@ use serde_json::Map;
 use std::collections::BTreeMap;
 
 use super::{Api, Described, gcp_err, kept_tags, last, observed, request_id};
-use crate::{Observed, Request, Result, Violation, managed_tags};
+use chimera_providers::{Observed, Request, Result, Violation, managed_tags};
 
 /// The rule-name suffixes: `-i3`, `-e0`, `-n0`.
 const SUFFIX: &str = "-[ien][0-9]+";

@@ -12,7 +12,7 @@ use super::{
     AzureCloud, NETWORK_API, SUBNET_TAG_PREFIX, get_live, list_type, observed, resource_name,
     tags_of,
 };
-use crate::{Observed, Request, Result, TAG_TOKEN, managed_tags};
+use chimera_providers::{Observed, Request, Result, TAG_TOKEN, managed_tags};
 
 pub(super) const TYPE: &str = "Microsoft.Network/virtualNetworks";
 /// Azure's longest virtual network name.

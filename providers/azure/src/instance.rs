@@ -17,7 +17,9 @@ use super::{
     AzureCloud, COMPUTE_API, NETWORK_API, attrs_of, get_live, image_reference, list_type, observed,
     resource_name, tags_of,
 };
-use crate::{Observed, ProviderError, Request, Result, TAG_TOKEN, Violation, managed_tags};
+use chimera_providers::{
+    Observed, ProviderError, Request, Result, TAG_TOKEN, Violation, managed_tags,
+};
 
 pub(super) const TYPE: &str = "Microsoft.Compute/virtualMachines";
 pub(super) const NIC_TYPE: &str = "Microsoft.Network/networkInterfaces";

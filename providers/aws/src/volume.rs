@@ -12,7 +12,7 @@ use serde_json::Map;
 use super::{
     Created, Ec2, MAX_WAIT, attrs_of, aws_err, observed, tagging, wait_err, zone_in, zone_letter,
 };
-use crate::{Observed, Request, Result, Violation};
+use chimera_providers::{Observed, Request, Result, Violation};
 
 /// The Describe filter that selects volumes by id.
 pub(super) const ID_FILTER: &str = "volume-id";

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{Created, Ec2, attrs_of, aws_err, observed, tagging, zone_in, zone_letter};
-use crate::{Observed, Request, Result};
+use chimera_providers::{Observed, Request, Result};
 
 /// The Describe filter that selects subnets by id.
 pub(super) const ID_FILTER: &str = "subnet-id";

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{Created, Ec2, aws_err, observed, tagging};
-use crate::{Observed, Request, Result};
+use chimera_providers::{Observed, Request, Result};
 
 /// The Describe filter that selects VPCs by id.
 pub(super) const ID_FILTER: &str = "vpc-id";

@@ -18,7 +18,9 @@ use super::{
     AzureCloud, NETWORK_API, SUBNET_TAG_PREFIX, attrs_of, get_live, list_type, observed,
     resource_name, subnet_tag_key, tags_of,
 };
-use crate::{Observed, ProviderError, Request, Result, TAG_STACK, TAG_TOKEN, managed_tags};
+use chimera_providers::{
+    Observed, ProviderError, Request, Result, TAG_STACK, TAG_TOKEN, managed_tags,
+};
 
 const MAX_NAME: usize = 80;
 
@@ -125,7 +127,7 @@ pub(super) async fn delete(az: &AzureCloud, current: &Observed) -> Result<()> {
         .collect();
     // The network may be going too: its tags then go with it.
     match az.change_tags(network_of(id)?, Map::new(), unset).await {
-        Err(e) if e.class() == crate::FailureClass::NotFound => Ok(()),
+        Err(e) if e.class() == chimera_providers::FailureClass::NotFound => Ok(()),
         other => other,
     }
 }

@@ -14,7 +14,9 @@ use super::{
     AzureCloud, COMPUTE_API, DISK_API, attrs_of, get_live, list_type, observed, resource_name,
     tags_of,
 };
-use crate::{Observed, ProviderError, Request, Result, TAG_TOKEN, Violation, managed_tags};
+use chimera_providers::{
+    Observed, ProviderError, Request, Result, TAG_TOKEN, Violation, managed_tags,
+};
 
 pub(super) const TYPE: &str = "Microsoft.Compute/disks";
 const MAX_NAME: usize = 80;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{AzureCloud, NETWORK_API, get_live, list_type, observed, resource_name, tags_of};
-use crate::{Observed, Request, Result, TAG_TOKEN, Violation, managed_tags};
+use chimera_providers::{Observed, Request, Result, TAG_TOKEN, Violation, managed_tags};
 
 pub(super) const TYPE: &str = "Microsoft.Network/networkSecurityGroups";
 const MAX_NAME: usize = 80;

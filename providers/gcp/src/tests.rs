@@ -66,7 +66,7 @@ fn names_carry_the_token_hash_and_request_ids_are_uuids() {
 
 #[test]
 fn gcp_errors_land_in_the_engines_classes() {
-    use crate::FailureClass as C;
+    use chimera_providers::FailureClass as C;
     let class = |code: &str, http: u16| classify(code, http, "m".into()).class();
     assert_eq!(class("rateLimitExceeded", 403), C::Throttled);
     assert_eq!(class("", 429), C::Throttled);
@@ -102,7 +102,7 @@ fn a_failed_operation_is_an_error_even_though_it_is_done() {
     op.error = Some(err);
     op.http_error_status_code = Some(503);
     let failed = op_outcome(&op).unwrap_err();
-    assert_eq!(failed.class(), crate::FailureClass::Quota);
+    assert_eq!(failed.class(), chimera_providers::FailureClass::Quota);
     assert!(
         failed.to_string().contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
         "{failed}"

@@ -1,5 +1,5 @@
-//! `azure`: the Azure provider, on Azure Resource Manager's REST API over reqwest (the client the
-//! rest of Chimera uses), with `azure_identity` for credentials. Why not the generated
+//! `chimera-azure`: the Azure provider, on Azure Resource Manager's REST API over reqwest (the
+//! client the rest of Chimera uses), with `azure_identity` for credentials. Why not the generated
 //! `azure_mgmt_*` crates: docs/ARCHITECTURE.md, the decision "the Azure provider calls ARM over
 //! reqwest".
 //!
@@ -22,7 +22,7 @@
 //! do not overwrite each other.
 //!
 //! ARM identifiers are global, so reads and deletes need no region: an import by bare id works as
-//! is. Refreshes list each kind once per resource group ([`crate::cloud::batches`]).
+//! is. Refreshes list each kind once per resource group ([`chimera_providers::cloud::batches`]).
 
 mod arm;
 mod firewall;
@@ -45,12 +45,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
-use crate::cloud::{self, ConsistencyWindow, with_consistency};
-use crate::{
+use arm::Arm;
+use chimera_providers::cloud::{self, ConsistencyWindow, with_consistency};
+use chimera_providers::{
     CloudRef, Observed, Provider, ProviderError, Request, Result, TAG_ADDRESS, TAG_STACK,
     TAG_TOKEN, Violation, managed_tags,
 };
-use arm::Arm;
 
 /// The public cloud's ARM.
 pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
@@ -286,7 +286,7 @@ impl AzureCloud {
     async fn arm(&self) -> Result<&Arm> {
         self.arm
             .get_or_try_init(|| async {
-                crate::install_tls_crypto();
+                chimera_providers::install_tls_crypto();
                 let credential = credential(self.settings.credential)?;
                 let http = reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(10))
@@ -865,7 +865,7 @@ fn live(items: Vec<Value>) -> impl Iterator<Item = Value> {
 async fn list_type(az: &AzureCloud, group: &str, ty: &str, api: &str) -> Result<Vec<Value>> {
     let path = format!("{}/providers/{ty}", az.group_path(group)?);
     match az.arm().await?.list(&path, api).await {
-        Err(e) if e.class() == crate::FailureClass::NotFound => Ok(Vec::new()),
+        Err(e) if e.class() == chimera_providers::FailureClass::NotFound => Ok(Vec::new()),
         other => Ok(live(other?).collect()),
     }
 }
@@ -883,6 +883,14 @@ async fn get_live(az: &AzureCloud, id: &str, api: &str) -> Result<Option<Value>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// reqwest is built without its own crypto provider: a client made after
+    /// [`chimera_providers::install_tls_crypto`] is on ring (before it, building one panics).
+    #[test]
+    fn clients_are_made_on_the_process_crypto_provider() {
+        chimera_providers::install_tls_crypto();
+        assert!(reqwest::Client::builder().build().is_ok());
+    }
 
     #[test]
     fn names_are_deterministic_per_token_and_fit() {

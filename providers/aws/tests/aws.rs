@@ -1,16 +1,15 @@
 //! The AWS provider against moto (an EC2 emulator) on 127.0.0.1, started by each test.
-#![cfg(feature = "aws")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Tag;
+use chimera_aws::{AwsCloud, AwsSettings};
 use chimera_model::kinds::{
     FirewallSpec, InstanceSpec, NetworkSpec, Rule, Spec, SubnetSpec, VolumeSpec, firewall,
 };
 use chimera_model::{Address, Kind};
-use chimera_providers::aws::{AwsCloud, AwsSettings};
 use chimera_providers::conformance::{self, Harness};
 use chimera_providers::{CloudRef, Observed, Proposal, Provider, ProviderError, Retrying};
 use chimera_testkit::{MOTO_AMI, Moto, REGION, ThrottleProxy};

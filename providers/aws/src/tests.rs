@@ -232,3 +232,11 @@ fn settings_are_checked() {
     let e = AwsSettings::from_settings(&json!({ "aws": { "endpont": "x" } })).unwrap_err();
     assert!(e.contains("providers.aws.endpont"), "{e}");
 }
+
+/// The SDK's client is rustls on ring, the process's one crypto provider: it is made without
+/// aws-lc, after [`chimera_providers::install_tls_crypto`].
+#[test]
+fn the_https_client_is_made_on_ring() {
+    chimera_providers::install_tls_crypto();
+    drop(https_client());
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{Created, Ec2, MAX_WAIT, attrs_of, aws_err, observed, tagging, wait_err};
-use crate::{Observed, ProviderError, Request, Result, Violation};
+use chimera_providers::{Observed, ProviderError, Request, Result, Violation};
 
 /// The Describe filter that selects instances by id.
 pub(super) const ID_FILTER: &str = "instance-id";
