@@ -5,8 +5,6 @@
 //! firewalls (`setTags`), the machine type (stop → `setMachineType` → start). An external
 //! address is not changed in place. TERMINATED instances exist (stopped), STOPPING ones too.
 
-use std::collections::HashMap;
-
 use chimera_model::Kind;
 use chimera_model::kinds::InstanceSpec;
 use google_cloud_compute_v1::model::{
@@ -323,27 +321,7 @@ fn making(i: &Instance) -> Option<String> {
 
 /// The instances named `ids` (`zone/name`), one filtered list per zone.
 pub(super) async fn list_named(api: &Api<'_>, ids: &[String]) -> Result<Vec<Observed>> {
-    use google_cloud_gax::paginator::ItemPaginator as _;
-    let mut by_zone: HashMap<&str, Vec<String>> = HashMap::new();
-    for id in ids {
-        let (zone, name) = split(id)?;
-        by_zone.entry(zone).or_default().push(name.to_string());
-    }
-    let mut out = Vec::new();
-    for (zone, names) in by_zone {
-        let mut items = api
-            .c
-            .instances
-            .list()
-            .set_project(api.project)
-            .set_zone(zone)
-            .set_filter(super::names_filter(&names, ""))
-            .by_item();
-        while let Some(i) = items.next().await {
-            out.push(observe(&i.map_err(gcp_err)?));
-        }
-    }
-    Ok(out)
+    list_zonal_named!(api, instances, ids, observe)
 }
 
 /// The instances of every zone that `filter` selects (one aggregated list).
@@ -351,20 +329,7 @@ pub(super) async fn list_aggregated(
     api: &Api<'_>,
     filter: Option<String>,
 ) -> Result<Vec<Observed>> {
-    use google_cloud_gax::paginator::ItemPaginator as _;
-    let mut items = api
-        .c
-        .instances
-        .aggregated_list()
-        .set_project(api.project)
-        .set_or_clear_filter(filter)
-        .by_item();
-    let mut out = Vec::new();
-    while let Some(scope) = items.next().await {
-        let (_, scoped) = scope.map_err(gcp_err)?;
-        out.extend(scoped.instances.iter().map(observe));
-    }
-    Ok(out)
+    list_aggregated!(api, instances, filter, observe)
 }
 
 pub(super) async fn delete(api: &Api<'_>, id: &str) -> Result<()> {

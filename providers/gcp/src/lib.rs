@@ -30,6 +30,56 @@
 //! stacks without `'gcp` never look for them; anonymous when `providers.gcp.endpoint` is plain
 //! `http://` (the in-repo fake, or an emulator): no token is ever sent in clear.
 
+/// Every zone's or region's items of an aggregated list (`instances`, `disks`, `subnetworks`:
+/// the client's field and the scoped list's have the same name) that `$filter` selects, each
+/// observed by `$observe`. A macro: each service's builder and items are types of their own.
+macro_rules! list_aggregated {
+    ($api:expr, $service:ident, $filter:expr, $observe:expr) => {{
+        use google_cloud_gax::paginator::ItemPaginator as _;
+        let mut items = $api
+            .c
+            .$service
+            .aggregated_list()
+            .set_project($api.project)
+            .set_or_clear_filter($filter)
+            .by_item();
+        let mut out = Vec::new();
+        while let Some(scope) = items.next().await {
+            let (_, scoped) = scope.map_err($crate::gcp_err)?;
+            out.extend(scoped.$service.iter().map($observe));
+        }
+        Ok(out)
+    }};
+}
+
+/// The zonal items (`instances`, `disks`) named `$ids` (`zone/name`), one filtered list per
+/// zone, each observed by `$observe`.
+macro_rules! list_zonal_named {
+    ($api:expr, $service:ident, $ids:expr, $observe:expr) => {{
+        use google_cloud_gax::paginator::ItemPaginator as _;
+        let mut by_zone: std::collections::HashMap<&str, Vec<String>> = Default::default();
+        for id in $ids {
+            let (zone, name) = $crate::instance::split(id)?;
+            by_zone.entry(zone).or_default().push(name.to_string());
+        }
+        let mut out = Vec::new();
+        for (zone, names) in by_zone {
+            let mut items = $api
+                .c
+                .$service
+                .list()
+                .set_project($api.project)
+                .set_zone(zone)
+                .set_filter($crate::names_filter(&names, ""))
+                .by_item();
+            while let Some(item) = items.next().await {
+                out.push($observe(&item.map_err($crate::gcp_err)?));
+            }
+        }
+        Ok(out)
+    }};
+}
+
 mod firewall;
 mod instance;
 mod network;

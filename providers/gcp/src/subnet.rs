@@ -136,20 +136,7 @@ pub(super) async fn list_aggregated(
     api: &Api<'_>,
     filter: Option<String>,
 ) -> Result<Vec<Observed>> {
-    use google_cloud_gax::paginator::ItemPaginator as _;
-    let mut items = api
-        .c
-        .subnetworks
-        .aggregated_list()
-        .set_project(api.project)
-        .set_or_clear_filter(filter)
-        .by_item();
-    let mut out = Vec::new();
-    while let Some(scope) = items.next().await {
-        let (_, scoped) = scope.map_err(gcp_err)?;
-        out.extend(scoped.subnetworks.iter().map(observe));
-    }
-    Ok(out)
+    list_aggregated!(api, subnetworks, filter, observe)
 }
 
 pub(super) async fn delete(api: &Api<'_>, id: &str) -> Result<()> {

@@ -3,8 +3,6 @@
 //! (`setLabels` with the current fingerprint), the attachment (detach, attach). GCP encrypts
 //! every disk: `encrypted = false` is refused at plan time.
 
-use std::collections::HashMap;
-
 use chimera_model::Kind;
 use chimera_model::kinds::VolumeSpec;
 use google_cloud_compute_v1::model::{
@@ -214,27 +212,7 @@ fn making(d: &Disk) -> Option<String> {
 
 /// The disks named `ids` (`zone/name`), one filtered list per zone.
 pub(super) async fn list_named(api: &Api<'_>, ids: &[String]) -> Result<Vec<Observed>> {
-    use google_cloud_gax::paginator::ItemPaginator as _;
-    let mut by_zone: HashMap<&str, Vec<String>> = HashMap::new();
-    for id in ids {
-        let (zone, name) = split(id)?;
-        by_zone.entry(zone).or_default().push(name.to_string());
-    }
-    let mut out = Vec::new();
-    for (zone, names) in by_zone {
-        let mut items = api
-            .c
-            .disks
-            .list()
-            .set_project(api.project)
-            .set_zone(zone)
-            .set_filter(super::names_filter(&names, ""))
-            .by_item();
-        while let Some(d) = items.next().await {
-            out.push(observe(&d.map_err(gcp_err)?));
-        }
-    }
-    Ok(out)
+    list_zonal_named!(api, disks, ids, observe)
 }
 
 /// The disks of every zone that `filter` selects (one aggregated list).
@@ -242,20 +220,7 @@ pub(super) async fn list_aggregated(
     api: &Api<'_>,
     filter: Option<String>,
 ) -> Result<Vec<Observed>> {
-    use google_cloud_gax::paginator::ItemPaginator as _;
-    let mut items = api
-        .c
-        .disks
-        .aggregated_list()
-        .set_project(api.project)
-        .set_or_clear_filter(filter)
-        .by_item();
-    let mut out = Vec::new();
-    while let Some(scope) = items.next().await {
-        let (_, scoped) = scope.map_err(gcp_err)?;
-        out.extend(scoped.disks.iter().map(observe));
-    }
-    Ok(out)
+    list_aggregated!(api, disks, filter, observe)
 }
 
 /// Detaches the disk first if it is attached: GCP deletes only disks no instance uses.
