@@ -112,3 +112,71 @@ fn no_native_tls() {
         );
     }
 }
+
+/// Cloud SDK crates: only the cloud crates (and testkit, for raw calls in tests) depend on them.
+const CLOUD_SDKS: &[&str] = &[
+    "aws-config",
+    "aws-sdk-ec2",
+    "aws-smithy-http-client",
+    "google-cloud-compute-v1",
+    "google-cloud-gax",
+    "google-cloud-auth",
+    "azure_core",
+    "azure_identity",
+];
+
+/// One crate per cloud (docs/ARCHITECTURE.md, decision 26): the clouds build at opt-level 1
+/// while chimera-providers, which holds the hot local cloud, stays at 3. A cloud SDK in any
+/// other workspace crate's dependencies (dev-dependencies aside) would undo that.
+#[test]
+fn only_the_cloud_crates_link_cloud_sdks() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let allowed = [
+        "chimera-aws",
+        "chimera-gcp",
+        "chimera-azure",
+        "chimera-testkit",
+    ];
+    let mut wrong = Vec::new();
+    let mut seen = 0;
+    for package in meta["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().expect("a package name");
+        for dep in package["dependencies"].as_array().expect("dependencies") {
+            let dep_name = dep["name"].as_str().expect("a dependency name");
+            if !CLOUD_SDKS.contains(&dep_name) || dep["kind"].as_str() == Some("dev") {
+                continue;
+            }
+            seen += 1;
+            if !allowed.contains(&name) {
+                wrong.push(format!("{name} → {dep_name}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a cloud SDK outside the cloud crates:\n  {}\n\
+         Move the code that needs it into chimera-aws, chimera-gcp or chimera-azure \
+         (providers/*), which are built at opt-level 1.",
+        wrong.join("\n  ")
+    );
+    assert!(
+        seen > 0,
+        "no crate depends on a cloud SDK: update CLOUD_SDKS"
+    );
+}
