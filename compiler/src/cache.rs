@@ -2,7 +2,9 @@
 //! embedded stdlib and the Chimera build, so its lowered graph is stored under
 //! `.chimera/cache/` keyed by exactly those, and reused while none of them changed.
 //!
-//! Per stack entry file there is an **index** (`<stem>.index.json`: the files read with their
+//! Per stack entry file and build of Chimera (the stem names both: two builds on one checkout
+//! keep an entry each, and at most two builds' entries are kept per stack) there is an
+//! **index** (`<stem>.index.json`: the files read with their
 //! blake3, the stdlib digest, the build id, the graph's hash and the blake3 of the graph file,
 //! and an integrity hash over all of it) and a **graph** (`<stem>.graph.json`). An entry is used
 //! only if every check passes; anything else (corrupt, truncated, foreign, another build) is
@@ -156,9 +158,51 @@ impl EvalCache {
         self
     }
 
-    fn stem(entry: &Path) -> String {
+    /// The stack's part of an entry's file names.
+    fn path_key(entry: &Path) -> String {
         let h = blake3::hash(entry.to_string_lossy().as_bytes()).to_hex();
         h[..24].to_string()
+    }
+
+    /// An entry's file-name stem: the stack's key and this build's, so two builds working on one
+    /// checkout (a daemon on the installed binary, a newer CLI) keep an entry each instead of
+    /// evicting each other's at every compile.
+    fn stem(&self, entry: &Path) -> String {
+        let b = blake3::hash(self.build.as_bytes()).to_hex();
+        format!("{}-{}", Self::path_key(entry), &b[..12])
+    }
+
+    /// Removes this stack's entries from other builds but the most recently written one (and
+    /// any from before entries were per build), so a checkout rebuilt many times keeps at most
+    /// two entries per stack.
+    fn prune_other_builds(&self, entry: &Path) {
+        let key = Self::path_key(entry);
+        let own = self.stem(entry);
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut others: Vec<(std::time::SystemTime, String)> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".index.json")?.to_string();
+                (stem.starts_with(&key) && stem != own).then_some(())?;
+                let written = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((written, stem))
+            })
+            .collect();
+        others.sort_by(|a, b| b.0.cmp(&a.0));
+        let legacy = |stem: &str| stem.len() == key.len();
+        let mut kept = false;
+        for (_, stem) in others {
+            if !kept && !legacy(&stem) {
+                kept = true;
+                continue;
+            }
+            for ext in ["index", "graph", "memo"] {
+                let _ = std::fs::remove_file(self.dir.join(format!("{stem}.{ext}.json")));
+            }
+        }
     }
 
     fn entry_of(&self, path: &Path) -> PathBuf {
@@ -172,7 +216,7 @@ impl EvalCache {
     }
 
     fn paths(&self, entry: &Path) -> (PathBuf, PathBuf, PathBuf) {
-        let stem = Self::stem(entry);
+        let stem = self.stem(entry);
         (
             self.dir.join(format!("{stem}.index.json")),
             self.dir.join(format!("{stem}.graph.json")),
@@ -309,7 +353,9 @@ impl EvalCache {
         };
         index.integrity = index.digest();
         write_atomic(&graph_path, &graph_bytes)?;
-        write_atomic(&index_path, &serde_json::to_vec(&index)?)
+        write_atomic(&index_path, &serde_json::to_vec(&index)?)?;
+        self.prune_other_builds(entry);
+        Ok(())
     }
 
     /// Compiles the stack at `path`, from the cache when its entry is valid.

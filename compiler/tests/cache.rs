@@ -118,11 +118,47 @@ fn corrupt_and_foreign_entries_are_ignored_and_rebuilt() {
         matches!(compile(&cache, dir.path()).1, CacheUse::Rebuilt(w) if w.contains("integrity"))
     );
 
-    // Another build of Chimera does not trust this one's entries.
+    // Another build keeps its own entry, and an index copied under its name (as if it had
+    // written it) is not trusted: the build is checked inside the index, not only by the name.
     let other = EvalCache::new(dir.path().join(".chimera/cache"), "build-2");
+    let own = cache_files(dir.path(), ".index.json");
+    assert_eq!(
+        other.compile(dir.path(), &EvalOptions::default()).1,
+        CacheUse::Miss
+    );
+    let theirs: Vec<_> = cache_files(dir.path(), ".index.json")
+        .into_iter()
+        .filter(|f| !own.contains(f))
+        .collect();
+    assert_eq!(theirs.len(), 1);
+    std::fs::copy(&own[0], &theirs[0]).unwrap();
     assert!(
         matches!(other.compile(dir.path(), &EvalOptions::default()).1, CacheUse::Rebuilt(w) if w.contains("another build"))
     );
+}
+
+#[test]
+fn two_builds_on_one_checkout_keep_an_entry_each() {
+    // A daemon on the installed binary and a newer CLI compile the same stack in turn: neither
+    // evicts the other's entry (each compile after the first is a hit).
+    let (dir, daemon) = setup();
+    let cli = EvalCache::new(dir.path().join(".chimera/cache"), "build-2");
+    assert_eq!(compile(&daemon, dir.path()).1, CacheUse::Miss);
+    assert_eq!(compile(&cli, dir.path()).1, CacheUse::Miss);
+    for _ in 0..2 {
+        assert_eq!(compile(&daemon, dir.path()).1, CacheUse::Hit);
+        assert_eq!(compile(&cli, dir.path()).1, CacheUse::Hit);
+    }
+    assert_eq!(cache_files(dir.path(), ".index.json").len(), 2);
+    // A checkout rebuilt again and again keeps at most two builds' entries per stack: a third
+    // build's entry replaces the older of the other two.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let third = EvalCache::new(dir.path().join(".chimera/cache"), "build-3");
+    assert_eq!(compile(&third, dir.path()).1, CacheUse::Miss);
+    assert_eq!(cache_files(dir.path(), ".index.json").len(), 2);
+    assert_eq!(cache_files(dir.path(), ".graph.json").len(), 2);
+    assert_eq!(compile(&cli, dir.path()).1, CacheUse::Hit);
+    assert_eq!(compile(&daemon, dir.path()).1, CacheUse::Miss);
 }
 
 #[test]
