@@ -79,7 +79,12 @@ pub struct Global {
     pub key_file: Option<PathBuf>,
     /// The previous key, which only opens (rotation; or CHIMERA_FALLBACK_KEY,
     /// CHIMERA_FALLBACK_PASSPHRASE).
-    #[arg(long, global = true, env = "CHIMERA_FALLBACK_KEY_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHIMERA_FALLBACK_KEY_FILE",
+        value_name = "FILE"
+    )]
     pub fallback_key_file: Option<PathBuf>,
 }
 
