@@ -128,9 +128,18 @@ enum Source {
 /// The SDK's HTTPS client on rustls with ring, the process's one TLS crypto provider (the SDK's
 /// `default-https-client` would bring aws-lc; see [`chimera_providers::install_tls_crypto`]).
 pub fn https_client() -> aws_sdk_ec2::config::SharedHttpClient {
+    https_client_with(aws_smithy_http_client::tls::TlsContext::default())
+}
+
+/// [`https_client`] with another trust store (the default trusts the platform's roots); the TLS
+/// tests trust their own self-signed certificate with it (tests/tls.rs).
+pub fn https_client_with(
+    tls: aws_smithy_http_client::tls::TlsContext,
+) -> aws_sdk_ec2::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls)
         .build_https()
 }
 
