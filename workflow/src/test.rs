@@ -221,8 +221,16 @@ pub fn read_fixture(
     let mut seen = std::collections::HashSet::new();
     if let Some(twice) = read.2.iter().find(|r| !seen.insert(&r.address)) {
         let quoted = serde_json::to_string(&twice.address.to_string()).unwrap_or_default();
+        // The second row's `"address": "…"`, not a mention of the address in another row's
+        // `deps` or attributes.
         let second = text
             .match_indices(&quoted)
+            .filter(|(i, _)| {
+                text[..*i]
+                    .trim_end()
+                    .strip_suffix(':')
+                    .is_some_and(|before| before.trim_end().ends_with("\"address\""))
+            })
             .nth(1)
             .map(|(i, _)| i)
             .unwrap_or(0);
@@ -489,6 +497,17 @@ mod tests {
         assert_eq!(d.summary, "a state fixture holds one address twice");
         assert!(d.detail.contains("`network.main`"), "{}", d.detail);
         assert_eq!(at(&d).0, 3);
+        // A row between them naming the address in its deps: the second row is still found.
+        let dependent = row("net-9")
+            .replace("\"address\": \"network.main\"", "\"address\": \"subnet.a\"")
+            .replace("\"deps\": []", "\"deps\": [\"network.main\"]");
+        let text = format!(
+            "[\n  {},\n  {},\n  {}\n]\n",
+            row("net-1"),
+            dependent,
+            row("net-2")
+        );
+        assert_eq!(at(&fixture(text.as_bytes()).unwrap_err()).0, 4);
         let one = format!("[{}]", row("net-1"));
         assert_eq!(fixture(one.as_bytes()).expect("one row").2.len(), 1);
     }
